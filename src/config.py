@@ -1,0 +1,267 @@
+"""Every setting of the project, with defaults, types and checks.
+
+Settings come from three layers, later ones winning: the defaults below, a YAML file
+given with ``--config FILE.yaml``, and ``--key=value`` / ``--key value`` on the command
+line. Unknown keys, values of the wrong type and impossible values stop the program
+with a one-line :class:`ConfigError` that names the key.
+"""
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+
+import yaml
+
+from src.errors import InputError
+
+
+class ConfigError(InputError):
+    """A setting that is unknown, of the wrong type, or impossible."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configuration key: default value, Python type, help text and an optional check.
+
+    ``check`` returns an error message (str) for an impossible value, or None.
+    ``choices`` restricts string settings to a fixed set.
+    """
+    default: object
+    kind: type
+    help: str
+    check: object = None
+    choices: tuple = ()
+
+
+def _positive(value):
+    return None if value > 0 else "must be > 0"
+
+
+def _non_negative(value):
+    return None if value >= 0 else "must be >= 0"
+
+
+def _probability(value):
+    return None if 0.0 <= value <= 1.0 else "must be within [0, 1]"
+
+
+SETTINGS = {
+    # Device and run
+    "device_target": Setting("auto", str, "Device: auto picks Ascend, then GPU, then CPU",
+                             choices=("auto", "Ascend", "GPU", "CPU")),
+    "device_id": Setting(0, int, "Device index for a standalone run", _non_negative),
+    "seed": Setting(1234, int, "Seed for weights, shuffling, crops and augmentation", _non_negative),
+    "conv_impl": Setting("auto", str,
+                         "Convolution kernels: 'shifted' (time-shifted copies + 1x1, fast on CPU), "
+                         "'native' (Conv1d, for Ascend/GPU), 'auto' picks by device",
+                         choices=("auto", "native", "shifted")),
+    "amp_level": Setting("auto", str, "Mixed precision level; auto = O2 on Ascend/GPU, O0 on CPU",
+                         choices=("auto", "O0", "O1", "O2", "O3")),
+    "num_threads": Setting(0, int, "CPU intra-op threads; 0 = all cores", _non_negative),
+    # Network
+    "in_channels": Setting(80, int, "Log-mel bands fed to the network", _positive),
+    "channels": Setting(1024, int, "Channels of the SE-Res2Blocks", _positive),
+    "mfa_channels": Setting(1536, int, "Channels after multi-layer feature aggregation", _positive),
+    "attention_channels": Setting(128, int, "Hidden channels of attentive statistics pooling", _positive),
+    "se_channels": Setting(128, int, "Bottleneck channels of squeeze-excitation", _positive),
+    "scale": Setting(8, int, "Res2Net scale (channel groups) of each block", _positive),
+    "emb_size": Setting(192, int, "Speaker embedding dimension", _positive),
+    "class_num": Setting(5994, int, "Training speakers; must equal the speakers in train_list", _positive),
+    "aam_margin": Setting(0.2, float, "Additive angular margin m (radians)", _non_negative),
+    "aam_scale": Setting(30.0, float, "Logit scale s of AAM-softmax", _positive),
+    # Data
+    "train_list": Setting("dataset/Voxceleb2/train.txt", str, "Training list '<spk> <spk>/<video>/<n>.wav'"),
+    "train_path": Setting("dataset/Voxceleb2/train/wav", str, "Folder the train_list paths are relative to"),
+    "eval_list": Setting("dataset/Voxceleb2/eval.txt", str, "Trial list '<1|0> <utt_a> <utt_b>'"),
+    "eval_path": Setting("dataset/Voxceleb2/eval/wav", str, "Folder the eval_list paths are relative to"),
+    "musan_path": Setting("dataset/Others/musan_split", str, "MUSAN cut into chunks; '' disables"),
+    "rir_path": Setting("dataset/Others/RIRS_NOISES/simulated_rirs", str, "Room impulse responses; '' disables"),
+    "segment_frames": Setting(200, int, "Frames (10 ms each) of the random training crop", _positive),
+    "augment": Setting(True, bool, "Apply MUSAN/RIR augmentation during training"),
+    "aug_clean": Setting(1.0, float, "Relative weight of leaving a sample clean", _non_negative),
+    "aug_reverb": Setting(1.0, float, "Relative weight of RIR reverberation", _non_negative),
+    "aug_noise": Setting(1.0, float, "Relative weight of MUSAN noise (0-15 dB)", _non_negative),
+    "aug_babble": Setting(1.0, float, "Relative weight of MUSAN babble (3-8 talkers, 13-20 dB)", _non_negative),
+    "aug_music": Setting(1.0, float, "Relative weight of MUSAN music (5-15 dB)", _non_negative),
+    "num_workers": Setting(2, int, "Data-loading worker processes per device", _positive),
+    "max_bad_audio": Setting(10, int, "Unreadable training files skipped before training stops",
+                             _non_negative),
+    # Optimisation
+    "num_epochs": Setting(80, int, "Training epochs", _positive),
+    "minibatch_size": Setting(100, int, "Global batch size (split over devices)", _positive),
+    "base_lrate": Setting(1e-6, float, "Lowest learning rate of the cycle", _positive),
+    "max_lrate": Setting(1e-4, float, "Highest learning rate of the cycle", _positive),
+    "lr_step_size": Setting(0, int, "Steps per half-cycle of the cyclic LR; 0 = two epochs",
+                            _non_negative),
+    "lr_mode": Setting("triangular", str, "Cyclic LR policy", choices=("triangular", "triangular2")),
+    "weight_decay": Setting(2e-6, float, "L2 weight decay of Adam", _non_negative),
+    "grad_clip": Setting(5.0, float, "Clip the global gradient norm to this; 0 disables", _non_negative),
+    "loss_scale": Setting(65536.0, float, "Initial dynamic loss scale when amp is on", _positive),
+    # Checkpoints and logs
+    "ckpt_save_dir": Setting("./ckpt/", str, "Folder for checkpoints"),
+    "keep_checkpoint_max": Setting(80, int, "Checkpoints kept (oldest deleted first)", _positive),
+    "save_checkpoint_steps": Setting(0, int, "Also save every this many steps; 0 = per epoch only",
+                                     _non_negative),
+    "resume": Setting("", str, "'' starts fresh; 'auto' resumes the newest checkpoint in "
+                      "ckpt_save_dir; or a checkpoint path"),
+    "log_interval": Setting(20, int, "Log a line every this many steps", _positive),
+    "max_steps": Setting(0, int, "Stop after this many steps in total; 0 = run all epochs", _non_negative),
+    # Evaluation and inference
+    "model_path": Setting("", str, "Checkpoint (training or exported) used by eval.py"),
+    "eval_output_dir": Setting("./eval_output", str, "Folder for scores, plots and the cache"),
+    "embedding_cache": Setting(True, bool, "Reuse embeddings cached in eval_output_dir"),
+    "score_norm": Setting("none", str, "Score normalisation", choices=("none", "asnorm")),
+    "mean_subtraction": Setting(False, bool, "Subtract the cohort mean embedding before cosine"),
+    "cohort_list": Setting("", str, "Training-style list for the cohort; '' = train_list"),
+    "cohort_size": Setting(6000, int, "Cohort utterances (one per listed utterance, spread over speakers)",
+                           _positive),
+    "top_n": Setting(300, int, "Cohort scores per side used by AS-norm", _positive),
+    "threshold": Setting(0.5, float, "Cosine score at or above which --verify accepts"),
+    "length": Setting(1199, int, "Frames of the fixed-length exported model input", _positive),
+    "file_name": Setting("ecapatdnn", str, "Exported model file name, without extension"),
+    "file_format": Setting("MINDIR", str, "Export format", choices=("MINDIR", "AIR", "ONNX")),
+}
+
+_TRUE_WORDS = {"true", "yes", "1", "on"}
+_FALSE_WORDS = {"false", "no", "0", "off"}
+
+
+class Config:
+    """Attribute access to the validated settings (``config.channels``)."""
+
+    def __init__(self, values):
+        self.__dict__.update(values)
+
+    def as_dict(self):
+        """The settings as a plain dict, in declaration order."""
+        return dict(self.__dict__)
+
+    def __repr__(self):
+        return "\n".join(f"{key}: {value!r}" for key, value in self.__dict__.items())
+
+
+def _coerce(key, value, source):
+    """Convert ``value`` (from YAML or the command line) to the type of ``key``."""
+    setting = SETTINGS[key]
+    kind = setting.kind
+    where = f"{key} (from {source})"
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in _TRUE_WORDS | _FALSE_WORDS:
+            return value.lower() in _TRUE_WORDS
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if kind is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        try:
+            return int(str(value), 10)
+        except ValueError:
+            raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
+    if kind is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if value is None:
+        return ""
+    if not isinstance(value, (str, int, float)):
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return str(value)
+
+
+def _check(values):
+    """Range and consistency checks over the merged settings."""
+    for key, value in values.items():
+        setting = SETTINGS[key]
+        if setting.choices and value not in setting.choices:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(setting.choices)}")
+        if setting.check is not None:
+            problem = setting.check(value)
+            if problem:
+                raise ConfigError(f"{key}: {value!r} {problem}")
+    if values["base_lrate"] > values["max_lrate"]:
+        raise ConfigError(f"base_lrate: {values['base_lrate']} is above max_lrate {values['max_lrate']}")
+    if values["channels"] % values["scale"]:
+        raise ConfigError(f"channels: {values['channels']} is not divisible by scale {values['scale']}")
+    weights = ("aug_clean", "aug_reverb", "aug_noise", "aug_babble", "aug_music")
+    if values["augment"] and not any(values[key] > 0 for key in weights):
+        raise ConfigError("aug_clean: all augmentation weights are 0 while augment is true")
+
+
+def _read_yaml(path):
+    if not os.path.isfile(path):
+        raise ConfigError(f"config: file {path} not found")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            content = yaml.safe_load(handle)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config: {path} is not valid YAML ({error})".replace("\n", " ")) from None
+    if content is None:
+        return {}
+    if not isinstance(content, dict):
+        raise ConfigError(f"config: {path} must hold a mapping of key: value")
+    return content
+
+
+def build_parser(description, add_arguments=None):
+    """An argparse parser with ``--config``, every setting as ``--key``, and script extras."""
+    parser = argparse.ArgumentParser(description=description, allow_abbrev=False,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--config", default="", help="YAML file of settings")
+    if add_arguments is not None:
+        add_arguments(parser)
+    group = parser.add_argument_group("settings (also accepted in the YAML file)")
+    for key, setting in SETTINGS.items():
+        group.add_argument(f"--{key}", default=argparse.SUPPRESS, metavar=setting.kind.__name__.upper(),
+                           help=f"{setting.help} (default: {setting.default!r})")
+    return parser
+
+
+def load_config(argv=None, description="ECAPA-TDNN", add_arguments=None):
+    """Merge defaults, ``--config`` YAML and command-line overrides into a checked Config.
+
+    ``add_arguments(parser)`` may add script-specific options; their values are returned
+    as the second element. Returns ``(config, script_args)``. Raises ConfigError.
+    """
+    parser = build_parser(description, add_arguments)
+    arguments = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    values = {key: setting.default for key, setting in SETTINGS.items()}
+    if arguments.config:
+        for key, value in _read_yaml(arguments.config).items():
+            if key not in SETTINGS:
+                raise ConfigError(f"{key}: unknown setting in {arguments.config}")
+            values[key] = _coerce(key, value, arguments.config)
+    for key in SETTINGS:
+        if key in vars(arguments):
+            values[key] = _coerce(key, getattr(arguments, key), "command line")
+    _check(values)
+    for key in SETTINGS:
+        vars(arguments).pop(key, None)
+    return Config(values), arguments
+
+
+def require_files(config, *keys):
+    """Stop with a ConfigError unless each named setting is an existing file."""
+    for key in keys:
+        path = getattr(config, key)
+        if not path or not os.path.isfile(path):
+            raise ConfigError(f"{key}: file {path!r} not found")
+
+
+def require_dirs(config, *keys):
+    """Stop with a ConfigError unless each named setting is an existing folder."""
+    for key in keys:
+        path = getattr(config, key)
+        if not path or not os.path.isdir(path):
+            raise ConfigError(f"{key}: folder {path!r} not found")
+
+
+def format_config(config):
+    """The settings as aligned 'key: value' lines for the start of a log."""
+    width = max(len(key) for key in config.as_dict())
+    return "\n".join(f"{key:<{width}} : {value}" for key, value in config.as_dict().items())

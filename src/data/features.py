@@ -1,0 +1,62 @@
+"""The log-mel filterbank front end shared by training, evaluation and inference.
+
+One function, :func:`log_mel`, turns 16 kHz audio into the network input so that
+training, eval.py, preprocess.py and every runner compute identical features:
+pre-emphasis 0.97, 512-point FFT of 400-sample (25 ms) Hamming windows every 160
+samples (10 ms), centred frames with zero padding, power spectrum, 80 mel bands
+(Slaney scale and area normalisation, 20-7600 Hz), ``log(x + 1e-6)`` and
+subtraction of the per-utterance mean of each band.
+"""
+import functools
+
+import librosa
+import numpy as np
+
+from src.data.audio import SAMPLE_RATE
+
+N_FFT = 512
+WIN_LENGTH = 400
+HOP_LENGTH = 160
+N_MELS = 80
+F_MIN = 20.0
+F_MAX = 7600.0
+PRE_EMPHASIS = 0.97
+LOG_FLOOR = 1e-6
+
+
+@functools.lru_cache(maxsize=4)
+def mel_matrix(n_mels=N_MELS):
+    """Mel filterbank (n_mels, N_FFT // 2 + 1) mapping a power spectrum to mel bands."""
+    return librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=n_mels,
+                               fmin=F_MIN, fmax=F_MAX).astype(np.float32)
+
+
+def num_frames(num_samples):
+    """Frames produced for ``num_samples`` samples (centred framing: 1 + S // hop)."""
+    return 1 + num_samples // HOP_LENGTH
+
+
+def samples_for_frames(frames):
+    """Smallest number of samples that yields exactly ``frames`` frames."""
+    return (frames - 1) * HOP_LENGTH
+
+
+def log_mel(wave, n_mels=N_MELS):
+    """Mean-normalised log-mel features of a waveform.
+
+    wave: float (S,) samples at 16 kHz, any length >= 1.
+    Returns float32 (T, n_mels) with T = 1 + S // 160; each band has zero mean over T.
+    """
+    wave = np.asarray(wave, dtype=np.float32)
+    if wave.ndim != 1 or wave.size == 0:
+        raise ValueError(f"log_mel expects a non-empty 1-D waveform, got shape {wave.shape}")
+    emphasised = np.append(wave[0], wave[1:] - PRE_EMPHASIS * wave[:-1])
+    # Centred framing reflects the signal at both ends, which needs more than n_fft // 2
+    # samples; shorter audio is zero-padded instead.
+    pad_mode = "reflect" if emphasised.size > N_FFT // 2 else "constant"
+    spectrum = librosa.stft(emphasised, n_fft=N_FFT, hop_length=HOP_LENGTH, win_length=WIN_LENGTH,
+                            window="hamming", center=True, pad_mode=pad_mode)
+    power = np.abs(spectrum) ** 2
+    features = np.log(mel_matrix(n_mels) @ power + LOG_FLOOR).T
+    features -= features.mean(axis=0, keepdims=True)
+    return np.ascontiguousarray(features, dtype=np.float32)

@@ -1,0 +1,66 @@
+"""Additive angular margin softmax (ArcFace / AAM-softmax) head and loss.
+
+For embedding x and class centre w_j the head computes cos(theta_j) between the
+L2-normalised vectors. The target class's logit becomes s * cos(theta_y + m) and the
+others s * cos(theta_j). Where theta_y + m would pass pi, the monotonic fallback
+s * (cos(theta_y) - m * sin(m)) replaces it. sin(theta) is computed from a clamped
+1 - cos^2 so neither the value nor the gradient is NaN at cos = +-1.
+"""
+import math
+
+import mindspore as ms
+from mindspore import Parameter, nn, ops
+from mindspore.common.initializer import XavierUniform, initializer
+
+NORM_EPS = 1e-12
+SIN_SQUARED_FLOOR = 1e-7
+
+
+def l2_normalize(x, axis=-1):
+    """x divided by its L2 norm along ``axis``; the norm is floored so zero vectors stay finite."""
+    return x * ops.rsqrt((x * x).sum(axis=axis, keepdims=True) + NORM_EPS)
+
+
+class AAMSoftmax(nn.Cell):
+    """Embeddings (N, E) and integer labels (N,) -> (margin logits (N, K), cosines (N, K))."""
+
+    def __init__(self, emb_size, class_num, margin=0.2, scale=30.0):
+        super().__init__()
+        self.weight = Parameter(initializer(XavierUniform(), (class_num, emb_size), ms.float32),
+                                name="weight")
+        self.class_num = class_num
+        self.scale = scale
+        self.cos_m = math.cos(margin)
+        self.sin_m = math.sin(margin)
+        self.threshold = math.cos(math.pi - margin)
+        self.fallback_shift = math.sin(math.pi - margin) * margin
+        self.matmul = ops.MatMul(transpose_b=True)
+
+    def construct(self, embeddings, labels):
+        cosine = self.matmul(l2_normalize(embeddings), l2_normalize(self.weight))
+        cosine = ops.clamp(cosine, -1.0, 1.0)
+        sine = ops.sqrt(ops.clamp(1.0 - cosine * cosine, min=SIN_SQUARED_FLOOR))
+        with_margin = cosine * self.cos_m - sine * self.sin_m
+        with_margin = ops.where(cosine > self.threshold, with_margin, cosine - self.fallback_shift)
+        one_hot = ops.one_hot(labels, self.class_num, ops.ones((), cosine.dtype), ops.zeros((), cosine.dtype))
+        logits = self.scale * (one_hot * with_margin + (1.0 - one_hot) * cosine)
+        return logits, cosine
+
+
+class SpeakerLoss(nn.Cell):
+    """Embedding network + AAM head + cross entropy: (features, labels) -> (loss, correct count).
+
+    ``correct`` counts samples whose nearest class centre (plain cosine) is their label.
+    """
+
+    def __init__(self, embedding_network, head):
+        super().__init__()
+        self.embedding_network = embedding_network
+        self.head = head
+        self.cross_entropy = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
+
+    def construct(self, features, labels):
+        logits, cosine = self.head(self.embedding_network(features), labels)
+        loss = self.cross_entropy(logits.astype(ms.float32), labels)
+        correct = (ops.argmax(cosine, dim=1) == labels).astype(ms.float32).sum()
+        return loss, correct
