@@ -1,0 +1,71 @@
+"""Time each augmentation kind on training segments and print the median cost per segment.
+
+Without ``--musan_path`` / ``--rir_path`` it generates a small synthetic stand-in
+(5 s MUSAN chunks of random noise, 1 s exponentially decaying RIRs) in a temporary folder.
+
+    python benchmarks/bench_augment.py [--musan_path DIR] [--rir_path DIR] [--seconds 2] [--repeats 50]
+"""
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from src.data.audio import SAMPLE_RATE, write_audio  # noqa: E402
+from src.data.augment import KINDS, Augmenter  # noqa: E402
+
+
+def make_material(root, rng):
+    """Write 4 chunks per MUSAN category and 4 RIRs under ``root``; return (musan, rirs)."""
+    musan, rirs = os.path.join(root, "musan_split"), os.path.join(root, "rirs")
+    for category in ("noise", "speech", "music"):
+        for index in range(4):
+            chunk = 0.3 * rng.standard_normal(5 * SAMPLE_RATE)
+            write_audio(os.path.join(musan, category, f"src{index}", "000.wav"), chunk)
+    decay = np.exp(-np.arange(SAMPLE_RATE) / (0.1 * SAMPLE_RATE))
+    for index in range(4):
+        rir = 0.5 * rng.standard_normal(SAMPLE_RATE) * decay
+        rir[0] = 1.0
+        write_audio(os.path.join(rirs, f"room{index}", "rir.wav"), rir)
+    return musan, rirs
+
+
+def median_ms(augmenter, kind, wave, repeats, rng):
+    """Median wall time (ms) of ``augmenter.apply`` for ``kind`` over ``repeats`` calls."""
+    augmenter.apply(wave, kind, rng)  # warm the RIR cache and the file-system cache
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        augmenter.apply(wave, kind, rng)
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--musan_path", default="")
+    parser.add_argument("--rir_path", default="")
+    parser.add_argument("--seconds", type=float, default=2.0, help="segment length")
+    parser.add_argument("--repeats", type=int, default=50)
+    arguments = parser.parse_args()
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as scratch:
+        musan, rirs = arguments.musan_path, arguments.rir_path
+        if not musan and not rirs:
+            musan, rirs = make_material(scratch, rng)
+        augmenter = Augmenter(musan, rirs)
+        wave = (0.1 * rng.standard_normal(int(arguments.seconds * SAMPLE_RATE))).astype(np.float32)
+        print(f"segment {arguments.seconds} s, median of {arguments.repeats} calls")
+        for kind in KINDS:
+            if kind in augmenter.probabilities:
+                print(f"  {kind:7s} {median_ms(augmenter, kind, wave, arguments.repeats, rng):7.2f} ms")
+            else:
+                print(f"  {kind:7s} (no material)")
+
+
+if __name__ == "__main__":
+    main()
