@@ -1,0 +1,87 @@
+"""Score files and the printed result summary.
+
+Score file: one trial a line, ``<utt_a> <utt_b> <score> <label>`` with label 1 (target) or
+0 (non-target). Scores are written with Python's shortest exact float representation, so
+reading a file back reproduces the scores, and therefore the metrics, exactly.
+
+Summary lines (``EER`` in percent, minDCF normalised)::
+
+    EER = 1.23%
+    minDCF(p=0.01) = 0.1234
+    minDCF(p=0.05) = 0.0987
+"""
+import math
+import os
+import tempfile
+
+import numpy as np
+
+from src.data.lists import ListFormatError, Trial
+
+
+def write_scores(path, trials, scores):
+    """Write ``trials`` with their ``scores`` (num_trials,) to ``path``, atomically."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.shape != (len(trials),):
+        raise ValueError(f"expected {len(trials)} scores as a 1-D array, got shape {scores.shape}")
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(suffix=".txt", dir=folder)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.writelines(f"{trial.utt_a} {trial.utt_b} {score!r} {int(trial.target)}\n"
+                           for trial, score in zip(trials, scores.tolist()))
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+    return path
+
+
+def read_scores(path):
+    """Read a score file; return ``(trials, scores)``: a list of Trial and (num_trials,) float64.
+
+    Malformed lines raise ListFormatError naming the file and line number.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ListFormatError(f"{path}: score file not found")
+    trials, scores = [], []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) != 4 or fields[3] not in ("0", "1"):
+                raise ListFormatError(
+                    f"{path}:{number}: expected '<utt_a> <utt_b> <score> <1|0>', got {line.strip()!r}")
+            try:
+                score = float(fields[2])
+            except ValueError:
+                score = math.nan
+            if not math.isfinite(score):
+                raise ListFormatError(f"{path}:{number}: score {fields[2]!r} is not a finite number")
+            trials.append(Trial(target=fields[3] == "1", utt_a=fields[0], utt_b=fields[1]))
+            scores.append(score)
+    if not trials:
+        raise ListFormatError(f"{path}: score file is empty")
+    return trials, np.array(scores, dtype=np.float64)
+
+
+def format_summary(result):
+    """Summary lines of a metrics.VerificationResult: EER first, then minDCF per p_target."""
+    lines = [f"EER = {100 * result.eer:.2f}%"]
+    lines += [f"minDCF(p={p_target:g}) = {value:.4f}"
+              for p_target, (value, _) in sorted(result.min_dcf.items())]
+    return lines
+
+
+def append_summary(path, result):
+    """Append the summary lines of ``result`` to the text file ``path`` (e.g. ``acc.log``)."""
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "a", encoding="utf-8") as log:
+        log.writelines(line + "\n" for line in format_summary(result))
+    return path
