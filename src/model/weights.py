@@ -1,0 +1,74 @@
+"""Saving and loading network weights as MindSpore checkpoints.
+
+A training checkpoint holds the parameters of the whole training cell: the embedding
+network under ``embedding_network.``, the AAM head under ``head.`` and the optimizer
+state, plus bookkeeping values. An exported-weights checkpoint holds only the embedding
+network's parameters without prefix. :func:`load_embedding_weights` accepts both.
+"""
+import os
+import tempfile
+
+import mindspore as ms
+
+from src.errors import InputError
+
+EMBEDDING_PREFIX = "embedding_network."
+
+
+class CheckpointError(InputError):
+    """A checkpoint that is missing, unreadable or does not fit the network."""
+
+
+def save_checkpoint_atomic(parameters, path, append_dict=None):
+    """Write a checkpoint to a temporary file in the same folder, then rename it to ``path``.
+
+    ``parameters`` is a Cell or a list of {"name", "data"} dicts (mindspore.save_checkpoint).
+    A crash mid-write leaves any earlier file at ``path`` intact.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(suffix=".ckpt.tmp", dir=folder)
+    os.close(handle)
+    try:
+        ms.save_checkpoint(parameters, temporary, append_dict=append_dict)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def read_checkpoint(path):
+    """All entries of a checkpoint file as {name: Parameter}; CheckpointError if unreadable."""
+    if not path or not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path!r} not found")
+    try:
+        return ms.load_checkpoint(path)
+    except (ValueError, RuntimeError, TypeError) as error:
+        raise CheckpointError(f"{path}: not a readable MindSpore checkpoint ({error})") from None
+
+
+def embedding_parameters(checkpoint):
+    """The embedding network's entries of a training or exported checkpoint, without prefix."""
+    prefixed = {name[len(EMBEDDING_PREFIX):]: value for name, value in checkpoint.items()
+                if name.startswith(EMBEDDING_PREFIX)}
+    return prefixed or dict(checkpoint)
+
+
+def load_embedding_weights(path, network):
+    """Load the embedding network's weights from ``path`` into ``network``.
+
+    Raises CheckpointError naming the file and the first offending parameter when a
+    parameter is missing or has another shape (e.g. a checkpoint of other channel sizes).
+    """
+    available = embedding_parameters(read_checkpoint(path))
+    expected = network.parameters_dict()
+    missing = [name for name in expected if name not in available]
+    if missing:
+        raise CheckpointError(f"{path}: lacks {len(missing)} of the network's {len(expected)} parameters, "
+                              f"e.g. {missing[0]!r}; is it a checkpoint of this model?")
+    for name, parameter in expected.items():
+        found = tuple(available[name].shape)
+        if found != tuple(parameter.shape):
+            raise CheckpointError(f"{path}: parameter {name!r} has shape {found}, the network expects "
+                                  f"{tuple(parameter.shape)}; check channels/emb_size/scale settings")
+    ms.load_param_into_net(network, {name: available[name] for name in expected}, strict_load=True)
