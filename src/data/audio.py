@@ -63,7 +63,7 @@ def write_audio(path, wave, sample_rate=SAMPLE_RATE):
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(suffix=".wav", dir=folder)
+    handle, temporary = tempfile.mkstemp(prefix=".", suffix=".part", dir=folder)
     os.close(handle)
     try:
         soundfile.write(temporary, np.clip(np.asarray(wave, dtype=np.float32), -1.0, 1.0),

@@ -82,10 +82,14 @@ def load_rir(path):
 
 
 def list_wavs(folder):
-    """All ``.wav`` files below ``folder`` (any depth), as a sorted tuple of paths."""
+    """All ``.wav`` files below ``folder`` (any depth), as a sorted tuple of paths.
+
+    Hidden names (unfinished writes, archiver metadata) are skipped.
+    """
     found = []
     for root, _, names in os.walk(folder):
-        found.extend(os.path.join(root, name) for name in names if name.lower().endswith(".wav"))
+        found.extend(os.path.join(root, name) for name in names
+                     if name.lower().endswith(".wav") and not name.startswith("."))
     return tuple(sorted(found))
 
 
