@@ -1,0 +1,151 @@
+"""The training run: builds everything from the config, loops, logs and checkpoints."""
+import logging
+import sys
+import time
+
+import mindspore as ms
+import numpy as np
+from mindspore import Tensor, nn
+
+from src.config import format_config, require_dirs, require_files
+from src.data.dataset import create_train_dataset
+from src.model.aam_softmax import AAMSoftmax, SpeakerLoss
+from src.model.ecapa_tdnn import build_embedding_network, count_parameters
+from src.model.layers import ChannelBatchNorm
+from src.runtime import amp_level, conv_impl, init_context
+from src.train.checkpoint import CheckpointManager, recorded_step, restore, resume_path
+from src.train.distributed import init_data_parallel, launched_distributed, launcher_device_id
+from src.train.lr_schedule import cyclic_lr, half_cycle_steps
+from src.train.step import TrainStep
+
+LOGGER = logging.getLogger("train")
+
+
+def apply_mixed_precision(network, level):
+    """Cast the network for mixed precision ``level``; batch norms keep float32 statistics."""
+    if level == "O0":
+        return network
+    network = ms.amp.auto_mixed_precision(network, level)
+    for _, cell in network.cells_and_names():
+        if isinstance(cell, ChannelBatchNorm):
+            cell.to_float(ms.float32)
+    return network
+
+
+class _Progress:
+    """Running sums between two log lines."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.loss = 0.0
+        self.correct = 0.0
+        self.samples = 0
+        self.steps = 0
+        self.started = time.perf_counter()
+
+    def add(self, loss, correct, samples):
+        self.loss += loss
+        self.correct += correct
+        self.samples += samples
+        self.steps += 1
+
+
+def _progress_bar(total, initial):
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+
+
+def train(config):
+    """Train ECAPA-TDNN as configured; returns the path of the last checkpoint saved (rank 0)."""
+    require_files(config, "train_list")
+    require_dirs(config, "train_path")
+    distributed = launched_distributed()
+    device = init_context(config, launcher_device_id() if distributed else None)
+    rank, group_size = init_data_parallel() if distributed else (0, 1)
+    if rank == 0:
+        LOGGER.info("settings:\n%s", format_config(config))
+
+    impl = conv_impl(config, device)
+    network = apply_mixed_precision(build_embedding_network(config, impl), amp_level(config, device))
+    loss_net = SpeakerLoss(network, AAMSoftmax(config.emb_size, config.class_num,
+                                               config.aam_margin, config.aam_scale))
+    LOGGER.info("device %s (rank %d of %d), conv %s, amp %s; embedding network %.2f M parameters, "
+                "AAM head %.2f M", device, rank, group_size, impl, amp_level(config, device),
+                count_parameters(network) / 1e6, count_parameters(loss_net.head) / 1e6)
+
+    checkpoint_file = resume_path(config.resume, config.ckpt_save_dir)
+    start_step = recorded_step(checkpoint_file) if checkpoint_file else 0
+    dataset, steps_per_epoch = create_train_dataset(config, rank, group_size, start_step)
+    total_steps = steps_per_epoch * config.num_epochs
+    if config.max_steps:
+        total_steps = min(total_steps, config.max_steps)
+    rates = cyclic_lr(config.base_lrate, config.max_lrate,
+                      half_cycle_steps(config.lr_step_size, steps_per_epoch),
+                      steps_per_epoch * config.num_epochs, config.lr_mode)
+    optimizer = nn.Adam(loss_net.trainable_params(), learning_rate=Tensor(np.array(rates, np.float32)),
+                        weight_decay=config.weight_decay)
+    loss_scale = config.loss_scale if amp_level(config, device) != "O0" and device != "CPU" else 1.0
+    step_cell = TrainStep(loss_net, optimizer, config.grad_clip, loss_scale, distributed)
+    step_cell.set_train(True)
+    if checkpoint_file:
+        restore(step_cell, checkpoint_file)
+        LOGGER.info("resumed from %s at step %d", checkpoint_file, start_step)
+    manager = CheckpointManager(config.ckpt_save_dir, config.keep_checkpoint_max) if rank == 0 else None
+    return _loop(config, step_cell, optimizer, rates, dataset, steps_per_epoch, start_step, total_steps,
+                 manager, group_size)
+
+
+def _loop(config, step_cell, optimizer, rates, dataset, steps_per_epoch, step, total_steps, manager,
+          group_size):
+    """Run steps ``step..total_steps-1``; log and checkpoint on the way."""
+    window = _Progress()
+    epoch_losses = []
+    skipped = 0
+    saved = None
+    bar = _progress_bar(total_steps, step)
+    first_step = step
+    for features, labels in dataset.create_tuple_iterator(num_epochs=1):
+        if step >= total_steps:
+            break
+        loss, correct, was_skipped, scale = step_cell(features, labels)
+        loss_value = float(loss.asnumpy())
+        skipped += int(was_skipped.asnumpy())
+        step += 1
+        if step == first_step + 1:
+            # Log windows start after the first step so samples/s excludes graph compilation.
+            LOGGER.info("first step, including graph compilation, took %.1f s", time.perf_counter() - window.started)
+            window.reset()
+        else:
+            window.add(loss_value, float(correct.asnumpy()), features.shape[0] * group_size)
+        epoch_losses.append(loss_value)
+        epoch, step_in_epoch = divmod(step - 1, steps_per_epoch)
+        epoch, step_in_epoch = epoch + 1, step_in_epoch + 1
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.3f}", epoch=epoch)
+        if (step % config.log_interval == 0 or step == total_steps) and window.steps:
+            elapsed = time.perf_counter() - window.started
+            position = min(int(optimizer.global_step.asnumpy()[0]), len(rates)) - 1
+            LOGGER.info("epoch %d step %d/%d (global %d) loss %.4f acc %.2f%% lr %.3e samples/s %.1f "
+                        "skipped %d scale %.0f", epoch, step_in_epoch, steps_per_epoch, step,
+                        window.loss / window.steps, 100.0 * window.correct / window.samples * group_size,
+                        rates[max(position, 0)], window.samples / elapsed, skipped, float(scale.asnumpy()))
+            window.reset()
+        end_of_epoch = step_in_epoch == steps_per_epoch
+        periodic = config.save_checkpoint_steps and step % config.save_checkpoint_steps == 0
+        if manager is not None and (end_of_epoch or periodic or step == total_steps):
+            epoch_loss = float(np.mean(epoch_losses)) if end_of_epoch else None
+            saved = manager.save(step_cell, epoch, step_in_epoch, step, epoch_loss)
+            LOGGER.info("saved %s", saved)
+        if end_of_epoch:
+            epoch_losses = []
+    if bar is not None:
+        bar.close()
+    if skipped:
+        LOGGER.warning("%d steps were skipped because of non-finite gradients", skipped)
+    return saved
