@@ -148,8 +148,9 @@ def _coerce(key, value, source):
     if kind is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lower() in _TRUE_WORDS | _FALSE_WORDS:
-            return value.lower() in _TRUE_WORDS
+        word = str(value).lower() if isinstance(value, (str, int)) else None
+        if word in _TRUE_WORDS | _FALSE_WORDS:
+            return word in _TRUE_WORDS
         raise ConfigError(f"{where}: expected true/false, got {value!r}")
     if kind is int:
         if isinstance(value, bool):
@@ -201,6 +202,8 @@ def _read_yaml(path):
             content = yaml.safe_load(handle)
     except yaml.YAMLError as error:
         raise ConfigError(f"config: {path} is not valid YAML ({error})".replace("\n", " ")) from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"config: {path} is not UTF-8 text ({error})") from None
     if content is None:
         return {}
     if not isinstance(content, dict):

@@ -3,9 +3,9 @@
 One function, :func:`log_mel`, turns 16 kHz audio into the network input so that
 training, eval.py, preprocess.py and every runner compute identical features:
 pre-emphasis 0.97, 512-point FFT of 400-sample (25 ms) Hamming windows every 160
-samples (10 ms), centred frames with zero padding, power spectrum, 80 mel bands
-(Slaney scale and area normalisation, 20-7600 Hz), ``log(x + 1e-6)`` and
-subtraction of the per-utterance mean of each band.
+samples (10 ms), centred frames (n_fft // 2 samples of reflect padding at both ends),
+power spectrum, 80 mel bands (Slaney scale and area normalisation, 20-7600 Hz),
+``log(x + 1e-6)`` and subtraction of the per-utterance mean of each band.
 """
 import functools
 
@@ -37,8 +37,10 @@ def num_frames(num_samples):
 
 
 def samples_for_frames(frames):
-    """Smallest number of samples that yields exactly ``frames`` frames."""
-    return (frames - 1) * HOP_LENGTH
+    """Smallest non-empty number of samples that yields exactly ``frames`` (>= 1) frames."""
+    if frames < 1:
+        raise ValueError(f"frames must be >= 1, got {frames}")
+    return max(1, (frames - 1) * HOP_LENGTH)
 
 
 def log_mel(wave, n_mels=N_MELS):

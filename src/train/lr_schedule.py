@@ -9,8 +9,9 @@ triangle; 'triangular2' halves its height every cycle.
 def cyclic_lr(base_lr, max_lr, step_size, total_steps, mode="triangular"):
     """Learning rate of each of ``total_steps`` steps, as a list of floats.
 
-    Step 0 has base_lr, step ``step_size`` has max_lr (times 2**-(cycle-1) for
-    'triangular2'), step ``2 * step_size`` is back at base_lr.
+    Step 0 has base_lr, step ``step_size`` has max_lr, step ``2 * step_size`` is back
+    at base_lr. With 'triangular2' the height max_lr - base_lr of cycle c (c = 0, 1, ...)
+    is multiplied by 2**-c.
     """
     if step_size <= 0:
         raise ValueError(f"step_size must be > 0, got {step_size}")
