@@ -193,3 +193,19 @@ def test_aam_is_finite_at_cosine_plus_minus_one(sign):
     for part in gradients:
         for gradient in part:
             assert np.all(np.isfinite(gradient.asnumpy()))
+
+
+def test_repeated_gradient_calls_are_identical(rng):
+    """Gradients depend only on weights and input: no kernel may carry state between calls
+    of the same compiled graph (ops.pad's CPU gradient once did)."""
+    network = tiny_network("shifted")
+    x = Tensor(rng.standard_normal((2, 16, 12)).astype(np.float32))
+    network.set_train(False)
+    projection = rng.standard_normal(network(x).shape).astype(np.float32)
+    loss = _ProjectedOutput(network, projection)
+    loss.set_train(True)
+    grad = ops.GradOperation(get_by_list=True)(loss, ms.ParameterTuple(network.trainable_params()))
+    first, second, third = grad(x), grad(x), grad(x)
+    for parameter, a, b, c in zip(network.trainable_params(), first, second, third):
+        np.testing.assert_array_equal(a.asnumpy(), b.asnumpy(), err_msg=parameter.name)
+        np.testing.assert_array_equal(a.asnumpy(), c.asnumpy(), err_msg=parameter.name)

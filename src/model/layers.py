@@ -59,7 +59,10 @@ class TimeConv1d(nn.Cell):
     def _shifted(self, x):
         batch, frames, _ = x.shape
         if self.kernel_size > 1:
-            padded = ops.pad(x, (0, 0, self.half_width, self.half_width))
+            # Zero frames are concatenated rather than added with ops.pad, whose CPU
+            # gradient kernel returns stale values on repeated calls.
+            edge = ops.zeros((batch, self.half_width, self.in_channels), x.dtype)
+            padded = ops.concat([edge, x, edge], axis=1)
             x = ops.concat([padded[:, tap * self.dilation:tap * self.dilation + frames, :]
                             for tap in range(self.kernel_size)], axis=2)
         # Row o of the (C_out, k*C_in) matrix lists tap 0's input channels, then tap 1's, ...
