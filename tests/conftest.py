@@ -15,7 +15,9 @@ def mindspore_cpu_graph_mode():
     """Every test runs MindSpore graphs on the CPU, as CI does."""
     import mindspore as ms
 
-    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
+    ms.set_context(mode=ms.GRAPH_MODE)
+    # set_device (not set_context) so that src.runtime.init_context may set it again later.
+    ms.set_device("CPU")
     ms.set_seed(0)
     yield
 
@@ -24,3 +26,33 @@ def mindspore_cpu_graph_mode():
 def rng():
     """A seeded numpy Generator."""
     return np.random.default_rng(0)
+
+
+def write_tone_corpus(root, num_speakers=4, utterances=6, seconds=(1.0, 2.5), seed=0):
+    """A tiny VoxCeleb-layout corpus: each speaker is a harmonic tone with its own pitch.
+
+    Writes root/train/wav/<spk>/v0/<n>.wav and root/train.txt; returns the list path.
+    """
+    from src.data.audio import SAMPLE_RATE, write_audio
+
+    generator = np.random.default_rng(seed)
+    lines = []
+    for speaker in range(num_speakers):
+        name = f"id{speaker:05d}"
+        pitch = 110.0 * 1.4 ** speaker
+        for index in range(utterances):
+            length = int(SAMPLE_RATE * generator.uniform(*seconds))
+            t = np.arange(length) / SAMPLE_RATE
+            wave = sum(np.sin(2 * np.pi * pitch * h * t + generator.uniform(0, 6)) / h for h in (1, 2, 3))
+            wave = 0.2 * wave + 0.01 * generator.standard_normal(length)
+            relative = f"{name}/v0/{index:05d}.wav"
+            write_audio(os.path.join(root, "train", "wav", relative), wave)
+            lines.append(f"{name} {relative}")
+    list_path = os.path.join(root, "train.txt")
+    with open(list_path, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+    return list_path
+
+
+TINY_NETWORK_ARGS = ["--channels=16", "--mfa_channels=24", "--attention_channels=8", "--se_channels=4",
+                     "--scale=4", "--emb_size=8"]

@@ -5,6 +5,7 @@ network under ``embedding_network.``, the AAM head under ``head.`` and the optim
 state, plus bookkeeping values. An exported-weights checkpoint holds only the embedding
 network's parameters without prefix. :func:`load_embedding_weights` accepts both.
 """
+import hashlib
 import os
 import tempfile
 
@@ -20,14 +21,14 @@ class CheckpointError(InputError):
 
 
 def save_checkpoint_atomic(parameters, path, append_dict=None):
-    """Write a checkpoint to a temporary file in the same folder, then rename it to ``path``.
+    """Write a checkpoint to a hidden temporary file in the same folder, then rename it to ``path``.
 
     ``parameters`` is a Cell or a list of {"name", "data"} dicts (mindspore.save_checkpoint).
     A crash mid-write leaves any earlier file at ``path`` intact.
     """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(suffix=".ckpt.tmp", dir=folder)
+    handle, temporary = tempfile.mkstemp(prefix=".", suffix=".tmp.ckpt", dir=folder)
     os.close(handle)
     try:
         ms.save_checkpoint(parameters, temporary, append_dict=append_dict)
@@ -72,3 +73,15 @@ def load_embedding_weights(path, network):
             raise CheckpointError(f"{path}: parameter {name!r} has shape {found}, the network expects "
                                   f"{tuple(parameter.shape)}; check channels/emb_size/scale settings")
     ms.load_param_into_net(network, {name: available[name] for name in expected}, strict_load=True)
+
+
+def weights_fingerprint(cell):
+    """SHA-1 of the cell's trainable parameters (names and float values) as 12 hex digits.
+
+    Equal fingerprints mean bit-identical weights, e.g. across data-parallel ranks.
+    """
+    digest = hashlib.sha1()
+    for parameter in sorted(cell.trainable_params(), key=lambda p: p.name):
+        digest.update(parameter.name.encode())
+        digest.update(parameter.asnumpy().tobytes())
+    return digest.hexdigest()[:12]

@@ -2,7 +2,7 @@
 
 Files are ``ckpt_save_dir/ecapa-<epoch>_<step>.ckpt`` (epoch from 1, step within the
 epoch). Each holds every parameter of the training step cell (network, AAM head,
-optimizer moments and step counter, loss scale) plus ``global_step``, the number of
+optimizer moments and step counter, loss scale) plus ``trained_steps``, the number of
 steps trained, which fixes the data position on resume. Pointer files ``last`` and
 ``best`` (lowest epoch-mean training loss) name a checkpoint file.
 """
@@ -52,7 +52,7 @@ class CheckpointManager:
         """Save ``cell`` as ecapa-<epoch>_<step_in_epoch>.ckpt; update pointers; rotate."""
         name = f"ecapa-{epoch}_{step_in_epoch}.ckpt"
         save_checkpoint_atomic(cell, os.path.join(self.folder, name),
-                               append_dict={"global_step": global_step, "epoch": epoch})
+                               append_dict={"trained_steps": global_step, "epoch": epoch})
         _write_pointer(os.path.join(self.folder, "last"), name)
         best = _read_pointer(os.path.join(self.folder, "best"))
         if epoch_loss is not None and (best is None or epoch_loss < float(best[1])):
@@ -83,14 +83,14 @@ def resume_path(resume, folder):
 
 def _training_entries(path):
     entries = read_checkpoint(path)
-    if "global_step" not in entries:
+    if "trained_steps" not in entries:
         raise CheckpointError(f"{path}: has no training state (is it an exported-weights checkpoint?)")
     return entries
 
 
 def recorded_step(path):
     """The number of steps trained when the checkpoint at ``path`` was written."""
-    return int(_training_entries(path)["global_step"].asnumpy())
+    return int(_training_entries(path)["trained_steps"].asnumpy())
 
 
 def restore(cell, path):
@@ -100,7 +100,7 @@ def restore(cell, path):
     optimizer's step counter, which the checkpoint restores.
     """
     entries = _training_entries(path)
-    done = int(entries.pop("global_step").asnumpy())
+    done = int(entries.pop("trained_steps").asnumpy())
     entries.pop("epoch", None)
     entries.pop(SCHEDULE_ENTRY, None)
     expected = {name for name in cell.parameters_dict() if name != SCHEDULE_ENTRY}

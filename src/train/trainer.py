@@ -12,6 +12,7 @@ from src.data.dataset import create_train_dataset
 from src.model.aam_softmax import AAMSoftmax, SpeakerLoss
 from src.model.ecapa_tdnn import build_embedding_network, count_parameters
 from src.model.layers import ChannelBatchNorm
+from src.model.weights import weights_fingerprint
 from src.runtime import amp_level, conv_impl, init_context
 from src.train.checkpoint import CheckpointManager, recorded_step, restore, resume_path
 from src.train.distributed import init_data_parallel, launched_distributed, launcher_device_id
@@ -148,4 +149,5 @@ def _loop(config, step_cell, optimizer, rates, dataset, steps_per_epoch, step, t
         bar.close()
     if skipped:
         LOGGER.warning("%d steps were skipped because of non-finite gradients", skipped)
+    LOGGER.info("finished at step %d; weights fingerprint %s", step, weights_fingerprint(step_cell.loss_net))
     return saved

@@ -1,0 +1,120 @@
+"""Training data pipeline: sampling, sharding, resuming, labels and bad input."""
+import os
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from conftest import write_tone_corpus
+from src.data.audio import SAMPLE_RATE, write_audio
+from src.data.dataset import (DataError, DrawSampler, TrainingSamples, create_train_dataset,
+                              load_training_list)
+from src.data.features import log_mel
+
+
+def _config(root, list_path, **overrides):
+    values = dict(train_list=list_path, train_path=os.path.join(root, "train", "wav"), class_num=4,
+                  max_bad_audio=0, minibatch_size=4, segment_frames=50, seed=7, num_epochs=2,
+                  augment=False, num_workers=2)
+    values.update(overrides)
+    return SimpleNamespace(**values)
+
+
+def test_each_epoch_is_a_permutation_dealt_to_ranks():
+    full = list(DrawSampler(10, 4, 2, seed=3))
+    assert len(full) == len(DrawSampler(10, 4, 2, seed=3)) == 16  # 2 steps of 4 per epoch
+    first, second = np.array(full[:8]), np.array(full[8:])
+    assert len(set(first)) == 8 and set(first) <= set(range(10))
+    assert len(set(second)) == 8 and set(second) <= set(range(10, 20))
+    assert list(first % 10) != list(second % 10)
+    ranks = [list(DrawSampler(10, 4, 2, seed=3, rank=r, group_size=2)) for r in range(2)]
+    assert all(len(draws) == 8 for draws in ranks)
+    assert not set(ranks[0]) & set(ranks[1])
+    assert sorted(ranks[0] + ranks[1]) == sorted(full)
+
+
+def test_resumed_sampler_continues_the_uninterrupted_stream():
+    full = list(DrawSampler(13, 4, 3, seed=1, rank=1, group_size=2))
+    per_rank_batch, steps_per_epoch = 2, 3
+    for done in (0, 1, 3, 4, 8):
+        resumed = DrawSampler(13, 4, 3, seed=1, rank=1, group_size=2, start_epoch=done // steps_per_epoch,
+                              skip_batches=done % steps_per_epoch)
+        assert list(resumed) == full[done * per_rank_batch:]
+        assert len(resumed) == len(full) - done * per_rank_batch
+
+
+def test_samples_are_deterministic_labelled_and_repeat_padded(tmp_path):
+    list_path = write_tone_corpus(tmp_path, num_speakers=3, utterances=2, seconds=(0.3, 0.4))
+    utterances, labels = load_training_list(_config(tmp_path, list_path, class_num=3))
+    samples = TrainingSamples(utterances, labels, os.path.join(tmp_path, "train", "wav"), segment_frames=100,
+                              seed=5)
+    features, label = samples[2 + 6]  # draw 8 = utterance 2 in epoch 1
+    again, _ = samples[8]
+    assert features.shape == (100, 80) and features.dtype == np.float32
+    assert label == 1 and utterances[2].startswith("id00001/")
+    np.testing.assert_array_equal(features, again)
+    assert not np.array_equal(features, samples[2][0])  # same utterance, other epoch: new crop
+    # 0.3-0.4 s of audio is repeated to the 0.99 s segment: the crop is the tiled wave.
+    from src.data.audio import read_audio
+    wave = read_audio(os.path.join(tmp_path, "train", "wav", utterances[0]))
+    crop_start = np.random.default_rng([5, 0]).integers(0, 3 * len(wave) - 15840 + 1)
+    expected = log_mel(np.tile(wave, 3)[crop_start:crop_start + 15840])
+    np.testing.assert_allclose(samples[0][0], expected, atol=1e-5)
+
+
+def test_class_num_must_match_speakers(tmp_path):
+    list_path = write_tone_corpus(tmp_path, num_speakers=3, utterances=1)
+    with pytest.raises(DataError, match="class_num: set to 5 but .* has 3 speakers"):
+        load_training_list(_config(tmp_path, list_path, class_num=5))
+
+
+def test_missing_files_are_dropped_up_to_the_limit(tmp_path):
+    list_path = write_tone_corpus(tmp_path, num_speakers=2, utterances=3)
+    os.remove(os.path.join(tmp_path, "train", "wav", "id00001", "v0", "00002.wav"))
+    utterances, labels = load_training_list(_config(tmp_path, list_path, class_num=2, max_bad_audio=1))
+    assert len(utterances) == 5 and "id00001/v0/00002.wav" not in utterances
+    assert labels == [0, 0, 0, 1, 1]
+    with pytest.raises(DataError, match="1 listed files are missing .*id00001/v0/00002.wav"):
+        load_training_list(_config(tmp_path, list_path, class_num=2, max_bad_audio=0))
+
+
+def test_unreadable_audio_is_replaced_by_the_next_utterance_and_counted(tmp_path):
+    list_path = write_tone_corpus(tmp_path, num_speakers=2, utterances=2)
+    wav_root = os.path.join(tmp_path, "train", "wav")
+    bad = os.path.join(wav_root, "id00000", "v0", "00001.wav")
+    with open(bad, "wb") as handle:
+        handle.write(b"not a wav file at all")
+    write_audio(os.path.join(wav_root, "id00001", "v0", "00000.wav"), np.zeros(8000), sample_rate=8000)
+    utterances, labels = load_training_list(_config(tmp_path, list_path, class_num=2))
+    samples = TrainingSamples(utterances, labels, wav_root, segment_frames=50, seed=0, max_bad_audio=2)
+    _, label = samples[1]  # unreadable -> utterance 2 (wrong sample rate) -> utterance 3
+    assert label == 1
+    assert samples.bad_files == {bad, os.path.join(wav_root, "id00001", "v0", "00000.wav")}
+    strict = TrainingSamples(utterances, labels, wav_root, segment_frames=50, seed=0, max_bad_audio=1)
+    with pytest.raises(DataError, match="2 unreadable training files .*sample rate is 8000 Hz"):
+        strict[1]
+
+
+def test_stereo_audio_counts_as_unreadable(tmp_path):
+    import soundfile
+
+    list_path = write_tone_corpus(tmp_path, num_speakers=1, utterances=2)
+    wav_root = os.path.join(tmp_path, "train", "wav")
+    soundfile.write(os.path.join(wav_root, "id00000", "v0", "00000.wav"), np.zeros((SAMPLE_RATE, 2)), SAMPLE_RATE)
+    utterances, labels = load_training_list(_config(tmp_path, list_path, class_num=1))
+    samples = TrainingSamples(utterances, labels, wav_root, segment_frames=50, seed=0, max_bad_audio=0)
+    with pytest.raises(DataError, match="has 2 channels, expected mono"):
+        samples[0]
+
+
+def test_dataset_batches_have_the_promised_shapes(tmp_path):
+    list_path = write_tone_corpus(tmp_path, num_speakers=4, utterances=3)
+    config = _config(tmp_path, list_path, minibatch_size=4, num_epochs=2)
+    dataset, steps_per_epoch = create_train_dataset(config, rank=1, group_size=2, start_step=1)
+    batches = list(dataset.create_tuple_iterator(num_epochs=1, output_numpy=True))
+    assert steps_per_epoch == 3
+    assert len(batches) == 2 * 3 - 1
+    features, labels = batches[0]
+    assert features.shape == (2, 50, 80) and labels.dtype == np.int32
+    with pytest.raises(DataError, match="minibatch_size: 4 is not divisible by the 3 devices"):
+        create_train_dataset(config, rank=0, group_size=3)

@@ -1,0 +1,168 @@
+"""Training: learning, overflow skipping, checkpoints, SIGKILL + resume, bad input, data parallel."""
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import mindspore as ms
+import numpy as np
+import pytest
+from mindspore import Tensor, nn
+
+from conftest import REPO_ROOT, TINY_NETWORK_ARGS, write_tone_corpus
+from src.model.aam_softmax import AAMSoftmax, SpeakerLoss
+from src.model.ecapa_tdnn import ECAPA_TDNN
+from src.model.weights import read_checkpoint
+from src.train.checkpoint import CheckpointManager
+from src.train.step import TrainStep
+
+
+def _tiny_step(learning_rate=3e-3, grad_clip=5.0):
+    network = ECAPA_TDNN(in_channels=10, channels=16, mfa_channels=24, attention_channels=8, se_channels=4,
+                         scale=4, emb_size=8)
+    loss_net = SpeakerLoss(network, AAMSoftmax(8, 4))
+    optimizer = nn.Adam(loss_net.trainable_params(), learning_rate=learning_rate)
+    step = TrainStep(loss_net, optimizer, grad_clip=grad_clip)
+    step.set_train(True)
+    return step
+
+
+def test_loss_falls_when_training_on_separable_speakers(rng):
+    step = _tiny_step()
+    centres = rng.standard_normal((4, 1, 10)).astype(np.float32)
+    losses = []
+    for _ in range(40):
+        labels = rng.integers(0, 4, 8).astype(np.int32)
+        features = centres[labels] + 0.5 * rng.standard_normal((8, 30, 10)).astype(np.float32)
+        loss, correct, skipped, _ = step(Tensor(features), Tensor(labels))
+        assert not bool(skipped.asnumpy())
+        losses.append(float(loss.asnumpy()))
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+    assert float(correct.asnumpy()) >= 6
+
+
+def test_non_finite_gradients_skip_the_update():
+    step = _tiny_step()
+    before = {p.name: p.asnumpy().copy() for p in step.loss_net.trainable_params()}
+    features = np.zeros((2, 20, 10), np.float32)
+    features[0, 3, 4] = np.nan
+    _, _, skipped, _ = step(Tensor(features), Tensor(np.array([0, 1], np.int32)))
+    assert bool(skipped.asnumpy())
+    for parameter in step.loss_net.trainable_params():
+        np.testing.assert_array_equal(parameter.asnumpy(), before[parameter.name])
+    assert int(step.optimizer.global_step.asnumpy()[0]) == 0
+
+
+def test_checkpoint_rotation_keeps_newest_and_best(tmp_path):
+    cell = nn.Dense(2, 2)
+    manager = CheckpointManager(str(tmp_path), keep_max=2)
+    manager.save(cell, 1, 5, 5, epoch_loss=1.0)
+    manager.save(cell, 2, 5, 10, epoch_loss=2.0)
+    manager.save(cell, 3, 5, 15, epoch_loss=3.0)
+    manager.save(cell, 4, 2, 17)
+    assert manager.checkpoints() == ["ecapa-1_5.ckpt", "ecapa-3_5.ckpt", "ecapa-4_2.ckpt"]
+    assert open(tmp_path / "last").read().split() == ["ecapa-4_2.ckpt"]
+    assert open(tmp_path / "best").read().split()[0] == "ecapa-1_5.ckpt"
+    assert int(read_checkpoint(str(tmp_path / "ecapa-4_2.ckpt"))["trained_steps"].asnumpy()) == 17
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(".")]
+
+
+# ---- train.py end to end (subprocesses) ----
+
+def _train_command(root, ckpt_dir, *extra):
+    return [sys.executable, os.path.join(REPO_ROOT, "train.py"), f"--train_list={root}/train.txt",
+            f"--train_path={root}/train/wav", "--class_num=4", "--minibatch_size=4", "--segment_frames=60",
+            "--num_epochs=2", "--augment=false", "--log_interval=1", f"--ckpt_save_dir={ckpt_dir}",
+            "--base_lrate=1e-4", "--max_lrate=1e-2", "--lr_step_size=2", "--num_workers=1",
+            *TINY_NETWORK_ARGS, *extra]
+
+
+def _run(command, cwd, **kwargs):
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600, **kwargs)
+
+
+def _trainable(ckpt_path):
+    return {name: value.asnumpy() for name, value in read_checkpoint(ckpt_path).items()
+            if name.startswith(("embedding_network.", "head.", "moment1.", "moment2."))}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    write_tone_corpus(root, num_speakers=4, utterances=3)
+    return root
+
+
+def test_sigkill_then_resume_continues_exactly(corpus, tmp_path):
+    """Killed mid-run, a resumed run ends with the weights of an uninterrupted run."""
+    straight = _run(_train_command(corpus, tmp_path / "straight"), cwd=tmp_path)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    assert sorted(os.listdir(tmp_path / "straight")) == ["best", "ecapa-1_3.ckpt", "ecapa-2_3.ckpt", "last"]
+
+    killed_dir = tmp_path / "killed"
+    process = subprocess.Popen(_train_command(corpus, killed_dir, "--save_checkpoint_steps=2"), cwd=tmp_path,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (killed_dir / "ecapa-2_1.ckpt").exists():
+        assert process.poll() is None and time.time() < deadline, "training ended before step 4"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    names = [name for name in os.listdir(killed_dir) if name.startswith("ecapa-")]
+    assert "ecapa-2_3.ckpt" not in names and "ecapa-1_2.ckpt" in names
+
+    resumed = _run(_train_command(corpus, killed_dir, "--save_checkpoint_steps=2", "--resume=auto"), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert re.search(r"resumed from .*ecapa-2_1\.ckpt at step 4", resumed.stderr)
+    assert re.search(r"epoch 2 step 3/3 \(global 6\) .* lr 5\.050e-03", resumed.stderr)
+    expected = _trainable(str(tmp_path / "straight" / "ecapa-2_3.ckpt"))
+    actual = _trainable(str(killed_dir / "ecapa-2_3.ckpt"))
+    assert expected.keys() == actual.keys() and len(expected) > 20
+    for name in expected:
+        np.testing.assert_allclose(actual[name], expected[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("problem,message", [
+    ("class_num", r"^error: class_num: set to 5 but .*train.txt has 4 speakers$"),
+    ("malformed", r"^error: .*train.txt:3: expected '<speaker> <relative/path.wav>', got 'id00000'$"),
+    ("missing", r"^error: .*train.txt: 1 listed files are missing under .* \(e.g. id00003/v0/00009.wav\)"),
+])
+def test_bad_training_input_stops_with_one_line(corpus, tmp_path, problem, message):
+    root = tmp_path / "data"
+    shutil.copytree(corpus, root)
+    extra = []
+    lines = (root / "train.txt").read_text().splitlines()
+    if problem == "class_num":
+        extra = ["--class_num=5"]
+    elif problem == "malformed":
+        lines[2] = "id00000"
+    else:
+        lines.append("id00003 id00003/v0/00009.wav")
+        extra = ["--max_bad_audio=0"]
+    (root / "train.txt").write_text("\n".join(lines) + "\n")
+    result = _run(_train_command(root, tmp_path / "ckpt", *extra), cwd=tmp_path)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and re.match(message, errors[0]), result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(shutil.which("msrun") is None and not os.path.exists(
+    os.path.join(os.path.dirname(sys.executable), "msrun")), reason="msrun is not installed")
+def test_two_process_data_parallel_run_ends_with_identical_weights(corpus, tmp_path):
+    msrun = shutil.which("msrun") or os.path.join(os.path.dirname(sys.executable), "msrun")
+    log_dir = tmp_path / "logs"
+    command = [msrun, "--worker_num=2", "--local_worker_num=2", "--master_port=8139", f"--log_dir={log_dir}",
+               "--join=True", *_train_command(corpus, tmp_path / "ckpt")[1:]]
+    # msrun starts workers with the 'python' found on PATH: make it this interpreter.
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    result = _run(command, cwd=tmp_path, env=env)
+    logs = [(log_dir / f"worker_{rank}.log").read_text() for rank in range(2)]
+    assert result.returncode == 0, logs[0][-3000:] + logs[1][-3000:]
+    fingerprints = [re.search(r"finished at step 6; weights fingerprint (\w+)", log).group(1) for log in logs]
+    assert fingerprints[0] == fingerprints[1]
+    assert "rank 1 of 2" in logs[1]
+    assert sorted(os.listdir(tmp_path / "ckpt")) == ["best", "ecapa-1_3.ckpt", "ecapa-2_3.ckpt", "last"]
