@@ -1,0 +1,297 @@
+"""Full-length speaker embeddings of audio files, with an optional on-disk cache.
+
+Every utterance is embedded whole: its log-mel features (1, T, 80) go through the
+network in inference mode (moving batch-norm statistics), one utterance per call.
+
+In GRAPH_MODE a graph is compiled for the input shapes of the first call, and a call
+with another shape compiles a new graph (seconds for the full-size network). Utterance
+lengths vary, so :class:`EmbeddingExtractor` declares the time axis dynamic
+(``set_inputs`` with shape ``(1, None, n_mels)``): the network compiles once and then
+accepts any number of frames. The result equals a plain call on the same (1, T, 80)
+input; nothing is padded, cropped or batched. The price is a slower call: on CPU a
+dynamic-shape call takes 1.4-2x the time of a static-shape graph's call for 10 s of audio
+(benchmarks/bench_extract.py --static), far less than compiling a graph per length.
+
+The cache (:class:`EmbeddingCache`) is an ``.npz`` file keyed by absolute audio path. It
+is tied to a fingerprint of the model file's content and of the network and feature
+settings, so another checkpoint or another network size never reuses stale vectors; an
+entry is also dropped when its audio file's size or modification time changed.
+"""
+import hashlib
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+import mindspore as ms
+import numpy as np
+from mindspore import Tensor
+
+from src.data import features
+from src.data.audio import SAMPLE_RATE, AudioError, read_audio
+from src.errors import InputError
+from src.evaluation.scoring import EmbeddingTable
+
+CACHE_FILE_NAME = "embeddings.npz"
+CACHE_FORMAT_VERSION = 1
+NETWORK_SETTINGS = ("in_channels", "channels", "mfa_channels", "attention_channels",
+                    "se_channels", "scale", "emb_size")
+FEATURE_CONSTANTS = ("N_FFT", "WIN_LENGTH", "HOP_LENGTH", "N_MELS", "F_MIN", "F_MAX",
+                     "PRE_EMPHASIS", "LOG_FLOOR")
+# Length of the input that compiles the graph before the first utterance.
+WARM_UP_FRAMES = 200
+# Without a terminal, progress is logged about this many times per extraction.
+PROGRESS_LOG_STEPS = 10
+
+logger = logging.getLogger(__name__)
+
+
+class EmbeddingError(InputError):
+    """An embedding that is unusable (NaN or infinite), pointing at a broken checkpoint."""
+
+
+def finite_embedding(vector, source):
+    """Return ``vector`` (D,) if all its values are finite, else raise EmbeddingError naming ``source``."""
+    if not np.isfinite(vector).all():
+        raise EmbeddingError(f"{source}: the embedding has NaN or infinite values; "
+                             "is the checkpoint broken (diverged training)?")
+    return vector
+
+
+class EmbeddingExtractor:
+    """Embeds one utterance at a time with ``network`` compiled once for any length.
+
+    network: a Cell mapping (1, T, n_mels) float32 features to (1, D) embeddings. It is
+        switched to inference mode and its time axis is declared dynamic.
+    """
+
+    def __init__(self, network, n_mels=features.N_MELS):
+        self.network = network
+        self.n_mels = n_mels
+        self.compiled = False
+        network.set_train(False)
+        network.set_inputs(Tensor(shape=[1, None, n_mels], dtype=ms.float32))
+
+    @property
+    def compiled_graphs(self):
+        """Number of graphs compiled for the network so far (1 after any number of lengths)."""
+        return len(getattr(self.network, "compile_cache", ()))
+
+    def compile(self):
+        """Compile the graph (by embedding WARM_UP_FRAMES of silence) unless done; return seconds spent."""
+        if self.compiled:
+            return 0.0
+        start = time.perf_counter()
+        self.embed_features(np.zeros((WARM_UP_FRAMES, self.n_mels), dtype=np.float32))
+        self.compiled = True
+        return time.perf_counter() - start
+
+    def embed_features(self, feats):
+        """Embedding (D,) float32 of log-mel features (T, n_mels)."""
+        feats = np.asarray(feats, dtype=np.float32)
+        if feats.ndim != 2 or feats.shape[1] != self.n_mels or feats.shape[0] == 0:
+            raise ValueError(f"expected features of shape (T, {self.n_mels}), got {feats.shape}")
+        return self.network(Tensor(feats[np.newaxis])).asnumpy()[0]
+
+    def embed_wave(self, wave):
+        """Embedding (D,) float32 of a 16 kHz waveform (S,)."""
+        return self.embed_features(features.log_mel(wave, self.n_mels))
+
+    def embed_file(self, path, allow_resample=False):
+        """Embedding (D,) float32 of an audio file (16 kHz unless ``allow_resample``).
+
+        Raises EmbeddingError if the embedding is not finite.
+        """
+        return finite_embedding(self.embed_wave(read_audio(path, allow_resample=allow_resample)), path)
+
+
+@dataclass
+class ExtractionStats:
+    """What one :func:`extract_embeddings` call did; times are wall-clock seconds.
+
+    extracted / cached: utterances computed / taken from the cache.
+    audio_seconds: duration of the extracted audio.
+    compile_seconds: graph compilation (0 when the network was already compiled).
+    network_seconds: time inside the network, compilation excluded.
+    total_seconds: reading, features, network and compilation together.
+    """
+    extracted: int = 0
+    cached: int = 0
+    audio_seconds: float = 0.0
+    compile_seconds: float = 0.0
+    network_seconds: float = 0.0
+    total_seconds: float = 0.0
+
+    def describe(self):
+        """One line: counts, audio duration, wall time and real-time factors (wall / audio)."""
+        if self.extracted == 0:
+            return f"all {self.cached} embeddings taken from the cache"
+        total_rtf = self.total_seconds / self.audio_seconds
+        compiled = f", incl. {self.compile_seconds:.1f} s graph compilation" if self.compile_seconds else ""
+        return (f"extracted {self.extracted} embeddings ({self.cached} from the cache): "
+                f"{self.audio_seconds:.1f} s of audio in {self.total_seconds:.1f} s{compiled}, "
+                f"RTF {total_rtf:.4f} ({1 / total_rtf:.1f}x real time); "
+                f"network alone RTF {self.network_seconds / self.audio_seconds:.4f}")
+
+
+def file_stamp(path):
+    """'<size>:<mtime_ns>' of a file, used to notice audio that changed since it was cached."""
+    status = os.stat(path)
+    return f"{status.st_size}:{status.st_mtime_ns}"
+
+
+def file_sha256(path, block_size=1 << 20):
+    """Hex SHA-256 of a file's content."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(block_size), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_fingerprint(model_path, config):
+    """Identity of the embeddings a model produces: checkpoint content + network and feature settings."""
+    description = {
+        "version": CACHE_FORMAT_VERSION,
+        "model_sha256": file_sha256(model_path),
+        "network": {key: getattr(config, key) for key in NETWORK_SETTINGS},
+        "features": {name: getattr(features, name) for name in FEATURE_CONSTANTS},
+        "sample_rate": SAMPLE_RATE,
+    }
+    return json.dumps(description, sort_keys=True)
+
+
+class EmbeddingCache:
+    """Embeddings stored in an .npz file for one model fingerprint, keyed by absolute path.
+
+    File arrays: ``fingerprint`` (0-d str), ``paths`` (U,) str, ``stamps`` (U,) str
+    (see :func:`file_stamp`), ``embeddings`` (U, D) float32. A file of another
+    fingerprint, or one that cannot be read, is ignored and replaced on :meth:`save`.
+    """
+
+    def __init__(self, path, fingerprint):
+        self.path = os.fspath(path)
+        self.fingerprint = fingerprint
+        self.entries = {}  # absolute path -> (stamp, (D,) float32)
+        self._load()
+
+    def _load(self):
+        if not os.path.isfile(self.path):
+            return
+        try:
+            with np.load(self.path, allow_pickle=False) as stored:
+                if str(stored["fingerprint"]) != self.fingerprint:
+                    logger.info("%s: made with another model or settings; not reused", self.path)
+                    return
+                self.entries = {path: (stamp, vector) for path, stamp, vector in
+                                zip(stored["paths"].tolist(), stored["stamps"].tolist(),
+                                    stored["embeddings"])}
+        except (OSError, ValueError, KeyError) as error:
+            logger.warning("%s: unreadable embedding cache (%s); not reused", self.path, error)
+
+    def get(self, path):
+        """Cached (D,) embedding of audio file ``path``, or None if absent or the file changed."""
+        key = os.path.abspath(path)
+        entry = self.entries.get(key)
+        try:
+            unchanged = entry is not None and entry[0] == file_stamp(key)
+        except OSError:
+            return None
+        return entry[1] if unchanged else None
+
+    def put(self, path, embedding):
+        """Remember ``embedding`` (D,) of audio file ``path`` (written by :meth:`save`)."""
+        key = os.path.abspath(path)
+        self.entries[key] = (file_stamp(key), np.asarray(embedding, dtype=np.float32))
+
+    def save(self):
+        """Write all entries to the cache file atomically."""
+        folder = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(folder, exist_ok=True)
+        paths = sorted(self.entries)
+        handle, temporary = tempfile.mkstemp(suffix=".npz", dir=folder)
+        try:
+            with os.fdopen(handle, "wb") as out:
+                np.savez(out, fingerprint=np.array(self.fingerprint),
+                         paths=np.array(paths, dtype=str),
+                         stamps=np.array([self.entries[path][0] for path in paths], dtype=str),
+                         embeddings=np.stack([self.entries[path][1] for path in paths]))
+            os.replace(temporary, self.path)
+        except BaseException:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+            raise
+
+
+def _progress(items, description):
+    """Iterate ``items`` with a tqdm bar on a terminal, else with a few log lines."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        yield from tqdm(items, desc=description, unit="utt", dynamic_ncols=True)
+        return
+    step = max(1, len(items) // PROGRESS_LOG_STEPS)
+    for done, item in enumerate(items, start=1):
+        yield item
+        if done % step == 0 or done == len(items):
+            logger.info("%s: %d/%d", description, done, len(items))
+
+
+def require_audio_files(names, root, source, shown=5):
+    """Raise AudioError unless every one of ``names`` (relative to ``root``) is a file.
+
+    The message starts with ``source`` (where the names come from, e.g. the list file),
+    counts the missing files and names the first ``shown`` of them.
+    """
+    missing = [name for name in dict.fromkeys(names) if not os.path.isfile(os.path.join(root, name))]
+    if missing:
+        where = f" under {root!r}" if root else ""
+        raise AudioError(f"{source}: {len(missing)} of {len(set(names))} audio files not found{where}, "
+                         f"first: {', '.join(missing[:shown])}")
+
+
+def extract_embeddings(extractor, names, root="", cache=None, description="embeddings",
+                       allow_resample=False):
+    """Embed the audio files ``names`` (relative to ``root``) that the cache does not hold.
+
+    Files must be 16 kHz unless ``allow_resample``. Returns ``(table, stats)``: an
+    EmbeddingTable with one row per unique name, in order of first appearance, and
+    :class:`ExtractionStats`. A non-finite embedding raises EmbeddingError. New
+    embeddings are added to the cache, if given, which is saved at the end, and also
+    when an error or an interruption stops the loop, so a second run continues where
+    the first stopped.
+    """
+    names = list(dict.fromkeys(names))
+    stats = ExtractionStats()
+    vectors = {}
+    pending = []
+    for name in names:
+        vector = cache.get(os.path.join(root, name)) if cache is not None else None
+        if vector is None:
+            pending.append(name)
+        else:
+            vectors[name] = vector
+    stats.cached = len(vectors)
+    start = time.perf_counter()
+    if pending:
+        stats.compile_seconds = extractor.compile()
+    try:
+        for name in _progress(pending, description):
+            path = os.path.join(root, name)
+            wave = read_audio(path, allow_resample=allow_resample)
+            feats = features.log_mel(wave, extractor.n_mels)
+            call_start = time.perf_counter()
+            vectors[name] = finite_embedding(extractor.embed_features(feats), path)
+            stats.network_seconds += time.perf_counter() - call_start
+            stats.audio_seconds += wave.size / SAMPLE_RATE
+            stats.extracted += 1
+            if cache is not None:
+                cache.put(path, vectors[name])
+    finally:
+        if cache is not None and stats.extracted:
+            cache.save()
+    stats.total_seconds = time.perf_counter() - start
+    return EmbeddingTable(names, np.stack([vectors[name] for name in names])), stats

@@ -1,0 +1,222 @@
+"""eval.py from the command line: trial-list evaluation, --verify, --extract and bad input."""
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from eval_support import (TINY_NETWORK, save_training_checkpoint, tiny_network, write_corpus,
+                          write_train_list, write_trials)
+from src.cli import run_main
+from src.data.lists import ListFormatError
+from src.evaluation.embeddings import EmbeddingExtractor
+from src.evaluation.extract import output_name, read_audio_list
+from src.evaluation.metrics import evaluate
+from src.evaluation.report import read_scores
+from src.evaluation.scoring import trial_labels
+from src.model.weights import save_checkpoint_atomic
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EVAL_SCRIPT = os.path.join(REPO_ROOT, "eval.py")
+
+
+@pytest.fixture(scope="module")
+def eval_script():
+    """eval.py loaded as a module, to call its main() in this process.
+
+    The context set-up is skipped (conftest already chose CPU and GRAPH_MODE); the
+    subprocess runs cover it.
+    """
+    spec = importlib.util.spec_from_file_location("eval_script", EVAL_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.init_context = lambda config: "CPU"
+    return module
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """Synthetic eval/train corpora, lists, a YAML config and two checkpoints of one tiny network.
+
+    Returns (root folder, network): ``training.ckpt`` holds the network inside a training
+    cell, ``exported.ckpt`` the bare network.
+    """
+    root = tmp_path_factory.mktemp("workspace")
+    data = root / "data"
+    rng = np.random.default_rng(11)
+    evaluation = write_corpus(data / "eval", 3, 3, rng)
+    training = write_corpus(data / "train", 4, 2, rng, prefix="t")
+    write_trials(data / "eval.txt", evaluation)
+    write_train_list(data / "train.txt", training)
+    network = tiny_network()
+    save_training_checkpoint(network, root / "training.ckpt")
+    save_checkpoint_atomic(network, root / "exported.ckpt")
+    settings = dict(TINY_NETWORK, eval_list=str(data / "eval.txt"), eval_path=str(data / "eval"),
+                    train_list=str(data / "train.txt"), train_path=str(data / "train"),
+                    eval_output_dir=str(root / "results"))
+    (root / "tiny.yaml").write_text(yaml.safe_dump(settings))
+    return root, network
+
+
+@pytest.fixture(scope="module")
+def reference(workspace):
+    """Extractor with the checkpoints' weights, for expected embeddings."""
+    return EmbeddingExtractor(workspace[1])
+
+
+def run_eval(*arguments, cwd):
+    return subprocess.run([sys.executable, EVAL_SCRIPT, *map(str, arguments)], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+def assert_one_line_error(completed, *fragments):
+    assert completed.returncode == 1, completed.stderr
+    assert "Traceback" not in completed.stderr
+    errors = [line for line in completed.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, completed.stderr
+    for fragment in fragments:
+        assert fragment in errors[0]
+
+
+def run_script(name, *arguments, cwd):
+    return subprocess.run(["bash", os.path.join(REPO_ROOT, "scripts", name), *map(str, arguments)],
+                          cwd=cwd, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHON=sys.executable))
+
+
+@pytest.fixture(scope="module")
+def evaluated(workspace):
+    """One AS-norm evaluation through scripts/run_eval_cpu.sh, called from outside the repository."""
+    root, _ = workspace
+    completed = run_script("run_eval_cpu.sh", 0, "training.ckpt", f"--config={root / 'tiny.yaml'}",
+                           "--score_norm=asnorm", "--mean_subtraction", "true", "--top_n=4", cwd=root)
+    assert completed.returncode == 0, completed.stderr + completed.stdout
+    return completed
+
+
+def test_eval_writes_results_and_prints_metrics(workspace, evaluated):
+    root, _ = workspace
+    output = root / "results"
+    for name in ("scores.txt", "det.png", "score_hist.png", "eval.log", "embeddings.npz"):
+        assert (output / name).is_file(), name
+    trials, scores = read_scores(output / "scores.txt")
+    assert len(trials) == len((root / "data" / "eval.txt").read_text().splitlines())
+    result = evaluate(scores, trial_labels(trials))
+    eer = re.search(r"^EER = (\d+\.\d\d)%$", evaluated.stdout, re.MULTILINE)
+    assert eer and float(eer.group(1)) == pytest.approx(100 * result.eer, abs=0.005)
+    assert re.search(r"^minDCF\(p=0.01\) = \d\.\d{4}$", evaluated.stdout, re.MULTILINE)
+    assert re.search(r"^minDCF\(p=0.05\) = \d\.\d{4}$", evaluated.stdout, re.MULTILINE)
+    assert "x real time" in evaluated.stdout
+    log = (output / "eval.log").read_text()
+    assert "AS-norm (cohort 8, top_n 4)" in log and eer.group(0) in log
+    assert eer.group(0) in (root / "eval.log").read_text()  # the script's copy of the output
+
+
+def test_run_eval_scripts_check_their_arguments(workspace):
+    root, _ = workspace
+    for name in ("run_eval_ascend.sh", "run_eval_gpu.sh", "run_eval_cpu.sh"):
+        completed = run_script(name, "first", "training.ckpt", cwd=root)
+        assert completed.returncode == 2
+        assert "DEVICE_ID must be a non-negative integer, got 'first'" in completed.stderr
+        assert f"usage: bash {name} DEVICE_ID CKPT" in completed.stderr
+    completed = run_script("run_eval_cpu.sh", 0, "absent.ckpt", cwd=os.path.join(REPO_ROOT, "scripts"))
+    assert completed.returncode == 2 and "CKPT 'absent.ckpt' is not a file" in completed.stderr
+    assert not os.path.exists(os.path.join(REPO_ROOT, "scripts", "eval.log"))
+
+
+def test_second_run_reuses_the_cache(workspace, evaluated, eval_script, capsys, monkeypatch):
+    root, _ = workspace
+    first = (root / "results" / "scores.txt").read_text()
+    monkeypatch.chdir(root)
+    eval_script.main(["--config", "tiny.yaml", "--model_path", "training.ckpt",
+                      "--score_norm=asnorm", "--mean_subtraction=true", "--top_n=4"])
+    printed = capsys.readouterr().out
+    assert "all 9 embeddings taken from the cache" in printed
+    assert "all 8 embeddings taken from the cache" in printed
+    assert (root / "results" / "scores.txt").read_text() == first
+
+
+def test_verify_prints_score_and_decision(workspace, reference, eval_script, capsys):
+    root, _ = workspace
+    wave_a, wave_b = root / "data/eval/spk0/v1/00000.wav", root / "data/eval/spk1/v1/00001.wav"
+    a, b = reference.embed_file(wave_a), reference.embed_file(wave_b)
+    expected = float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+    threshold = round(expected, 4) + 0.001
+    eval_script.main(["--config", str(root / "tiny.yaml"), "--model_path", str(root / "exported.ckpt"),
+                      "--verify", str(wave_a), str(wave_b), "--threshold", str(threshold)])
+    printed = capsys.readouterr().out.strip()
+    match = re.fullmatch(r"score = (-?\d\.\d{4})  threshold = (\S+)  (ACCEPT|REJECT)", printed)
+    assert match, printed
+    assert float(match.group(1)) == pytest.approx(expected, abs=1e-4)
+    assert match.group(3) == "REJECT"
+
+
+def test_extract_writes_one_vector_per_listed_file(workspace, reference, eval_script, tmp_path):
+    root, _ = workspace
+    absolute = root / "data/eval/spk2/v1/00002.wav"
+    audio_list = root / "data" / "eval" / "list.txt"
+    audio_list.write_text(f"spk0/v1/00000.wav\n\n{absolute}\n./spk0/v1/00000.wav\n")
+    eval_script.main(["--config", str(root / "tiny.yaml"), "--model_path", str(root / "exported.ckpt"),
+                      "--extract", str(audio_list), str(tmp_path / "vectors")])
+    expected_names = {"spk0_v1_00000.npy": root / "data/eval/spk0/v1/00000.wav",
+                      output_name(str(absolute)): absolute}
+    assert sorted(os.listdir(tmp_path / "vectors")) == sorted(expected_names)
+    for name, wave in expected_names.items():
+        vector = np.load(tmp_path / "vectors" / name)
+        assert vector.shape == (TINY_NETWORK["emb_size"],) and vector.dtype == np.float32
+        np.testing.assert_allclose(vector, reference.embed_file(wave), rtol=1e-5, atol=1e-6)
+
+
+def test_audio_list_rules(tmp_path):
+    assert output_name("spk1/a/001.wav") == "spk1_a_001.npy"
+    assert output_name("/data/x/2.flac") == "data_x_2.npy"
+    audio_list = tmp_path / "sub" / "list.txt"
+    audio_list.parent.mkdir()
+    audio_list.write_text("a/1.wav\n/abs/b.wav\na/1.wav\na/1.flac\n")
+    with pytest.raises(ListFormatError, match=r"list.txt:4: 'a/1.flac' would be written to a_1.npy, "
+                                              r"like the entry on line 1"):
+        read_audio_list(audio_list)
+    audio_list.write_text("a/1.wav\n/abs/b.wav\n")
+    assert read_audio_list(audio_list) == [("a/1.wav", str(tmp_path / "sub" / "a" / "1.wav")),
+                                           ("/abs/b.wav", "/abs/b.wav")]
+
+
+def test_missing_trial_files_stop_with_one_line(workspace, tmp_path):
+    root, _ = workspace
+    trials = tmp_path / "trials.txt"
+    trials.write_text("1 spk0/v1/00000.wav spk0/v1/00001.wav\n0 spk0/v1/00000.wav spk7/v1/00000.wav\n"
+                      "0 spk0/v1/00000.wav spk8/v1/00000.wav\n")
+    completed = run_eval("--config", "tiny.yaml", "--model_path", "exported.ckpt",
+                         f"--eval_list={trials}", cwd=root)
+    assert_one_line_error(completed, "trials.txt: 2 of 4 audio files not found",
+                          "spk7/v1/00000.wav, spk8/v1/00000.wav")
+
+
+def test_checkpoint_of_another_size_stops_with_one_line(workspace):
+    root, _ = workspace
+    completed = run_eval("--config", "tiny.yaml", "--model_path", "training.ckpt", "--emb_size=16",
+                         cwd=root)
+    assert_one_line_error(completed, "training.ckpt", "'fc.weight'", "(8, 48)", "(16, 48)")
+
+
+def test_malformed_trial_line_and_missing_inputs(workspace, eval_script, tmp_path, capsys):
+    root, _ = workspace
+    malformed = tmp_path / "trials.txt"
+    malformed.write_text("1 spk0/v1/00000.wav spk0/v1/00001.wav\n2 spk0/v1/00000.wav spk1/v1/00000.wav\n")
+    cases = [
+        (["--eval_list", str(malformed)], f"{malformed}:2: expected '<1|0> <utt_a> <utt_b>'"),
+        (["--model_path", str(tmp_path / "none.ckpt")], "model_path: file"),
+        (["--verify", str(tmp_path / "a.wav"), str(tmp_path / "b.wav")], "a.wav: audio file not found"),
+        (["--extract", str(tmp_path / "list.txt"), str(tmp_path)], "list.txt: list file not found"),
+    ]
+    for arguments, message in cases:
+        argv = ["--config", str(root / "tiny.yaml"), "--model_path", str(root / "exported.ckpt"),
+                *arguments]
+        with pytest.raises(SystemExit) as stop:
+            run_main(lambda: eval_script.main(argv))
+        assert stop.value.code == 1
+        assert message in capsys.readouterr().err
