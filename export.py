@@ -1,0 +1,84 @@
+"""Export the ECAPA-TDNN embedding network for fixed-length inference.
+
+    python export.py --checkpoint_path CKPT [--file_format MINDIR|AIR|ONNX] [--file_name NAME]
+                     [--length N] [--conv_impl native] [--config FILE.yaml]
+
+Builds the embedding network of the configured size, loads a training or exported-weights
+checkpoint (``--checkpoint_path``, else the ``model_path`` setting) and writes
+``<file_name>.<format>`` with one float32 input (1, length, in_channels) and one output
+(1, emb_size). The convolution formulation is ``conv_impl`` ('auto' = the device's); for
+Ascend 310 export with ``--conv_impl native``, which also works from a CPU machine. ONNX
+always uses 'shifted'; AIR needs an Ascend device.
+
+The exported file is then checked: a MindIR is loaded back (as the CPU runner loads it), an
+ONNX file is run with onnxruntime when installed, and its output on a random input must
+match the network's; otherwise the file is deleted and the script exits with status 1.
+"""
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from src.cli import run_main  # noqa: E402
+from src.config import ConfigError, load_config  # noqa: E402
+from src.inference.exporter import (CHECK_TOLERANCE, ExportError, ExportMismatchError,  # noqa: E402
+                                    check_mindir, check_onnx, export_network, onnx_conv_impl)
+from src.model.ecapa_tdnn import build_embedding_network  # noqa: E402
+from src.model.weights import load_embedding_weights  # noqa: E402
+from src.runtime import conv_impl, init_context  # noqa: E402
+
+
+def add_arguments(parser):
+    parser.add_argument("--checkpoint_path", default="",
+                        help="training or exported-weights checkpoint; '' = the model_path setting")
+
+
+def check_exported(path, file_format, network, input_shape):
+    """Compare the exported file with ``network``; print the outcome. Deletes the file on mismatch."""
+    try:
+        if file_format == "MINDIR":
+            difference = check_mindir(path, network, input_shape)
+        elif file_format == "ONNX":
+            difference = check_onnx(path, network, input_shape)
+        else:
+            print("check: an AIR file cannot be run by MindSpore; convert it with ATC and compare there")
+            return
+    except ExportMismatchError as error:
+        os.remove(path)
+        raise SystemExit(f"error: {error} (deleted)") from None
+    if difference is None:
+        print("check: onnxruntime is not installed, the ONNX file was not run")
+    else:
+        print(f"check: {file_format} output vs checkpoint network on a random input: max abs difference "
+              f"{difference:.3g} (tolerance {CHECK_TOLERANCE:g} x largest output)")
+
+
+def main():
+    config, args = load_config(description="Export the ECAPA-TDNN embedding network",
+                               add_arguments=add_arguments)
+    checkpoint = args.checkpoint_path or config.model_path
+    if not checkpoint:
+        raise ConfigError("checkpoint_path: no checkpoint given; pass --checkpoint_path or set model_path")
+    device = init_context(config)
+    if config.file_format == "AIR" and device != "Ascend":
+        raise ExportError(f"file_format: AIR files can only be exported on an Ascend device, this run is on "
+                          f"{device}; export MINDIR instead")
+    impl = onnx_conv_impl(config.conv_impl) if config.file_format == "ONNX" else conv_impl(config, device)
+
+    network = build_embedding_network(config, impl)
+    load_embedding_weights(checkpoint, network)
+    network.set_train(False)
+    input_shape = (1, config.length, config.in_channels)
+
+    start = time.perf_counter()
+    path = export_network(network, input_shape, config.file_name, config.file_format)
+    seconds = time.perf_counter() - start
+    size_mb = os.path.getsize(path) / 1e6
+    print(f"exported {path}: {size_mb:.1f} MB in {seconds:.1f} s; input {input_shape} float32, "
+          f"output (1, {config.emb_size}), conv_impl {impl}, weights from {checkpoint}")
+    check_exported(path, config.file_format, network, input_shape)
+
+
+if __name__ == "__main__":
+    run_main(main)

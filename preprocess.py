@@ -1,0 +1,52 @@
+"""Write the fixed-length feature files of the evaluation utterances.
+
+    python preprocess.py [--eval_list eval.txt] [--eval_path eval/wav] [--output_path DIR]
+                         [--length N | --mindir_path MODEL.mindir] [--config FILE.yaml]
+
+Every utterance of the trial list becomes ``<output_path>/feat/<name>.bin``: float32
+(1, length, 80) log-mel features of its first ``length`` frames (shorter audio repeated),
+the exact input of the exported model (see src/inference/fixed_length.py). The folder also
+receives ``utt_list.txt`` ('<name>.bin <utterance>' lines) and a copy of the trial list as
+``eval.txt``. ``--mindir_path`` takes ``length`` from the model's input shape. Existing .bin
+files in ``<output_path>/feat`` are removed first.
+"""
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from src.cli import run_main  # noqa: E402
+from src.config import ConfigError, load_config, require_dirs, require_files  # noqa: E402
+from src.data.lists import read_trial_list, trial_utterances  # noqa: E402
+from src.inference.fixed_length import TRIAL_LIST  # noqa: E402
+from src.inference.model_file import fixed_length_of  # noqa: E402
+from src.inference.preprocessing import write_feature_folder  # noqa: E402
+
+
+def add_arguments(parser):
+    parser.add_argument("--output_path", default="./preprocess_Result", help="folder to fill")
+    parser.add_argument("--mindir_path", default="",
+                        help="exported model whose input length replaces the length setting")
+
+
+def main():
+    config, args = load_config(description="Write fixed-length feature files for inference",
+                               add_arguments=add_arguments)
+    require_files(config, "eval_list")
+    require_dirs(config, "eval_path")
+    length = fixed_length_of(args.mindir_path, config.in_channels) if args.mindir_path else config.length
+    if length < 2:
+        raise ConfigError(f"length: {length} frames is too short for a fixed-length input (at least 2)")
+    trials = read_trial_list(config.eval_list)
+    utterances = trial_utterances(trials)
+
+    start = time.perf_counter()
+    feature_dir = write_feature_folder(config.eval_list, utterances, config.eval_path, args.output_path, length)
+    print(f"wrote {len(utterances)} feature files of shape (1, {length}, {config.in_channels}) to {feature_dir} "
+          f"in {time.perf_counter() - start:.1f} s ({len(trials)} trials in "
+          f"{os.path.join(args.output_path, TRIAL_LIST)})")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,85 @@
+"""Reading an exported MindIR model: its input/output shapes and a callable cell."""
+import math
+import os
+
+from src.errors import InputError
+
+_FLOAT32 = 1  # TensorProto.DataType.FLOAT of mind_ir.proto
+
+
+class ModelFileError(InputError):
+    """A model file that is missing, unreadable, or not a fixed-shape float32 model."""
+
+
+def _read_model_proto(path):
+    from google.protobuf.message import DecodeError
+    from mindspore.train import mind_ir_pb2
+
+    if not os.path.isfile(path):
+        raise ModelFileError(f"{path}: MindIR file not found")
+    model = mind_ir_pb2.ModelProto()
+    try:
+        with open(path, "rb") as handle:
+            model.ParseFromString(handle.read())
+    except (DecodeError, ValueError, OSError) as error:
+        raise ModelFileError(f"{path}: not a readable MindIR file ({error})") from None
+    if not model.graph.input or not model.graph.output:
+        raise ModelFileError(f"{path}: not a MindIR model (no graph inputs or outputs)")
+    return model
+
+
+def _shape(path, value, role):
+    if len(value.tensor) != 1:
+        raise ModelFileError(f"{path}: model {role} {value.name!r} is not a single tensor")
+    tensor = value.tensor[0]
+    if tensor.data_type != _FLOAT32:
+        raise ModelFileError(f"{path}: model {role} {value.name!r} is not float32")
+    shape = tuple(int(dim) for dim in tensor.dims)
+    if any(dim <= 0 for dim in shape):
+        raise ModelFileError(f"{path}: model {role} shape {shape} has an unfixed dimension; "
+                             "export the model with a fixed length")
+    return shape
+
+
+def mindir_shapes(path):
+    """``(input_shape, output_shape)`` of a MindIR model with one float32 input and output.
+
+    E.g. ((1, 1199, 80), (1, 192)) for the default export. Reads only the model's
+    description, without building the graph. Raises ModelFileError naming the file.
+    """
+    path = os.fspath(path)
+    model = _read_model_proto(path)
+    if len(model.graph.input) != 1 or len(model.graph.output) != 1:
+        raise ModelFileError(f"{path}: expected a model with 1 input and 1 output, found "
+                             f"{len(model.graph.input)} and {len(model.graph.output)}")
+    return _shape(path, model.graph.input[0], "input"), _shape(path, model.graph.output[0], "output")
+
+
+def fixed_length_of(path, mels):
+    """``length`` of a MindIR whose input is (1, length, ``mels``); ModelFileError otherwise."""
+    input_shape, _ = mindir_shapes(path)
+    if len(input_shape) != 3 or input_shape[0] != 1 or input_shape[2] != mels:
+        raise ModelFileError(f"{path}: model input shape {input_shape} is not (1, length, {mels})")
+    return input_shape[1]
+
+
+def embedding_size_of(path):
+    """Values per embedding (the product of the output shape) of a MindIR model."""
+    _, output_shape = mindir_shapes(path)
+    return math.prod(output_shape)
+
+
+def load_graph_cell(path):
+    """The MindIR at ``path`` as a callable ``mindspore.nn.GraphCell`` (graph mode)."""
+    import mindspore as ms
+    from mindspore import nn
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ModelFileError(f"{path}: MindIR file not found")
+    try:
+        graph = ms.load(path)
+    except (RuntimeError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise ModelFileError(f"{path}: MindSpore cannot load this MindIR ({first_line})") from None
+    return nn.GraphCell(graph)
