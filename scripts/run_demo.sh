@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The demo, end to end on this machine: install into .venv, generate the synthetic
+# speaker corpus (demo/data), train a small ECAPA-TDNN (configs/demo.yaml, checkpoints in
+# demo/ckpt) and evaluate it on the held-out speakers (demo/eval_output).
+# Usage: bash scripts/run_demo.sh [extra --key=value settings for train.py and eval.py]
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+bash scripts/install.sh
+PY=.venv/bin/python
+if [ ! -f demo/data/eval.txt ]; then
+    "$PY" -m src.data.demo_corpus --out_dir demo/data
+fi
+rm -rf demo/ckpt
+"$PY" train.py --config configs/demo.yaml "$@"
+"$PY" eval.py --config configs/demo.yaml --model_path "demo/ckpt/$(cat demo/ckpt/last)" "$@"
