@@ -11,6 +11,6 @@ PY=.venv/bin/python
 if [ ! -f demo/data/eval.txt ]; then
     "$PY" -m src.data.demo_corpus --out_dir demo/data
 fi
-rm -rf demo/ckpt
-"$PY" train.py --config configs/demo.yaml "$@"
+# resume=auto: an interrupted demo continues, a finished one goes straight to evaluation.
+"$PY" train.py --config configs/demo.yaml --resume=auto "$@"
 "$PY" eval.py --config configs/demo.yaml --model_path "demo/ckpt/$(cat demo/ckpt/last)" "$@"

@@ -85,6 +85,9 @@ def train(config):
     total_steps = steps_per_epoch * config.num_epochs
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)
+    if start_step >= total_steps:
+        LOGGER.info("%s already holds all %d steps; nothing to train", checkpoint_file, total_steps)
+        return checkpoint_file
     rates = cyclic_lr(config.base_lrate, config.max_lrate,
                       half_cycle_steps(config.lr_step_size, steps_per_epoch),
                       steps_per_epoch * config.num_epochs, config.lr_mode)
