@@ -38,13 +38,12 @@ class TrainStep(nn.Cell):
         return ops.stack(flags).all()
 
     def _update_scale(self, finite):
-        if self.dynamic_scale:
-            grown = ops.select(self.clean_steps + 1 >= SCALE_WINDOW, self.scale_sense * 2.0, self.scale_sense)
-            new_scale = ops.select(finite, grown, ops.maximum(self.scale_sense * 0.5, 1.0))
-            new_clean = ops.select(finite & (self.clean_steps + 1 < SCALE_WINDOW), self.clean_steps + 1,
-                                   ops.zeros_like(self.clean_steps))
-            ops.assign(self.scale_sense, new_scale)
-            ops.assign(self.clean_steps, new_clean)
+        grown = ops.select(self.clean_steps + 1 >= SCALE_WINDOW, self.scale_sense * 2.0, self.scale_sense)
+        new_scale = ops.select(finite, grown, ops.maximum(self.scale_sense * 0.5, 1.0))
+        new_clean = ops.select(finite & (self.clean_steps + 1 < SCALE_WINDOW), self.clean_steps + 1,
+                               ops.zeros_like(self.clean_steps))
+        ops.assign(self.scale_sense, new_scale)
+        ops.assign(self.clean_steps, new_clean)
 
     def construct(self, features, labels):
         loss, correct = self.loss_net(features, labels)
@@ -59,5 +58,6 @@ class TrainStep(nn.Cell):
             grads = ops.clip_by_global_norm(grads, self.grad_clip)
         if finite:
             self.optimizer(grads)
-        self._update_scale(finite)
+        if self.dynamic_scale:
+            self._update_scale(finite)
         return loss, correct, ops.logical_not(finite), scale
