@@ -6,6 +6,7 @@ import mindspore as ms
 
 from src.config import ConfigError
 from src.model.layers import conv_impl_for_device
+from src.train.distributed import launcher_device_id
 
 DEVICE_PREFERENCE = ("Ascend", "GPU")
 
@@ -44,17 +45,20 @@ def resolve_device(requested):
     return requested
 
 
-def init_context(config, device_id=None):
+def init_context(config, distributed=False):
     """Set GRAPH_MODE on the configured device and seed everything; returns the device name.
 
-    ``device_id`` overrides ``config.device_id`` (distributed runs take it from the launcher).
+    A standalone run uses ``config.device_id``. A distributed worker uses the DEVICE_ID its
+    rank-table launcher exported, or, under msrun, leaves the choice to MindSpore, which
+    gives each worker its own local device.
     """
     device = resolve_device(config.device_target)
     ms.set_context(mode=ms.GRAPH_MODE)
-    if device == "CPU":
-        ms.set_device("CPU")
+    device_id = launcher_device_id() if distributed else config.device_id
+    if device == "CPU" or device_id is None:
+        ms.set_device(device)
     else:
-        ms.set_device(device, config.device_id if device_id is None else device_id)
+        ms.set_device(device, device_id)
     if config.num_threads > 0:
         ms.set_context(runtime_num_threads=config.num_threads)
     ms.set_seed(config.seed)

@@ -1,4 +1,7 @@
-"""Training: learning, overflow skipping, checkpoints, SIGKILL + resume, bad input, data parallel."""
+"""Training: learning, overflow skipping, checkpoints, SIGKILL + resume, bad input.
+
+The 2-process data-parallel run is tested through its launcher in test_train_scripts.py.
+"""
 import os
 import re
 import shutil
@@ -148,21 +151,3 @@ def test_bad_training_input_stops_with_one_line(corpus, tmp_path, problem, messa
     errors = [line for line in result.stderr.splitlines() if line.startswith("error")]
     assert len(errors) == 1 and re.match(message, errors[0]), result.stderr[-2000:]
     assert "Traceback" not in result.stderr
-
-
-@pytest.mark.skipif(shutil.which("msrun") is None and not os.path.exists(
-    os.path.join(os.path.dirname(sys.executable), "msrun")), reason="msrun is not installed")
-def test_two_process_data_parallel_run_ends_with_identical_weights(corpus, tmp_path):
-    msrun = shutil.which("msrun") or os.path.join(os.path.dirname(sys.executable), "msrun")
-    log_dir = tmp_path / "logs"
-    command = [msrun, "--worker_num=2", "--local_worker_num=2", "--master_port=8139", f"--log_dir={log_dir}",
-               "--join=True", *_train_command(corpus, tmp_path / "ckpt")[1:]]
-    # msrun starts workers with the 'python' found on PATH: make it this interpreter.
-    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    result = _run(command, cwd=tmp_path, env=env)
-    logs = [(log_dir / f"worker_{rank}.log").read_text() for rank in range(2)]
-    assert result.returncode == 0, logs[0][-3000:] + logs[1][-3000:]
-    fingerprints = [re.search(r"finished at step 6; weights fingerprint (\w+)", log).group(1) for log in logs]
-    assert fingerprints[0] == fingerprints[1]
-    assert "rank 1 of 2" in logs[1]
-    assert sorted(os.listdir(tmp_path / "ckpt")) == ["best", "ecapa-1_3.ckpt", "ecapa-2_3.ckpt", "last"]

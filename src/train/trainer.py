@@ -15,7 +15,7 @@ from src.model.layers import ChannelBatchNorm
 from src.model.weights import weights_fingerprint
 from src.runtime import amp_level, conv_impl, init_context
 from src.train.checkpoint import CheckpointManager, recorded_step, restore, resume_path
-from src.train.distributed import init_data_parallel, launched_distributed, launcher_device_id
+from src.train.distributed import init_data_parallel, launched_distributed
 from src.train.lr_schedule import cyclic_lr, half_cycle_steps
 from src.train.step import TrainStep
 
@@ -66,7 +66,7 @@ def train(config):
     require_files(config, "train_list")
     require_dirs(config, "train_path")
     distributed = launched_distributed()
-    device = init_context(config, launcher_device_id() if distributed else None)
+    device = init_context(config, distributed)
     rank, group_size = init_data_parallel() if distributed else (0, 1)
     if rank == 0:
         LOGGER.info("settings:\n%s", format_config(config))

@@ -1,0 +1,385 @@
+"""The training launchers in scripts/: argument checks, rank tables, what each launcher starts.
+
+A stand-in interpreter (PYTHON=<stub>) records the directory, arguments and launcher variables
+of every training process it is asked to start, so the Ascend and GPU launchers are checked
+without those devices. Two real tiny runs, started together to share the graph-compilation
+wait, check run_standalone_train_cpu.sh and run_distribute_train_cpu.sh end to end.
+"""
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO_ROOT, TINY_NETWORK_ARGS, write_tone_corpus
+
+SCRIPTS = os.path.join(REPO_ROOT, "scripts")
+RANK_TABLE_SCRIPT = os.path.join(SCRIPTS, "rank_table.py")
+
+STUB = """#!/bin/bash
+# Stands in for the training interpreter: train.py and -m (msrun) calls are recorded, the rest
+# (rank_table.py, the free-port probe) goes to the real interpreter.
+case "$1" in
+  train.py|-m) ;;
+  *) exec {python} "$@" ;;
+esac
+{{
+  echo "cwd=$PWD"
+  echo "args=$*"
+  for name in RANK_TABLE_FILE RANK_SIZE RANK_ID DEVICE_ID MS_WORKER_NUM; do
+    echo "$name=${{!name-unset}}"
+  done
+  echo "python=$(command -v python)"
+  echo "python_runs=$(tail -n 1 "$(command -v python)")"
+  echo "pid=$$"
+}} > "$RECORD_DIR/${{RANK_ID:-single}}.txt"
+echo "output of rank ${{RANK_ID:-single}}"
+if [ "${{RANK_ID:-single}}" = "${{FAIL_RANK:-none}}" ]; then
+  exit 3
+fi
+sleep "${{STUB_SLEEP:-0}}"
+"""
+
+
+def _load_rank_table_module():
+    spec = importlib.util.spec_from_file_location("rank_table", RANK_TABLE_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+rank_table = _load_rank_table_module()
+
+
+def _table(*servers, **fields):
+    """A version 1.0 rank table; each server is (server_id, [(device_id, rank_id), ...])."""
+    table = {"version": "1.0", "server_count": str(len(servers)), "status": "completed", "server_list": [
+        {"server_id": server_id, "host_nic_ip": "reserve",
+         "device": [{"device_id": str(device), "device_ip": f"192.168.{device}.{index + 1}", "rank_id": str(rank)}
+                    for device, rank in devices]}
+        for index, (server_id, devices) in enumerate(servers)]}
+    table.update(fields)
+    return table
+
+
+TWO_SERVERS = _table(("10.0.0.1", [(0, 0), (1, 1)]), ("10.0.0.2", [(2, 3), (3, 2)]))
+
+
+def _write_json(path, content):
+    path.write_text(content if isinstance(content, str) else json.dumps(content, indent=1))
+    return str(path)
+
+
+@pytest.fixture
+def stub(tmp_path):
+    """(environment with PYTHON = the stand-in, folder of its records)."""
+    records = tmp_path / "records"
+    records.mkdir()
+    script = tmp_path / "stub_python"
+    script.write_text(STUB.format(python=sys.executable))
+    script.chmod(0o755)
+    return dict(os.environ, PYTHON=str(script), RECORD_DIR=str(records)), records
+
+
+def _records(folder):
+    """{name: {key: value}} of what the stand-in recorded, one entry per process."""
+    result = {}
+    for name in sorted(os.listdir(folder)):
+        lines = (folder / name).read_text().splitlines()
+        result[name[:-len(".txt")]] = dict(line.split("=", 1) for line in lines)
+    return result
+
+
+def _launch(script, *arguments, cwd, env=None, timeout=60):
+    return subprocess.run(["bash", os.path.join(SCRIPTS, script), *map(str, arguments)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+# ---- argument checks ----
+
+@pytest.mark.parametrize("script,arguments,message", [
+    ("run_standalone_train_ascend.sh", [], "DEVICE_ID is missing"),
+    ("run_standalone_train_gpu.sh", ["gpu0"], "DEVICE_ID must be a non-negative integer, got 'gpu0'"),
+    ("run_standalone_train_cpu.sh", ["-1", "--num_epochs=1"], "DEVICE_ID must be a non-negative integer, got '-1'"),
+    ("run_distribute_train_ascend.sh", [], "RANK_TABLE_FILE is missing"),
+    ("run_distribute_train_ascend.sh", ["missing.json"], "RANK_TABLE_FILE 'missing.json' is not a file"),
+    ("run_distribute_train_gpu.sh", ["0"], "DEVICE_NUM must be an integer >= 1, got '0'"),
+    ("run_distribute_train_gpu.sh", [], "DEVICE_NUM is missing"),
+    ("run_distribute_train_cpu.sh", ["two"], "DEVICE_NUM must be an integer >= 1, got 'two'"),
+    ("run_distribute_train_cpu.sh", ["1.5"], "DEVICE_NUM must be an integer >= 1, got '1.5'"),
+])
+def test_bad_arguments_print_usage_and_start_nothing(stub, tmp_path, script, arguments, message):
+    env, records = stub
+    result = _launch(script, *arguments, cwd=tmp_path, env=env)
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert lines[0] == f"error: {message}"
+    assert lines[1].startswith(f"usage: bash {script} ") and lines[1].endswith(" [--key=value ...]")
+    assert os.listdir(records) == []
+    assert not [name for name in os.listdir(tmp_path) if name.startswith("train_")]
+
+
+def test_bad_master_port_is_refused(stub, tmp_path):
+    env, records = stub
+    result = _launch("run_distribute_train_gpu.sh", 2, cwd=tmp_path, env=dict(env, MASTER_PORT="80a"))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == ["error: MASTER_PORT must be a port number, got '80a'"]
+    assert os.listdir(records) == []
+
+
+# ---- rank tables ----
+
+def test_rank_table_lists_this_servers_ranks_in_rank_order(tmp_path):
+    path = _write_json(tmp_path / "hccl.json", TWO_SERVERS)
+    servers = rank_table.read_rank_table(path)
+    assert rank_table.rank_size(servers) == 4
+    second = rank_table.local_server(servers, path, addresses={"127.0.0.1", "10.0.0.2"})
+    assert second.server_id == "10.0.0.2"
+    assert [(device.rank_id, device.device_id) for device in second.devices] == [(3, 2), (2, 3)]
+    assert rank_table.local_server(servers, path, server_id="10.0.0.1").server_id == "10.0.0.1"
+
+    listed = subprocess.run([sys.executable, RANK_TABLE_SCRIPT, path, "--server_id", "10.0.0.2"],
+                            capture_output=True, text=True, timeout=30)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout == "2 3\n3 2\n"
+    size = subprocess.run([sys.executable, RANK_TABLE_SCRIPT, "--rank_size", path], capture_output=True,
+                          text=True, timeout=30)
+    assert size.stdout == "4\n"
+
+
+def test_a_single_server_is_taken_whatever_its_id(tmp_path):
+    path = _write_json(tmp_path / "hccl.json", _table(("server-a", [(5, 1), (4, 0)])))
+    server = rank_table.local_server(rank_table.read_rank_table(path), path, addresses=set())
+    assert [(device.rank_id, device.device_id) for device in server.devices] == [(1, 5), (0, 4)]
+
+
+def test_this_server_must_be_identifiable_among_several(tmp_path):
+    path = _write_json(tmp_path / "hccl.json", TWO_SERVERS)
+    servers = rank_table.read_rank_table(path)
+    with pytest.raises(rank_table.RankTableError, match=r"2 servers are listed \(10\.0\.0\.1, 10\.0\.0\.2\) and "
+                       r"none has a server_id among this host's addresses \(127\.0\.0\.1\); set SERVER_ID"):
+        rank_table.local_server(servers, path, addresses={"127.0.0.1"})
+    with pytest.raises(rank_table.RankTableError, match=r"no server has server_id '10\.0\.0\.9'"):
+        rank_table.local_server(servers, path, server_id="10.0.0.9")
+
+
+def _with_device_field(key, value, device=1):
+    table = _table(("10.0.0.1", [(0, 0), (1, 1)]))
+    entry = table["server_list"][0]["device"][device]
+    if value is None:
+        del entry[key]
+    else:
+        entry[key] = value
+    return table
+
+
+@pytest.mark.parametrize("content,message", [
+    ('{"version": "1.0",\n "server_list": [}', r"not valid JSON \(line 2 column 18: Expecting value\)"),
+    ("[]", r"the rank table must be a JSON object"),
+    ({"server_list": []}, r"the rank table\.version is missing"),
+    (_table(("10.0.0.1", [(0, 0)]), version="1.2"), r"version '1\.2' is not supported \(expected '1\.0'"),
+    (_table(("10.0.0.1", [(0, 0)]), status="initializing"), r"status is 'initializing', not 'completed'"),
+    (_table(("10.0.0.1", [(0, 0)]), server_list=[]), r"server_list must be a non-empty list"),
+    (_table(("10.0.0.1", [(0, 0)]), server_count="2"), r"server_count is 2 but server_list has 1 servers"),
+    (_table(("10.0.0.1", [])), r"server_list\[0\]\.device must be a non-empty list"),
+    (_with_device_field("rank_id", None), r"server_list\[0\]\.device\[1\]\.rank_id is missing"),
+    (_with_device_field("device_id", None), r"server_list\[0\]\.device\[1\]\.device_id is missing"),
+    (_with_device_field("device_ip", None), r"server_list\[0\]\.device\[1\]\.device_ip is missing"),
+    (_with_device_field("rank_id", "one"), r"server_list\[0\]\.device\[1\]\.rank_id must be a non-negative "
+                                           r"integer, got 'one'"),
+    (_with_device_field("device_ip", "192.168.1"), r"server_list\[0\]\.device\[1\]\.device_ip must be an IP "
+                                                   r"address, got '192\.168\.1'"),
+    (_with_device_field("device_id", "0"), r"server_list\[0\]\.device\[1\]\.device_id 0 is listed twice"),
+    (_table(("10.0.0.1", [(0, 0), (1, 0)])), r"server_list\[0\]\.device\[1\]\.rank_id 0 is already used by "
+                                             r"server_list\[0\]\.device\[0\]\.rank_id"),
+    (_table(("10.0.0.1", [(0, 0)]), ("10.0.0.2", [(0, 0)])), r"server_list\[1\]\.device\[0\]\.rank_id 0 is "
+                                                             r"already used by server_list\[0\]\.device\[0\]"),
+    (_table(("10.0.0.1", [(0, 0), (1, 2)])), r"rank_id values must be 0\.\.1 for 2 devices; 1 is missing"),
+    (_table(("10.0.0.1", [(0, 0)]), ("10.0.0.1", [(1, 1)])), r"server_list\[1\]\.server_id '10\.0\.0\.1' is "
+                                                             r"listed twice"),
+])
+def test_invalid_rank_tables_are_refused_naming_the_field(tmp_path, content, message):
+    path = _write_json(tmp_path / "hccl.json", content)
+    with pytest.raises(rank_table.RankTableError, match=f"^{re.escape(path)}: {message}"):
+        rank_table.read_rank_table(path)
+
+
+def test_rank_table_errors_end_the_script_with_one_line(tmp_path):
+    path = _write_json(tmp_path / "hccl.json", _table(("10.0.0.1", [(0, 0), (1, 0)])))
+    result = subprocess.run([sys.executable, RANK_TABLE_SCRIPT, path], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == f"error: {path}: server_list[0].device[1].rank_id 0 is already used by " \
+                            "server_list[0].device[0].rank_id\n"
+
+
+# ---- what the launchers start (stand-in interpreter) ----
+
+@pytest.mark.parametrize("script,target", [("run_standalone_train_ascend.sh", "Ascend"),
+                                           ("run_standalone_train_gpu.sh", "GPU"),
+                                           ("run_standalone_train_cpu.sh", "CPU")])
+def test_standalone_launcher_runs_train_py_from_the_repository_root(stub, tmp_path, script, target):
+    env, records = stub
+    env["RANK_SIZE"] = "8"  # left over from an earlier distributed run in the same shell
+    result = _launch(script, 3, "--num_epochs=1", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    record = _records(records)["single"]
+    assert record["cwd"] == REPO_ROOT
+    assert record["args"] == f"train.py --device_target={target} --device_id=3 --num_epochs=1"
+    assert record["RANK_SIZE"] == "unset"
+    assert (tmp_path / "train_standalone" / "train.log").read_text() == "output of rank single\n"
+
+
+@pytest.mark.parametrize("script,status,message", [
+    ("run_standalone_train_cpu.sh", 3, None),
+    ("run_distribute_train_cpu.sh", 1, "error: training failed; see {tmp_path}/train_parallel_logs/worker_<rank>.log"),
+])
+def test_a_failed_training_fails_the_launcher(stub, tmp_path, script, status, message):
+    env, records = stub
+    result = _launch(script, 1, cwd=tmp_path, env=dict(env, FAIL_RANK="single", MASTER_PORT="12345"))
+    assert result.returncode == status
+    assert "single" in _records(records)
+    if message:
+        assert result.stderr.splitlines()[-1] == message.format(tmp_path=tmp_path)
+
+
+def test_rank_table_launcher_starts_one_process_per_local_device(stub, tmp_path):
+    env, records = stub
+    table = _write_json(tmp_path / "hccl_4p.json", TWO_SERVERS)
+    # PYTHON relative to the calling folder must survive the launcher's move to the repository root.
+    result = _launch("run_distribute_train_ascend.sh", "hccl_4p.json", "--num_epochs=1", cwd=tmp_path,
+                     env=dict(env, SERVER_ID="10.0.0.2", PYTHON="./stub_python"))
+    assert result.returncode == 0, result.stderr
+    started = _records(records)
+    assert sorted(started) == ["2", "3"]
+    for rank, device in (("2", "3"), ("3", "2")):
+        record = started[rank]
+        assert (record["RANK_ID"], record["DEVICE_ID"], record["RANK_SIZE"]) == (rank, device, "4")
+        assert record["RANK_TABLE_FILE"] == table
+        assert record["cwd"] == REPO_ROOT
+        assert record["args"] == "train.py --device_target=Ascend --num_epochs=1"
+        assert (tmp_path / f"train_parallel{rank}" / "train.log").read_text() == f"output of rank {rank}\n"
+    assert sorted(name for name in os.listdir(tmp_path) if name.startswith("train_")) == [
+        "train_parallel2", "train_parallel3"]
+    assert "all 2 ranks finished" in result.stdout
+
+
+def test_a_failing_rank_stops_the_others_and_fails_the_launch(stub, tmp_path):
+    env, records = stub
+    _write_json(tmp_path / "hccl.json", _table(("10.0.0.1", [(0, 0), (1, 1), (2, 2)])))
+    started = time.monotonic()
+    result = _launch("run_distribute_train_ascend.sh", "hccl.json", cwd=tmp_path,
+                     env=dict(env, FAIL_RANK="1", STUB_SLEEP="60"))
+    assert result.returncode == 1
+    assert time.monotonic() - started < 20
+    assert result.stderr.splitlines()[0] == (f"error: rank 1 failed (exit status 3), see {tmp_path}/train_parallel1/"
+                                             "train.log; stopping the other ranks")
+    unfinished = re.fullmatch(r"error: ranks that did not finish: ([\d ]+) \(of 3 started here\)",
+                              result.stderr.splitlines()[-1])
+    assert unfinished and sorted(unfinished.group(1).split()) == ["0", "1", "2"]
+    for record in _records(records).values():
+        deadline = time.monotonic() + 5
+        while os.path.exists(f"/proc/{record['pid']}") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not os.path.exists(f"/proc/{record['pid']}"), f"rank {record['RANK_ID']} still runs"
+
+
+def test_an_invalid_rank_table_starts_nothing(stub, tmp_path):
+    env, records = stub
+    path = _write_json(tmp_path / "hccl.json", _with_device_field("device_ip", None))
+    result = _launch("run_distribute_train_ascend.sh", "hccl.json", cwd=tmp_path, env=env)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [f"error: {path}: server_list[0].device[1].device_ip is missing"]
+    assert os.listdir(records) == []
+
+
+@pytest.mark.parametrize("script,target", [("run_distribute_train_gpu.sh", "GPU"),
+                                           ("run_distribute_train_cpu.sh", "CPU")])
+def test_msrun_launcher_command_and_worker_interpreter(stub, tmp_path, script, target):
+    env, records = stub
+    result = _launch(script, 4, "--num_epochs=1", cwd=tmp_path, env=dict(env, MASTER_PORT="12345", RANK_SIZE="8"))
+    assert result.returncode == 0, result.stderr
+    record = _records(records)["single"]
+    assert record["cwd"] == REPO_ROOT
+    assert record["args"] == (f"-m mindspore.parallel.cluster.run --worker_num=4 --local_worker_num=4 "
+                              f"--master_port=12345 --log_dir={tmp_path}/train_parallel_logs --join=True "
+                              f"train.py --device_target={target} --num_epochs=1")
+    assert record["RANK_SIZE"] == "unset"
+    # msrun starts each worker as 'python' from PATH: that must run the launcher's interpreter
+    # (through a wrapper removed when the launcher ends).
+    assert record["python_runs"] == f'exec {env["PYTHON"]} "$@"'
+    assert not os.path.exists(record["python"])
+
+
+# ---- real tiny runs on the CPU ----
+
+TINY_RUN = ["--class_num=4", "--minibatch_size=4", "--segment_frames=60", "--num_epochs=1", "--augment=false",
+            "--num_workers=1", "--log_interval=1", "--base_lrate=1e-4", "--max_lrate=1e-2", "--lr_step_size=4",
+            "--conv_impl=native", *TINY_NETWORK_ARGS, "--scale=2"]
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    """run_standalone_train_cpu.sh 0 and run_distribute_train_cpu.sh 2, started together.
+
+    8 utterances, global batch 4: 2 steps for one epoch on one device as on two.
+    A 'python' that fails comes first on PATH, so the msrun workers only train if the
+    launcher put its own interpreter before it.
+    """
+    root = tmp_path_factory.mktemp("runs")
+    corpus = root / "corpus"
+    write_tone_corpus(corpus, num_speakers=4, utterances=2)
+    wrong = root / "wrong_bin"
+    wrong.mkdir()
+    (wrong / "python").write_text("#!/bin/sh\necho 'not the launcher interpreter' >&2\nexit 9\n")
+    (wrong / "python").chmod(0o755)
+    env = dict(os.environ, PYTHON=sys.executable, PATH=f"{wrong}{os.pathsep}{os.environ['PATH']}")
+    data = [f"--train_list={corpus}/train.txt", f"--train_path={corpus}/train/wav", *TINY_RUN]
+    runs = {}
+    for name, script, argument in (("standalone", "run_standalone_train_cpu.sh", "0"),
+                                   ("distributed", "run_distribute_train_cpu.sh", "2")):
+        folder = root / name
+        folder.mkdir()
+        command = ["bash", os.path.join(SCRIPTS, script), argument, *data, f"--ckpt_save_dir={folder}/ckpt"]
+        runs[name] = (folder, subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.PIPE,
+                                               stderr=subprocess.STDOUT, text=True))
+    results = {}
+    for name, (folder, process) in runs.items():
+        output, _ = process.communicate(timeout=600)
+        results[name] = (folder, process.returncode, output)
+    return results
+
+
+def _finished(log):
+    match = re.search(r"finished at step (\d+); weights fingerprint (\w+)", log)
+    assert match, log[-3000:]
+    return int(match.group(1)), match.group(2)
+
+
+def _lr_at_step_2(log):
+    return re.search(r"epoch 1 step 2/2 \(global 2\) .* lr (\S+)", log).group(1)
+
+
+def test_standalone_cpu_run_logs_and_saves(tiny_runs):
+    folder, returncode, output = tiny_runs["standalone"]
+    assert returncode == 0, output[-3000:]
+    log = (folder / "train_standalone" / "train.log").read_text()
+    assert "device CPU (rank 0 of 1)" in log
+    assert _finished(log)[0] == 2
+    assert sorted(os.listdir(folder / "ckpt")) == ["best", "ecapa-1_2.ckpt", "last"]
+
+
+def test_two_worker_cpu_run_ends_with_one_model_on_the_single_device_schedule(tiny_runs):
+    folder, returncode, output = tiny_runs["distributed"]
+    logs = [(folder / "train_parallel_logs" / f"worker_{rank}.log").read_text() for rank in range(2)]
+    assert returncode == 0, output[-2000:] + logs[0][-2000:] + logs[1][-2000:]
+    assert "rank 1 of 2" in logs[1]
+    (steps_0, fingerprint_0), (steps_1, fingerprint_1) = _finished(logs[0]), _finished(logs[1])
+    assert steps_0 == steps_1 == 2 and fingerprint_0 == fingerprint_1
+    assert sorted(os.listdir(folder / "ckpt")) == ["best", "ecapa-1_2.ckpt", "last"]
+    # Same steps per epoch and learning-rate curve as the single-device run: (1e-2 - 1e-4) / 4 + 1e-4.
+    standalone_log = (tiny_runs["standalone"][0] / "train_standalone" / "train.log").read_text()
+    assert _lr_at_step_2(logs[0]) == _lr_at_step_2(standalone_log) == "2.575e-03"
