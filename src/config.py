@@ -83,7 +83,7 @@ SETTINGS = {
     "aug_noise": Setting(1.0, float, "Relative weight of MUSAN noise (0-15 dB)", _non_negative),
     "aug_babble": Setting(1.0, float, "Relative weight of MUSAN babble (3-8 talkers, 13-20 dB)", _non_negative),
     "aug_music": Setting(1.0, float, "Relative weight of MUSAN music (5-15 dB)", _non_negative),
-    "num_workers": Setting(2, int, "Data-loading worker processes per device", _positive),
+    "num_workers": Setting(2, int, "Data-loading worker threads per device", _positive),
     "max_bad_audio": Setting(10, int, "Unreadable training files skipped before training stops",
                              _non_negative),
     # Optimisation
