@@ -5,8 +5,8 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 
 from src.model.aam_softmax import AAMSoftmax
-from src.model.ecapa_tdnn import ECAPA_TDNN, count_parameters
-from src.model.layers import ChannelBatchNorm, TimeConv1d, conv_impl_for_device
+from src.model.ecapa_tdnn import ECAPA_TDNN, AttentiveStatsPooling, SqueezeExcitation, count_parameters
+from src.model.layers import ChannelBatchNorm, TDNNBlock, TimeConv1d, conv_impl_for_device
 
 
 def numpy_conv(x, weight, bias, dilation):
@@ -114,6 +114,18 @@ def test_shifted_and_native_conv_gradients_agree(kernel_size, dilation, rng):
         np.testing.assert_allclose(grads_s[name], grads_n[name], rtol=1e-4, atol=1e-4, err_msg=name)
 
 
+@pytest.mark.parametrize("kernel_size,dilation", [(3, 2), (5, 1)])
+def test_shifted_conv_input_gradient_matches_numpy(kernel_size, dilation, rng):
+    conv = TimeConv1d(3, 2, kernel_size, dilation, impl="shifted")
+    x = rng.standard_normal((2, 7, 3)).astype(np.float32)
+    projection = rng.standard_normal((2, 7, 2)).astype(np.float32)
+    _, gradient = _value_and_input_gradient(conv, x, projection)
+    weight, bias = conv.weight.asnumpy().astype(np.float64), conv.bias.asnumpy().astype(np.float64)
+    expected = numeric_gradient(lambda v: (numpy_conv(v, weight, bias, dilation) * projection).sum(),
+                                x.astype(np.float64))
+    np.testing.assert_allclose(gradient, expected, rtol=1e-4, atol=1e-4)
+
+
 def test_batch_norm_training_and_inference_match_numpy(rng):
     norm = ChannelBatchNorm(3, momentum=0.9)
     norm.gamma.set_data(Tensor(np.array([1.0, 2.0, 0.5], np.float32)))
@@ -209,3 +221,176 @@ def test_repeated_gradient_calls_are_identical(rng):
     for parameter, a, b, c in zip(network.trainable_params(), first, second, third):
         np.testing.assert_array_equal(a.asnumpy(), b.asnumpy(), err_msg=parameter.name)
         np.testing.assert_array_equal(a.asnumpy(), c.asnumpy(), err_msg=parameter.name)
+
+
+# --- Independent float64 references for the hand-written formulations -------------------
+
+def numeric_gradient(function, value, step=1e-5):
+    """Central-difference gradient of the scalar ``function`` at float64 array ``value``."""
+    gradient = np.zeros_like(value)
+    for index in np.ndindex(value.shape):
+        shifted = value.copy()
+        shifted[index] += step
+        upper = function(shifted)
+        shifted[index] -= 2 * step
+        gradient[index] = (upper - function(shifted)) / (2 * step)
+    return gradient
+
+
+def numpy_batch_norm(x, gamma, beta, eps=1e-5):
+    """Training-mode batch norm over every axis but the last."""
+    rows = x.reshape(-1, x.shape[-1])
+    normalised = (rows - rows.mean(0)) / np.sqrt(rows.var(0) + eps)
+    return (normalised * gamma + beta).reshape(x.shape)
+
+
+def numpy_tdnn_1x1(x, weight, bias, gamma, beta):
+    """TDNNBlock with kernel 1 in training mode: conv, ReLU, batch norm. weight (Co, Ci, 1, 1)."""
+    return numpy_batch_norm(np.maximum(x @ weight[:, :, 0, 0].T + bias, 0.0), gamma, beta)
+
+
+def numpy_attentive_pooling(x, params):
+    """Attentive statistics pooling with global context, training mode: (N, T, C) -> (N, 2C)."""
+    def stats(weights):
+        mean = (weights * x).sum(1, keepdims=True)
+        variance = (weights * x * x).sum(1, keepdims=True) - mean * mean
+        return mean, np.sqrt(np.maximum(variance, 1e-4))
+
+    mean, std = stats(np.full_like(x, 1.0 / x.shape[1]))
+    context = np.concatenate([x, np.broadcast_to(mean, x.shape), np.broadcast_to(std, x.shape)], axis=2)
+    hidden = np.tanh(numpy_tdnn_1x1(context, *params[:4]))
+    logits = hidden @ params[4][:, :, 0, 0].T + params[5]
+    weights = np.exp(logits - logits.max(1, keepdims=True))
+    mean, std = stats(weights / weights.sum(1, keepdims=True))
+    return np.concatenate([mean, std], axis=2)[:, 0, :]
+
+
+def numpy_squeeze_excitation(x, squeeze_w, squeeze_b, excite_w, excite_b):
+    summary = x.mean(1, keepdims=True)
+    hidden = np.maximum(summary @ squeeze_w[:, :, 0, 0].T + squeeze_b, 0.0)
+    return x / (1.0 + np.exp(-(hidden @ excite_w[:, :, 0, 0].T + excite_b)))
+
+
+def _randomise(cell, rng, scale=0.5):
+    """Give every parameter of ``cell`` random values (weights otherwise start at 1 / 0)."""
+    for parameter in cell.get_parameters():
+        values = rng.standard_normal(parameter.shape) * scale
+        if "variance" in parameter.name or "gamma" in parameter.name:
+            values = 1.0 + np.abs(values)
+        parameter.set_data(Tensor(values.astype(np.float32)))
+
+
+def _value_and_input_gradient(cell, x, projection):
+    """sum(cell(x) * projection) and its gradient with respect to x, in training mode."""
+    loss = _ProjectedOutput(cell, projection)
+    loss.set_train(True)
+    value = loss(Tensor(x)).asnumpy()
+    gradient = ops.GradOperation()(loss)(Tensor(x)).asnumpy()
+    return value, gradient
+
+
+def test_batch_norm_gradients_match_finite_differences(rng):
+    norm = ChannelBatchNorm(3)
+    _randomise(norm, rng)
+    x = (rng.standard_normal((2, 5, 3)) * [1, 3, 0.2] + [0, 5, -2]).astype(np.float32)
+    projection = rng.standard_normal((2, 5, 3)).astype(np.float32)
+    gamma, beta = norm.gamma.asnumpy().astype(np.float64), norm.beta.asnumpy().astype(np.float64)
+    _, gradient = _value_and_input_gradient(norm, x, projection)
+    expected = numeric_gradient(lambda v: (numpy_batch_norm(v, gamma, beta) * projection).sum(),
+                                x.astype(np.float64))
+    np.testing.assert_allclose(gradient, expected, rtol=1e-3, atol=1e-3)
+    grad_params = ops.GradOperation(get_by_list=True)(_ProjectedOutput(norm, projection),
+                                                       ms.ParameterTuple([norm.gamma, norm.beta]))
+    d_gamma, d_beta = (g.asnumpy() for g in grad_params(Tensor(x)))
+    x64 = x.astype(np.float64)
+    np.testing.assert_allclose(d_gamma, numeric_gradient(
+        lambda g: (numpy_batch_norm(x64, g, beta) * projection).sum(), gamma), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(d_beta, numeric_gradient(
+        lambda b: (numpy_batch_norm(x64, gamma, b) * projection).sum(), beta), rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("impl", ["shifted", "native"])
+def test_attentive_pooling_matches_numpy_in_value_and_input_gradient(impl, rng):
+    pooling = AttentiveStatsPooling(3, 2, impl)
+    _randomise(pooling, rng)
+    attention = pooling.attention
+    params = [p.asnumpy().astype(np.float64) for p in (
+        attention.conv.weight, attention.conv.bias, attention.norm.gamma, attention.norm.beta,
+        pooling.logits.weight, pooling.logits.bias)]
+    x = rng.standard_normal((2, 6, 3)).astype(np.float32)
+    projection = rng.standard_normal((2, 6)).astype(np.float32)
+    value, gradient = _value_and_input_gradient(pooling, x, projection)
+    reference = lambda v: (numpy_attentive_pooling(v, params) * projection).sum()  # noqa: E731
+    np.testing.assert_allclose(value, reference(x.astype(np.float64)), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(gradient, numeric_gradient(reference, x.astype(np.float64)),
+                               rtol=1e-3, atol=1e-3)
+
+
+def test_squeeze_excitation_matches_numpy_in_value_and_input_gradient(rng):
+    se = SqueezeExcitation(4, 2, "shifted")
+    _randomise(se, rng)
+    params = [p.asnumpy().astype(np.float64) for p in (se.squeeze.weight, se.squeeze.bias,
+                                                       se.excite.weight, se.excite.bias)]
+    x = rng.standard_normal((2, 5, 4)).astype(np.float32)
+    projection = rng.standard_normal((2, 5, 4)).astype(np.float32)
+    value, gradient = _value_and_input_gradient(se, x, projection)
+    reference = lambda v: (numpy_squeeze_excitation(v, *params) * projection).sum()  # noqa: E731
+    np.testing.assert_allclose(value, reference(x.astype(np.float64)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gradient, numeric_gradient(reference, x.astype(np.float64)),
+                               rtol=1e-3, atol=1e-4)
+
+
+class _PartsLoss(nn.Cell):
+    """sum(block(concat(a, b)) * projection), through of_concatenation or a built concatenation."""
+
+    def __init__(self, block, projection, joined):
+        super().__init__()
+        self.block = block
+        self.projection = Tensor(projection)
+        self.joined = joined
+
+    def construct(self, a, b):
+        if self.joined:
+            out = self.block(ops.concat([a, b], axis=2))
+        else:
+            out = self.block.of_concatenation([a, b])
+        return (out * self.projection).sum()
+
+
+@pytest.mark.parametrize("impl", ["shifted", "native"])
+def test_block_of_parts_equals_block_of_their_concatenation(impl, rng):
+    block = TDNNBlock(8, 4, 1, impl=impl)
+    _randomise(block, rng)
+    a = Tensor(rng.standard_normal((2, 5, 4)).astype(np.float32))
+    b = Tensor(rng.standard_normal((2, 5, 4)).astype(np.float32))
+    projection = rng.standard_normal((2, 5, 4)).astype(np.float32)
+    results = []
+    for joined in (False, True):
+        loss = _PartsLoss(block, projection, joined)
+        loss.set_train(True)
+        grad = ops.GradOperation(get_all=True, get_by_list=True)(loss, ms.ParameterTuple(block.trainable_params()))
+        inputs_grads, weight_grads = grad(a, b)
+        results.append([loss(a, b).asnumpy()] + [g.asnumpy() for g in inputs_grads + weight_grads])
+    for split, joined in zip(*results):
+        np.testing.assert_allclose(split, joined, rtol=1e-4, atol=1e-5)
+
+
+def test_parts_of_unequal_width_are_refused(rng, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # MindSpore writes a graph dump into the working folder on errors
+    loss = _PartsLoss(TDNNBlock(7, 4, 1), np.ones((2, 5, 4), np.float32), joined=False)
+    parts = [Tensor(rng.standard_normal((2, 5, width)).astype(np.float32)) for width in (3, 4)]
+    with pytest.raises(ValueError, match=r"equal width adding up to 7 channels, got widths \[3, 4\]"):
+        loss(*parts)
+
+
+def test_training_flops_match_a_hand_count():
+    from benchmarks.bench_train_step import training_flops
+
+    rows, batch = 2 * 10, 2  # 2 utterances of 10 frames
+    layer1 = 2 * rows * 12 * 5 * 16
+    se_block = 2 * rows * 16 * 16 * 2 + 3 * 2 * rows * (4 * 3) * 4 + 2 * batch * (16 * 4 + 4 * 16)
+    mfa = 2 * rows * 48 * 24
+    attention = 2 * rows * 24 * 8 + 2 * batch * 48 * 8  # frame third per frame, statistics per utterance
+    logits, fc, head = 2 * rows * 8 * 24, 2 * batch * 48 * 6, 2 * batch * 6 * 5
+    forward = layer1 + 3 * se_block + mfa + attention + logits + fc + head
+    assert training_flops(tiny_network("shifted"), AAMSoftmax(6, 5), batch, 10) == (forward, 2 * forward - layer1)

@@ -7,13 +7,24 @@ log-mel (N, T, 80)
   -> attentive statistics pooling with global context            (N, 2 * C_mfa)
   -> BN -> Dense -> BN                                           (N, emb_size)
 
-Activations are time-major (N, T, C); see src/model/layers.py for why.
+Activations are time-major (N, T, C); see src/model/layers.py for why, and for why sums
+over time and repetitions over time are batched products with ones.
 """
 from mindspore import nn, ops
 
 from src.model.layers import ChannelBatchNorm, TDNNBlock, TimeConv1d
 
 VARIANCE_FLOOR = 1e-4
+
+
+def time_sum(x):
+    """Sum over frames: (N, T, C) -> (N, 1, C), as a batched product with ones."""
+    return ops.bmm(ops.ones((x.shape[0], 1, x.shape[1]), x.dtype), x)
+
+
+def repeat_frames(x, frames):
+    """(N, 1, C) -> (N, frames, C), as a batched product with ones; its gradient is a time_sum."""
+    return ops.bmm(ops.ones((x.shape[0], frames, 1), x.dtype), x)
 
 
 class Res2Conv(nn.Cell):
@@ -54,9 +65,10 @@ class SqueezeExcitation(nn.Cell):
         self.sigmoid = nn.Sigmoid()
 
     def construct(self, x):
-        summary = x.mean(axis=1, keep_dims=True)
+        frames = x.shape[1]
+        summary = time_sum(x) / frames
         gates = self.sigmoid(self.excite(self.relu(self.squeeze(summary))))
-        return x * gates
+        return x * repeat_frames(gates, frames)
 
 
 class SERes2Block(nn.Cell):
@@ -73,14 +85,14 @@ class SERes2Block(nn.Cell):
         return self.se(self.tdnn2(self.res2(self.tdnn1(x)))) + x
 
 
-def _mean_and_std(x, weights):
-    """Weighted mean and standard deviation over time.
+def _mean_and_std(weighted_sum, weighted_square_sum, total_weight):
+    """Mean and standard deviation over time from the weighted sums of x and x * x.
 
-    x: (N, T, C); weights: (N, T, C) or (N, T, 1), summing to 1 over T.
-    Returns two (N, 1, C) tensors.
+    The sums are (N, 1, C); total_weight, the sum of the weights, is (N, 1, C) or a number.
+    Returns two (N, 1, C) tensors; the variance is floored at VARIANCE_FLOOR.
     """
-    mean = (x * weights).sum(axis=1, keepdims=True)
-    variance = (x * x * weights).sum(axis=1, keepdims=True) - mean * mean
+    mean = weighted_sum / total_weight
+    variance = weighted_square_sum / total_weight - mean * mean
     return mean, ops.sqrt(ops.clamp(variance, min=VARIANCE_FLOOR))
 
 
@@ -88,7 +100,10 @@ class AttentiveStatsPooling(nn.Cell):
     """Channel- and context-dependent attentive statistics pooling: (N, T, C) -> (N, 2C).
 
     Each frame's attention logits see the frame together with the utterance's plain mean
-    and standard deviation (global context); the softmax is over T per channel.
+    and standard deviation (global context); the softmax is over T per channel. The
+    attention block's 1x1 convolution of [frame, mean, std] is split by input channels
+    into a per-frame product and a per-utterance one, so the (N, T, 3C) concatenation is
+    never built, and the softmax's normalisation is applied to the (N, 1, C) sums.
     """
 
     def __init__(self, channels, attention_channels, impl):
@@ -96,15 +111,30 @@ class AttentiveStatsPooling(nn.Cell):
         self.attention = TDNNBlock(3 * channels, attention_channels, 1, impl=impl)
         self.tanh = nn.Tanh()
         self.logits = TimeConv1d(attention_channels, channels, 1, impl=impl)
-        self.softmax = nn.Softmax(axis=1)
+        self.matmul = ops.MatMul(transpose_b=True)
+
+    def _attention_hidden(self, x, mean, std):
+        """The attention TDNN block applied to [x, mean, std] (statistics repeated over T): (N, T, A)."""
+        batch, frames, channels = x.shape
+        conv = self.attention.conv
+        frame_weight, mean_weight, std_weight = ops.split(conv.weight.reshape(conv.out_channels, 3 * channels),
+                                                          channels, axis=1)
+        frame_part = self.matmul(x.reshape(-1, channels), frame_weight)
+        utterance_part = (self.matmul(mean.reshape(batch, channels), mean_weight)
+                          + self.matmul(std.reshape(batch, channels), std_weight) + conv.bias)
+        hidden = (frame_part.reshape(batch, frames, -1)
+                  + repeat_frames(utterance_part.reshape(batch, 1, -1), frames))
+        return self.attention.norm(self.attention.relu(hidden))
 
     def construct(self, x):
         frames = x.shape[1]
-        uniform = ops.ones_like(x[:, :, :1]) / frames
-        mean, std = _mean_and_std(x, uniform)
-        context = ops.concat([x, mean.broadcast_to(x.shape), std.broadcast_to(x.shape)], axis=2)
-        weights = self.softmax(self.logits(self.tanh(self.attention(context))))
-        mean, std = _mean_and_std(x, weights)
+        mean, std = _mean_and_std(time_sum(x), time_sum(x * x), frames)
+        logits = self.logits(self.tanh(self._attention_hidden(x, mean, std)))
+        # exp(logit - its maximum over time): the softmax numerators, at most 1.
+        peak = ops.stop_gradient(logits.max(axis=1, keepdims=True))
+        numerators = ops.exp(logits - ops.tile(peak, (1, frames, 1)))
+        weighted = numerators * x
+        mean, std = _mean_and_std(time_sum(weighted), time_sum(weighted * x), time_sum(numerators))
         return ops.concat([mean, std], axis=2).squeeze(1)
 
 
@@ -133,7 +163,7 @@ class ECAPA_TDNN(nn.Cell):
         out2 = self.layer2(out1)
         out3 = self.layer3(out2)
         out4 = self.layer4(out3)
-        aggregated = self.mfa(ops.concat([out2, out3, out4], axis=2))
+        aggregated = self.mfa.of_concatenation([out2, out3, out4])
         pooled = self.pooling_norm(self.pooling(aggregated))
         return self.embedding_norm(self.fc(pooled))
 

@@ -9,6 +9,13 @@ back to a slow reference path (see benchmarks/). On Ascend and GPU the "native"
 formulation calls the device's Conv2D kernel. Both formulations hold the same
 parameters, named and shaped as ``mindspore.nn.Conv1d`` does (weight
 (C_out, C_in, 1, k), bias (C_out,)), so checkpoints move freely between devices.
+
+MindSpore's CPU kernels for reductions over a leading axis and for element-wise ops that
+broadcast a row are many times slower than a same-shape element-wise op, and so are
+the gradients of broadcasting ops (they are such reductions). Sums over rows are
+therefore products with a vector of ones, a row is repeated by a product with a column
+of ones (whose gradient is again such a product) or, where no gradient is needed, by
+a tile, and batch norm and the shifted copies have hand-written gradients.
 """
 import math
 
@@ -19,9 +26,60 @@ from mindspore.common.initializer import HeUniform, Uniform, initializer
 CONV_IMPLS = ("shifted", "native")
 
 
+def repeat_rows(row, count):
+    """A row repeated ``count`` times: (1, C) -> (count, C), as a product with ones.
+
+    Its gradient, the sum over rows, is then a product with ones as well.
+    """
+    return ops.matmul(ops.ones((count, 1), row.dtype), row)
+
+
+def tile_rows(row, count):
+    """(1, C) -> (count, C) by copying: faster than repeat_rows, but its gradient is a slow
+    reduction, so it serves only where no gradient flows through it."""
+    return ops.tile(row, (count, 1))
+
+
 def conv_impl_for_device(device_target):
     """The faster convolution formulation for a device: 'shifted' on CPU, else 'native'."""
     return "shifted" if device_target == "CPU" else "native"
+
+
+class _ShiftedCopies(nn.Cell):
+    """k time-shifted copies of x side by side on channels: (N, T, C) -> (N, T, k * C).
+
+    Copy ``tap`` holds x[t + tap * dilation - half_width] (zero outside the utterance), so a
+    1x1 product of the result is the 'same'-padded dilated convolution. The hand-written
+    gradient adds the matching shifted slices of the incoming gradient, in fewer and
+    smaller operations than differentiating the slicing and concatenation.
+    """
+
+    def __init__(self, kernel_size, dilation):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.dilation = dilation
+        self.half_width = dilation * (kernel_size - 1) // 2
+
+    def _pad_time(self, x):
+        zeros = ops.zeros((x.shape[0], self.half_width, x.shape[2]), x.dtype)
+        return ops.concat([zeros, x, zeros], axis=1)
+
+    def construct(self, x):
+        frames = x.shape[1]
+        padded = self._pad_time(x)
+        return ops.concat([padded[:, tap * self.dilation:tap * self.dilation + frames, :]
+                           for tap in range(self.kernel_size)], axis=2)
+
+    def bprop(self, x, out, dout):
+        frames, channels = x.shape[1], x.shape[2]
+        # Split on channels first: slicing time and channels at once is very slow on CPU.
+        pieces = ops.split(self._pad_time(dout), channels, axis=2)
+        grad = None
+        for tap in range(self.kernel_size):
+            start = 2 * self.half_width - tap * self.dilation
+            piece = pieces[tap][:, start:start + frames, :]
+            grad = piece if grad is None else grad + piece
+        return (grad,)
 
 
 class TimeConv1d(nn.Cell):
@@ -53,23 +111,21 @@ class TimeConv1d(nn.Cell):
             self.bias = Parameter(initializer(Uniform(1.0 / math.sqrt(fan_in)), (out_channels,), ms.float32),
                                   name="bias")
         self.matmul = ops.MatMul(transpose_b=True)
+        self.shifted_copies = _ShiftedCopies(kernel_size, dilation)
         self.conv2d = ops.Conv2D(out_channels, (1, kernel_size), pad_mode="pad",
                                  pad=(0, 0, self.half_width, self.half_width), dilation=(1, dilation))
 
     def _shifted(self, x):
         batch, frames, _ = x.shape
         if self.kernel_size > 1:
-            # Zero frames are concatenated rather than added with ops.pad, whose CPU
-            # gradient kernel returns stale values on repeated calls.
-            edge = ops.zeros((batch, self.half_width, self.in_channels), x.dtype)
-            padded = ops.concat([edge, x, edge], axis=1)
-            x = ops.concat([padded[:, tap * self.dilation:tap * self.dilation + frames, :]
-                            for tap in range(self.kernel_size)], axis=2)
-        # Row o of the (C_out, k*C_in) matrix lists tap 0's input channels, then tap 1's, ...
-        weight = self.weight.squeeze(2).transpose(0, 2, 1).reshape(self.out_channels, -1)
+            x = self.shifted_copies(x)
+            # Row o of the (C_out, k*C_in) matrix lists tap 0's input channels, then tap 1's, ...
+            weight = self.weight.squeeze(2).transpose(0, 2, 1).reshape(self.out_channels, -1)
+        else:
+            weight = self.weight.reshape(self.out_channels, self.in_channels)
         y = self.matmul(x.reshape(-1, self.kernel_size * self.in_channels), weight)
         if self.has_bias:
-            y = y + self.bias
+            y = y + repeat_rows(self.bias.reshape(1, -1), y.shape[0])
         return y.reshape(batch, frames, self.out_channels)
 
     def _native(self, x):
@@ -83,15 +139,87 @@ class TimeConv1d(nn.Cell):
             return self._shifted(x)
         return self._native(x)
 
+    def of_concatenation(self, parts):
+        """The convolution of ``ops.concat(parts, axis=2)``; the parts are (N, T, C_in / len(parts)).
+
+        With the 'shifted' formulation and kernel_size 1 the concatenation is not built:
+        each part is multiplied by its block of weight columns and the products are
+        summed. The input gradients then come from narrower products, which oneDNN runs
+        markedly faster than one (N*T, C_out) x (C_out, C_in) product.
+        """
+        if not self.shifted or self.kernel_size > 1:
+            return self.construct(ops.concat(parts, axis=2))
+        batch, frames, width = parts[0].shape
+        widths = [part.shape[2] for part in parts]
+        if widths != [width] * len(parts) or width * len(parts) != self.in_channels:
+            raise ValueError(f"of_concatenation needs parts of equal width adding up to {self.in_channels} "
+                             f"channels, got widths {widths}")
+        blocks = ops.split(self.weight.reshape(self.out_channels, self.in_channels), width, axis=1)
+        y = None
+        for part, block in zip(parts, blocks):
+            product = self.matmul(part.reshape(-1, part.shape[2]), block)
+            y = product if y is None else y + product
+        if self.has_bias:
+            y = y + repeat_rows(self.bias.reshape(1, -1), y.shape[0])
+        return y.reshape(batch, frames, self.out_channels)
+
+
+class _BatchStatisticsNorm(nn.Cell):
+    """Normalisation with the batch's statistics, with a hand-written gradient.
+
+    (rows (R, C), gamma (C,), beta (C,)) -> (out, centred (R, C), mean (1, C), variance (1, C))
+    where centred = rows - mean, variance is the biased variance (two passes) and
+    out = gamma * centred / sqrt(variance + eps) + beta. Only ``out`` carries a gradient.
+    With normalised = centred / std the backward pass is the closed form
+    d_rows = gamma / std * (d_out - mean(d_out) - normalised * mean(d_out * normalised)),
+    which takes far fewer passes over the data than differentiating the forward ops.
+    Sums over rows are products with ones; rows are repeated by tiling.
+    """
+
+    def __init__(self, eps):
+        super().__init__()
+        self.eps = eps
+        self.matmul = ops.MatMul()
+        self.tile = ops.Tile()
+        self.rsqrt = ops.Rsqrt()
+
+    def _column_sum(self, rows):
+        return self.matmul(ops.ones((1, rows.shape[0]), rows.dtype), rows)
+
+    def _tile(self, row, count):
+        return self.tile(row.reshape(1, -1), (count, 1))
+
+    def construct(self, rows, gamma, beta):
+        count = rows.shape[0]
+        mean = self._column_sum(rows) / count
+        centred = rows - self._tile(mean, count)
+        variance = self._column_sum(centred * centred) / count
+        scale = gamma.reshape(1, -1) * self.rsqrt(variance + self.eps)
+        out = centred * self._tile(scale, count) + self._tile(beta, count)
+        return out, centred, mean, variance
+
+    def bprop(self, rows, gamma, beta, out, dout):
+        count = rows.shape[0]
+        d_out = dout[0]
+        centred, variance = out[1], out[3]
+        inverse_std = self.rsqrt(variance + self.eps)
+        scale = gamma.reshape(1, -1) * inverse_std
+        d_beta = self._column_sum(d_out)
+        d_gamma = self._column_sum(d_out * centred) * inverse_std
+        d_rows = (d_out * self._tile(scale, count)
+                  - centred * self._tile(scale * inverse_std * d_gamma / count, count)
+                  - self._tile(scale * d_beta / count, count))
+        return d_rows, d_gamma.reshape(-1), d_beta.reshape(-1)
+
 
 class ChannelBatchNorm(nn.Cell):
     """Batch normalisation of each channel (last axis) over all other axes: (..., C) -> (..., C).
 
     Training normalises with the batch statistics and folds them into the moving
     averages (``moving = momentum * moving + (1 - momentum) * batch``, unbiased variance);
-    inference uses the moving averages. Written out with reductions and two fused
-    multiply-adds because MindSpore's CPU BatchNorm kernel is ~30x slower on
-    (N*T, C) inputs. Parameters are named as in ``nn.BatchNorm1d``.
+    inference uses the moving averages as one per-channel scale and shift. Written out
+    (see _BatchStatisticsNorm) because MindSpore's CPU BatchNorm kernel is ~30x slower
+    on (N*T, C) inputs. Parameters are named as in ``nn.BatchNorm1d``.
     """
 
     def __init__(self, channels, momentum=0.9, eps=1e-5):
@@ -105,23 +233,23 @@ class ChannelBatchNorm(nn.Cell):
                                      requires_grad=False)
         self.moving_variance = Parameter(initializer("ones", (channels,), ms.float32),
                                          name="moving_variance", requires_grad=False)
+        self.batch_norm = _BatchStatisticsNorm(eps)
 
     def construct(self, x):
+        rows = x.reshape(-1, self.channels)
+        count = rows.shape[0]
         if self.training:
-            rows = x.reshape(-1, self.channels)
-            count = rows.shape[0]
-            mean = rows.mean(axis=0)
-            centred = rows - mean
-            variance = (centred * centred).mean(axis=0)
-            unbiased = ops.stop_gradient(variance) * (count / max(count - 1, 1))
-            ops.assign(self.moving_mean,
-                       self.momentum * self.moving_mean + (1 - self.momentum) * ops.stop_gradient(mean))
+            out, _, mean, variance = self.batch_norm(rows, self.gamma, self.beta)
+            unbiased = ops.stop_gradient(variance.reshape(-1)) * (count / max(count - 1, 1))
+            ops.assign(self.moving_mean, self.momentum * self.moving_mean
+                       + (1 - self.momentum) * ops.stop_gradient(mean.reshape(-1)))
             ops.assign(self.moving_variance,
                        self.momentum * self.moving_variance + (1 - self.momentum) * unbiased)
-            scale = self.gamma * ops.rsqrt(variance + self.eps)
-            return (centred * scale + self.beta).reshape(x.shape)
-        scale = self.gamma * ops.rsqrt(self.moving_variance + self.eps)
-        return x * scale + (self.beta - self.moving_mean * scale)
+        else:
+            scale = self.gamma * ops.rsqrt(self.moving_variance + self.eps)
+            shift = self.beta - self.moving_mean * scale
+            out = rows * tile_rows(scale.reshape(1, -1), count) + tile_rows(shift.reshape(1, -1), count)
+        return out.reshape(x.shape)
 
 
 class TDNNBlock(nn.Cell):
@@ -135,3 +263,7 @@ class TDNNBlock(nn.Cell):
 
     def construct(self, x):
         return self.norm(self.relu(self.conv(x)))
+
+    def of_concatenation(self, parts):
+        """The block applied to ``ops.concat(parts, axis=2)`` (see TimeConv1d.of_concatenation)."""
+        return self.norm(self.relu(self.conv.of_concatenation(parts)))
