@@ -1,7 +1,8 @@
 """One optimisation step: loss, gradients, all-reduce, loss scaling, clipping, update.
 
-A step whose gradients hold inf or NaN (an fp16 overflow, or a diverged batch) leaves the
-weights and the optimizer untouched and is reported as skipped; with dynamic loss scaling
+A step whose gradients hold inf or NaN (an fp16 overflow, or a diverged batch), or whose
+global gradient norm overflows float32, leaves the weights and the optimizer untouched and
+is reported as skipped; with dynamic loss scaling
 the scale is then halved, and doubled again after ``scale_window`` clean steps.
 """
 import mindspore as ms
@@ -33,9 +34,18 @@ class TrainStep(nn.Cell):
         if distributed:
             self.reducer = nn.DistributedGradReducer(self.weights, mean=True, degree=get_group_size())
 
-    def _all_finite(self, grads):
-        flags = [ops.isfinite(grad).all() for grad in grads]
-        return ops.stack(flags).all()
+    @staticmethod
+    def _global_norm(grads):
+        """L2 norm of all gradients together; inf or NaN if any entry is.
+
+        Each gradient is summed as a 2-D view: MindSpore's CPU reduction of 4-D
+        weight-shaped tensors is much slower.
+        """
+        squares = []
+        for grad in grads:
+            rows = grad.reshape(grad.shape[0], -1)
+            squares.append((rows * rows).sum(1).sum())
+        return ops.sqrt(ops.stack(squares).sum())
 
     def _update_scale(self, finite):
         grown = ops.select(self.clean_steps + 1 >= SCALE_WINDOW, self.scale_sense * 2.0, self.scale_sense)
@@ -52,10 +62,12 @@ class TrainStep(nn.Cell):
                                                         (scale.astype(loss.dtype), ops.zeros_like(correct)))
         if self.distributed:
             grads = self.reducer(grads)
-        grads = tuple(grad / scale.astype(grad.dtype) for grad in grads)
-        finite = self._all_finite(grads)
+        if self.dynamic_scale:
+            grads = tuple(grad / scale.astype(grad.dtype) for grad in grads)
+        norm = self._global_norm(grads)
+        finite = ops.isfinite(norm)
         if self.grad_clip > 0:
-            grads = ops.clip_by_global_norm(grads, self.grad_clip)
+            grads = tuple(grad * (self.grad_clip / ops.maximum(norm, self.grad_clip)) for grad in grads)
         if finite:
             self.optimizer(grads)
         if self.dynamic_scale:
