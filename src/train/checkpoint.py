@@ -81,36 +81,31 @@ def resume_path(resume, folder):
     return resume
 
 
-def _training_entries(path):
-    entries = read_checkpoint(path)
-    if "trained_steps" not in entries:
-        raise CheckpointError(f"{path}: has no training state (is it an exported-weights checkpoint?)")
-    return entries
+class TrainingState:
+    """A training checkpoint read once: its path, entries and the steps it had trained."""
 
+    def __init__(self, path):
+        self.path = path
+        self.entries = read_checkpoint(path)
+        if "trained_steps" not in self.entries:
+            raise CheckpointError(f"{path}: has no training state (is it an exported-weights checkpoint?)")
+        self.trained_steps = int(self.entries["trained_steps"].asnumpy())
 
-def recorded_step(path):
-    """The number of steps trained when the checkpoint at ``path`` was written."""
-    return int(_training_entries(path)["trained_steps"].asnumpy())
+    def restore(self, cell):
+        """Load the state into the step cell (network, head, optimizer, loss scale).
 
-
-def restore(cell, path):
-    """Load a training checkpoint into the step cell; returns the global steps it had done.
-
-    The learning-rate schedule itself is rebuilt from the settings; its position is the
-    optimizer's step counter, which the checkpoint restores.
-    """
-    entries = _training_entries(path)
-    done = int(entries.pop("trained_steps").asnumpy())
-    entries.pop("epoch", None)
-    entries.pop(SCHEDULE_ENTRY, None)
-    expected = {name for name in cell.parameters_dict() if name != SCHEDULE_ENTRY}
-    missing = sorted(expected - set(entries))
-    if missing:
-        raise CheckpointError(f"{path}: lacks {len(missing)} training parameters, e.g. {missing[0]!r}; "
-                              "was it written with other network or class_num settings?")
-    for name, parameter in cell.parameters_dict().items():
-        if name in entries and tuple(entries[name].shape) != tuple(parameter.shape):
-            raise CheckpointError(f"{path}: parameter {name!r} has shape {tuple(entries[name].shape)}, "
-                                  f"expected {tuple(parameter.shape)}")
-    ms.load_param_into_net(cell, entries, strict_load=False)
-    return done
+        The learning-rate schedule itself is rebuilt from the settings; its position is the
+        optimizer's step counter, which the checkpoint restores.
+        """
+        skipped = ("trained_steps", "epoch", SCHEDULE_ENTRY)
+        entries = {name: value for name, value in self.entries.items() if name not in skipped}
+        expected = {name for name in cell.parameters_dict() if name != SCHEDULE_ENTRY}
+        missing = sorted(expected - set(entries))
+        if missing:
+            raise CheckpointError(f"{self.path}: lacks {len(missing)} training parameters, e.g. {missing[0]!r}; "
+                                  "was it written with other network or class_num settings?")
+        for name, parameter in cell.parameters_dict().items():
+            if name in entries and tuple(entries[name].shape) != tuple(parameter.shape):
+                raise CheckpointError(f"{self.path}: parameter {name!r} has shape {tuple(entries[name].shape)}, "
+                                      f"expected {tuple(parameter.shape)}")
+        ms.load_param_into_net(cell, entries, strict_load=False)

@@ -14,7 +14,7 @@ from src.model.ecapa_tdnn import build_embedding_network, count_parameters
 from src.model.layers import ChannelBatchNorm
 from src.model.weights import weights_fingerprint
 from src.runtime import amp_level, conv_impl, init_context
-from src.train.checkpoint import CheckpointManager, recorded_step, restore, resume_path
+from src.train.checkpoint import CheckpointManager, TrainingState, resume_path
 from src.train.distributed import init_data_parallel, launched_distributed
 from src.train.lr_schedule import cyclic_lr, half_cycle_steps
 from src.train.step import TrainStep
@@ -80,7 +80,8 @@ def train(config):
                 count_parameters(network) / 1e6, count_parameters(loss_net.head) / 1e6)
 
     checkpoint_file = resume_path(config.resume, config.ckpt_save_dir)
-    start_step = recorded_step(checkpoint_file) if checkpoint_file else 0
+    state = TrainingState(checkpoint_file) if checkpoint_file else None
+    start_step = state.trained_steps if state else 0
     dataset, steps_per_epoch = create_train_dataset(config, rank, group_size, start_step)
     total_steps = steps_per_epoch * config.num_epochs
     if config.max_steps:
@@ -96,8 +97,8 @@ def train(config):
     loss_scale = config.loss_scale if amp_level(config, device) != "O0" and device != "CPU" else 1.0
     step_cell = TrainStep(loss_net, optimizer, config.grad_clip, loss_scale, distributed)
     step_cell.set_train(True)
-    if checkpoint_file:
-        restore(step_cell, checkpoint_file)
+    if state:
+        state.restore(step_cell)
         LOGGER.info("resumed from %s at step %d", checkpoint_file, start_step)
     manager = CheckpointManager(config.ckpt_save_dir, config.keep_checkpoint_max) if rank == 0 else None
     return _loop(config, step_cell, optimizer, rates, dataset, steps_per_epoch, start_step, total_steps,
