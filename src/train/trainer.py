@@ -72,11 +72,12 @@ def train(config):
         LOGGER.info("settings:\n%s", format_config(config))
 
     impl = conv_impl(config, device)
-    network = apply_mixed_precision(build_embedding_network(config, impl), amp_level(config, device))
+    precision = amp_level(config, device)
+    network = apply_mixed_precision(build_embedding_network(config, impl), precision)
     loss_net = SpeakerLoss(network, AAMSoftmax(config.emb_size, config.class_num,
                                                config.aam_margin, config.aam_scale))
     LOGGER.info("device %s (rank %d of %d), conv %s, amp %s; embedding network %.2f M parameters, "
-                "AAM head %.2f M", device, rank, group_size, impl, amp_level(config, device),
+                "AAM head %.2f M", device, rank, group_size, impl, precision,
                 count_parameters(network) / 1e6, count_parameters(loss_net.head) / 1e6)
 
     checkpoint_file = resume_path(config.resume, config.ckpt_save_dir)
@@ -94,7 +95,7 @@ def train(config):
                       steps_per_epoch * config.num_epochs, config.lr_mode)
     optimizer = nn.Adam(loss_net.trainable_params(), learning_rate=Tensor(np.array(rates, np.float32)),
                         weight_decay=config.weight_decay)
-    loss_scale = config.loss_scale if amp_level(config, device) != "O0" and device != "CPU" else 1.0
+    loss_scale = config.loss_scale if precision != "O0" and device != "CPU" else 1.0
     step_cell = TrainStep(loss_net, optimizer, config.grad_clip, loss_scale, distributed)
     step_cell.set_train(True)
     if state:
