@@ -151,3 +151,26 @@ def test_bad_training_input_stops_with_one_line(corpus, tmp_path, problem, messa
     errors = [line for line in result.stderr.splitlines() if line.startswith("error")]
     assert len(errors) == 1 and re.match(message, errors[0]), result.stderr[-2000:]
     assert "Traceback" not in result.stderr
+
+
+def test_mixed_precision_network_trains_and_matches_float32(rng):
+    """Under O2 the layers run in float16 with float32 weights and batch-norm statistics."""
+    from src.train.trainer import apply_mixed_precision
+
+    def build():
+        ms.set_seed(3)
+        return ECAPA_TDNN(in_channels=10, channels=16, mfa_channels=24, attention_channels=8, se_channels=4,
+                          scale=4, emb_size=8)
+
+    reference, half = build(), apply_mixed_precision(build(), "O2")
+    features = Tensor(rng.standard_normal((4, 30, 10)).astype(np.float32))
+    for network in (reference, half):
+        network.set_train(False)
+    expected, actual = reference(features).asnumpy(), half(features).asnumpy()
+    assert all(p.dtype == ms.float32 for p in half.trainable_params())
+    np.testing.assert_allclose(actual.astype(np.float32), expected, rtol=0.05, atol=0.05)
+    loss_net = SpeakerLoss(half, AAMSoftmax(8, 4))
+    step = TrainStep(loss_net, nn.Adam(loss_net.trainable_params(), learning_rate=1e-3))
+    step.set_train(True)
+    loss, _, skipped, _ = step(features, Tensor(np.array([0, 1, 2, 3], np.int32)))
+    assert np.isfinite(float(loss.asnumpy())) and not bool(skipped.asnumpy())

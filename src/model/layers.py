@@ -85,6 +85,9 @@ class _ShiftedCopies(nn.Cell):
 class TimeConv1d(nn.Cell):
     """Convolution over time with 'same' zero padding: (N, T, C_in) -> (N, T, C_out).
 
+    Weights are kept in float32 and cast to the input's type, so the layer runs in float16
+    under mixed precision.
+
     kernel_size must be odd; the receptive field is dilation * (kernel_size - 1) + 1 frames.
     ``impl`` chooses the formulation ('shifted' or 'native'); results agree to float tolerance.
     """
@@ -123,15 +126,15 @@ class TimeConv1d(nn.Cell):
             weight = self.weight.squeeze(2).transpose(0, 2, 1).reshape(self.out_channels, -1)
         else:
             weight = self.weight.reshape(self.out_channels, self.in_channels)
-        y = self.matmul(x.reshape(-1, self.kernel_size * self.in_channels), weight)
+        y = self.matmul(x.reshape(-1, self.kernel_size * self.in_channels), weight.astype(x.dtype))
         if self.has_bias:
-            y = y + repeat_rows(self.bias.reshape(1, -1), y.shape[0])
+            y = y + repeat_rows(self.bias.reshape(1, -1).astype(x.dtype), y.shape[0])
         return y.reshape(batch, frames, self.out_channels)
 
     def _native(self, x):
-        y = self.conv2d(x.transpose(0, 2, 1).expand_dims(2), self.weight).squeeze(2)
+        y = self.conv2d(x.transpose(0, 2, 1).expand_dims(2), self.weight.astype(x.dtype)).squeeze(2)
         if self.has_bias:
-            y = y + self.bias.reshape(1, -1, 1)
+            y = y + self.bias.reshape(1, -1, 1).astype(x.dtype)
         return y.transpose(0, 2, 1)
 
     def construct(self, x):
@@ -154,13 +157,14 @@ class TimeConv1d(nn.Cell):
         if widths != [width] * len(parts) or width * len(parts) != self.in_channels:
             raise ValueError(f"of_concatenation needs parts of equal width adding up to {self.in_channels} "
                              f"channels, got widths {widths}")
-        blocks = ops.split(self.weight.reshape(self.out_channels, self.in_channels), width, axis=1)
+        blocks = ops.split(self.weight.reshape(self.out_channels, self.in_channels).astype(parts[0].dtype), width,
+                           axis=1)
         y = None
         for part, block in zip(parts, blocks):
             product = self.matmul(part.reshape(-1, part.shape[2]), block)
             y = product if y is None else y + product
         if self.has_bias:
-            y = y + repeat_rows(self.bias.reshape(1, -1), y.shape[0])
+            y = y + repeat_rows(self.bias.reshape(1, -1).astype(y.dtype), y.shape[0])
         return y.reshape(batch, frames, self.out_channels)
 
 
