@@ -36,7 +36,9 @@ esac
   echo "python=$(command -v python)"
   echo "python_runs=$(tail -n 1 "$(command -v python)")"
   echo "pid=$$"
-}} > "$RECORD_DIR/${{RANK_ID:-single}}.txt"
+}} > "$RECORD_DIR/.${{RANK_ID:-single}}.part"
+# Renamed when complete: a rank stopped by the launcher leaves no half-written record.
+mv "$RECORD_DIR/.${{RANK_ID:-single}}.part" "$RECORD_DIR/${{RANK_ID:-single}}.txt"
 echo "output of rank ${{RANK_ID:-single}}"
 if [ "${{RANK_ID:-single}}" = "${{FAIL_RANK:-none}}" ]; then
   exit 3
@@ -89,6 +91,8 @@ def _records(folder):
     """{name: {key: value}} of what the stand-in recorded, one entry per process."""
     result = {}
     for name in sorted(os.listdir(folder)):
+        if name.startswith("."):
+            continue
         lines = (folder / name).read_text().splitlines()
         result[name[:-len(".txt")]] = dict(line.split("=", 1) for line in lines)
     return result
