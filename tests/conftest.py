@@ -28,31 +28,39 @@ def rng():
     return np.random.default_rng(0)
 
 
+TINY_NETWORK = {"channels": 16, "mfa_channels": 24, "attention_channels": 8, "se_channels": 4,
+                "scale": 4, "emb_size": 8}
+TINY_NETWORK_ARGS = [f"--{key}={value}" for key, value in TINY_NETWORK.items()]
+
+
+def speaker_wave(speaker, seconds, rng):
+    """A voiced-like tone (S,) whose pitch and timbre depend on the speaker index, plus noise."""
+    from src.data.audio import SAMPLE_RATE
+
+    time = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    pitch = 90.0 + 35.0 * speaker
+    wave = sum(np.sin(2 * np.pi * pitch * k * time + rng.uniform(0, 2 * np.pi)) / (k + speaker % 3)
+               for k in range(1, 6))
+    return (0.2 * wave / np.abs(wave).max() + 0.01 * rng.standard_normal(time.size)).astype(np.float32)
+
+
 def write_tone_corpus(root, num_speakers=4, utterances=6, seconds=(1.0, 2.5), seed=0):
-    """A tiny VoxCeleb-layout corpus: each speaker is a harmonic tone with its own pitch.
+    """A tiny VoxCeleb-layout corpus of :func:`speaker_wave` tones.
 
     Writes root/train/wav/<spk>/v0/<n>.wav and root/train.txt; returns the list path.
     """
-    from src.data.audio import SAMPLE_RATE, write_audio
+    from src.data.audio import write_audio
 
     generator = np.random.default_rng(seed)
     lines = []
     for speaker in range(num_speakers):
         name = f"id{speaker:05d}"
-        pitch = 110.0 * 1.4 ** speaker
         for index in range(utterances):
-            length = int(SAMPLE_RATE * generator.uniform(*seconds))
-            t = np.arange(length) / SAMPLE_RATE
-            wave = sum(np.sin(2 * np.pi * pitch * h * t + generator.uniform(0, 6)) / h for h in (1, 2, 3))
-            wave = 0.2 * wave + 0.01 * generator.standard_normal(length)
             relative = f"{name}/v0/{index:05d}.wav"
+            wave = speaker_wave(speaker, generator.uniform(*seconds), generator)
             write_audio(os.path.join(root, "train", "wav", relative), wave)
             lines.append(f"{name} {relative}")
     list_path = os.path.join(root, "train.txt")
     with open(list_path, "w", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")
     return list_path
-
-
-TINY_NETWORK_ARGS = ["--channels=16", "--mfa_channels=24", "--attention_channels=8", "--se_channels=4",
-                     "--scale=4", "--emb_size=8"]

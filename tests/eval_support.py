@@ -1,30 +1,15 @@
 """Synthetic speakers, lists and tiny checkpoints for the evaluation tests."""
 import os
 
-import numpy as np
-
-from src.data.audio import SAMPLE_RATE, write_audio
+from conftest import TINY_NETWORK, speaker_wave
+from src.data.audio import write_audio
 from src.model.aam_softmax import AAMSoftmax, SpeakerLoss
 from src.model.ecapa_tdnn import ECAPA_TDNN
 from src.model.weights import save_checkpoint_atomic
 
-TINY_NETWORK = {"channels": 16, "mfa_channels": 24, "attention_channels": 8, "se_channels": 4,
-                "scale": 4, "emb_size": 8}
-TINY_ARGS = [f"--{key}={value}" for key, value in TINY_NETWORK.items()]
-
-
 def tiny_network(impl="shifted"):
     """A randomly initialised ECAPA_TDNN of TINY_NETWORK sizes."""
     return ECAPA_TDNN(impl=impl, **TINY_NETWORK)
-
-
-def speaker_wave(speaker, seconds, rng):
-    """A voiced-like tone (S,) whose pitch and timbre depend on the speaker index, plus noise."""
-    time = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
-    pitch = 90.0 + 35.0 * speaker
-    wave = sum(np.sin(2 * np.pi * pitch * k * time + rng.uniform(0, 2 * np.pi)) / (k + speaker % 3)
-               for k in range(1, 6))
-    return (0.2 * wave / np.abs(wave).max() + 0.01 * rng.standard_normal(time.size)).astype(np.float32)
 
 
 def write_corpus(root, num_speakers, per_speaker, rng, prefix="spk"):

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from mindspore import Tensor
 
-from eval_support import (TINY_ARGS, speaker_wave, tiny_network, write_corpus, write_train_list,
-                          write_trials)
+from conftest import TINY_NETWORK_ARGS, speaker_wave
+from eval_support import tiny_network, write_corpus, write_train_list, write_trials
 from src.config import ConfigError, load_config
 from src.data.audio import AudioError, read_audio, write_audio
 from src.data.features import log_mel
@@ -162,10 +162,10 @@ def test_unreadable_cache_is_ignored(tmp_path):
 def test_fingerprint_follows_model_content_and_settings(tmp_path):
     model = tmp_path / "model.ckpt"
     model.write_bytes(b"\x01" * 64)
-    config, _ = load_config(TINY_ARGS)
+    config, _ = load_config(TINY_NETWORK_ARGS)
     original = model_fingerprint(model, config)
     assert model_fingerprint(model, config) == original
-    other_size, _ = load_config(TINY_ARGS + ["--emb_size=16"])
+    other_size, _ = load_config(TINY_NETWORK_ARGS + ["--emb_size=16"])
     assert model_fingerprint(model, other_size) != original
     model.write_bytes(b"\x02" * 64)  # same size, other weights
     assert model_fingerprint(model, config) != original
@@ -201,7 +201,7 @@ def corpus(tmp_path_factory):
 
 
 def corpus_config(root, *extra):
-    config, _ = load_config(TINY_ARGS + [
+    config, _ = load_config(TINY_NETWORK_ARGS + [
         f"--eval_list={root / 'eval.txt'}", f"--eval_path={root / 'eval'}",
         f"--train_list={root / 'train.txt'}", f"--train_path={root / 'train'}",
         f"--model_path={root / 'model.ckpt'}", *extra])

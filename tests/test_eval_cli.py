@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import yaml
 
-from eval_support import (TINY_NETWORK, save_training_checkpoint, tiny_network, write_corpus,
-                          write_train_list, write_trials)
+from conftest import TINY_NETWORK
+from eval_support import save_training_checkpoint, tiny_network, write_corpus, write_train_list, write_trials
 from src.cli import run_main
 from src.data.lists import ListFormatError
 from src.evaluation.embeddings import EmbeddingExtractor
