@@ -1,29 +1,34 @@
 #!/bin/bash
 # Steps shared by run_infer_310.sh and run_infer_cpu.sh; sourced, not run.
-# Expects REPO (repository root) and PYTHON to be set by the sourcing script. Every output goes
-# to the current folder:
+# Expects REPO (repository root), PYTHON and a usage function (printing the usage lines) from
+# the sourcing script. Every output goes to the current folder:
 #   preprocess_Result/  feat/*.bin, utt_list.txt, eval.txt   (only when DATA is a dataset)
 #   result_Files/*.bin  embeddings     time_Result/  timing report
 #   acc.log             EER/minDCF, appended     scores.txt   one scored trial a line
 #   preprocess.log infer.log postprocess.log     what each step printed
 
+# fail_usage MESSAGE: print "error: MESSAGE" and the usage on stderr, exit 1.
+fail_usage() {
+  echo "error: $1" >&2
+  usage >&2
+  exit 1
+}
+
 # check_model MINDIR: the file must exist and end with .mindir.
 check_model() {
   case "$1" in
     *.mindir) ;;
-    *) echo "error: MINDIR '$1' does not end with .mindir" >&2; exit 2 ;;
+    *) fail_usage "MINDIR '$1' does not end with .mindir" ;;
   esac
   if [ ! -f "$1" ]; then
-    echo "error: MINDIR '$1' not found" >&2
-    exit 2
+    fail_usage "MINDIR '$1' not found"
   fi
 }
 
 # check_data DATA: must be a folder.
 check_data() {
   if [ ! -d "$1" ]; then
-    echo "error: DATA '$1' is not a folder" >&2
-    exit 2
+    fail_usage "DATA '$1' is not a folder"
   fi
 }
 

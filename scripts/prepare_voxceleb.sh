@@ -7,14 +7,20 @@
 # Safe to run again: finished wav files are kept and only missing ones are converted.
 set -euo pipefail
 
+# fail_usage MESSAGE: print "error: MESSAGE" and the usage on stderr, exit 1.
+fail_usage() {
+  echo "error: $1" >&2
+  echo "usage: bash $0 VOX2_AAC VOX1_WAV TRIAL_LIST OUT [JOBS]" >&2
+  echo "  VOX2_AAC    VoxCeleb2 dev folder holding <spk>/<video>/<n>.m4a (often .../dev/aac)" >&2
+  echo "  VOX1_WAV    VoxCeleb1 folder holding <spk>/<video>/<n>.wav (the eval audio)" >&2
+  echo "  TRIAL_LIST  veri_test2.txt, list_test_all2.txt or list_test_hard2.txt" >&2
+  echo "  OUT         dataset folder to fill, e.g. dataset/Voxceleb2" >&2
+  echo "  JOBS        files converted at once (default: number of CPUs)" >&2
+  exit 1
+}
+
 if [ $# -lt 4 ] || [ $# -gt 5 ]; then
-  echo "usage: bash $0 VOX2_AAC VOX1_WAV TRIAL_LIST OUT [JOBS]"
-  echo "  VOX2_AAC    VoxCeleb2 dev folder holding <spk>/<video>/<n>.m4a (often .../dev/aac)"
-  echo "  VOX1_WAV    VoxCeleb1 folder holding <spk>/<video>/<n>.wav (the eval audio)"
-  echo "  TRIAL_LIST  veri_test2.txt, list_test_all2.txt or list_test_hard2.txt"
-  echo "  OUT         dataset folder to fill, e.g. dataset/Voxceleb2"
-  echo "  JOBS        files converted at once (default: number of CPUs)"
-  exit 2
+  fail_usage "expected 4 or 5 arguments (VOX2_AAC VOX1_WAV TRIAL_LIST OUT [JOBS]), got $#"
 fi
 
 VOX2_AAC=$1
@@ -30,8 +36,7 @@ if ! command -v ffmpeg > /dev/null; then
   exit 1
 fi
 if [ ! -d "$VOX1_WAV" ]; then
-  echo "error: $VOX1_WAV: VoxCeleb1 wav folder not found" >&2
-  exit 1
+  fail_usage "$VOX1_WAV: VoxCeleb1 wav folder not found"
 fi
 
 mkdir -p "$OUT/eval"

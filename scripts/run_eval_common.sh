@@ -4,27 +4,27 @@
 # --key=value settings are relative to the repository root (where dataset/ lives).
 set -euo pipefail
 
-usage() {
+# fail_usage MESSAGE: print "error: MESSAGE" and the usage on stderr, exit 1.
+fail_usage() {
+  echo "error: $1" >&2
   echo "usage: bash $(basename "$0") DEVICE_ID CKPT [--key=value ...]" >&2
   echo "  DEVICE_ID  device index (an integer; ignored on CPU)" >&2
   echo "  CKPT       training checkpoint or exported-weights checkpoint" >&2
   echo "  --key=value  any setting of src/config.py, e.g. --config=my.yaml --score_norm=asnorm" >&2
-  exit 2
+  exit 1
 }
 
 if [ $# -lt 2 ]; then
-  usage
+  fail_usage "DEVICE_ID and CKPT are required, got $# argument(s)"
 fi
 DEVICE_ID=$1
 CKPT=$2
 shift 2
 if ! [[ "$DEVICE_ID" =~ ^[0-9]+$ ]]; then
-  echo "error: DEVICE_ID must be a non-negative integer, got '$DEVICE_ID'" >&2
-  usage
+  fail_usage "DEVICE_ID must be a non-negative integer, got '$DEVICE_ID'"
 fi
 if [ ! -f "$CKPT" ]; then
-  echo "error: CKPT '$CKPT' is not a file" >&2
-  usage
+  fail_usage "CKPT '$CKPT' is not a file"
 fi
 
 CKPT="$(cd "$(dirname "$CKPT")" && pwd)/$(basename "$CKPT")"

@@ -6,13 +6,17 @@
 # when that file exists; MINDSPORE_PATH is passed on to build.sh.
 set -euo pipefail
 
-if [ $# -ne 3 ]; then
+usage() {
   echo "usage: bash $0 MINDIR DATA DEVICE_ID"
   echo "  MINDIR     model written by export.py (export with --conv_impl native), e.g. ecapatdnn.mindir"
   echo "  DATA       dataset folder with eval.txt and eval/wav/, or a folder preprocess.py filled"
   echo "             (feat/, utt_list.txt, eval.txt)"
   echo "  DEVICE_ID  Ascend device index, e.g. 0"
-  exit 2
+}
+if [ $# -ne 3 ]; then
+  echo "error: expected 3 arguments (MINDIR DATA DEVICE_ID), got $#" >&2
+  usage >&2
+  exit 1
 fi
 
 SCRIPT_DIR=$(cd "$(dirname "$0")" && pwd)
@@ -27,8 +31,7 @@ DEVICE_ID=$3
 check_model "$MINDIR"
 check_data "$DATA"
 if ! [[ "$DEVICE_ID" =~ ^[0-9]+$ ]]; then
-  echo "error: DEVICE_ID '$DEVICE_ID' is not a non-negative integer" >&2
-  exit 2
+  fail_usage "DEVICE_ID '$DEVICE_ID' is not a non-negative integer"
 fi
 
 ASCEND_ENV=${ASCEND_HOME:-/usr/local/Ascend}/ascend-toolkit/set_env.sh

@@ -1,4 +1,7 @@
-"""Shared pytest set-up: import path, MindSpore context and a fixed numpy seed."""
+"""Shared pytest set-up: import path, MindSpore context and a fixed numpy seed.
+
+Helpers that tests import (tiny network sizes, synthetic speakers) are in fixtures.py.
+"""
 import os
 import sys
 
@@ -26,41 +29,3 @@ def mindspore_cpu_graph_mode():
 def rng():
     """A seeded numpy Generator."""
     return np.random.default_rng(0)
-
-
-TINY_NETWORK = {"channels": 16, "mfa_channels": 24, "attention_channels": 8, "se_channels": 4,
-                "scale": 4, "emb_size": 8}
-TINY_NETWORK_ARGS = [f"--{key}={value}" for key, value in TINY_NETWORK.items()]
-
-
-def speaker_wave(speaker, seconds, rng):
-    """A voiced-like tone (S,) whose pitch and timbre depend on the speaker index, plus noise."""
-    from src.data.audio import SAMPLE_RATE
-
-    time = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
-    pitch = 90.0 + 35.0 * speaker
-    wave = sum(np.sin(2 * np.pi * pitch * k * time + rng.uniform(0, 2 * np.pi)) / (k + speaker % 3)
-               for k in range(1, 6))
-    return (0.2 * wave / np.abs(wave).max() + 0.01 * rng.standard_normal(time.size)).astype(np.float32)
-
-
-def write_tone_corpus(root, num_speakers=4, utterances=6, seconds=(1.0, 2.5), seed=0):
-    """A tiny VoxCeleb-layout corpus of :func:`speaker_wave` tones.
-
-    Writes root/train/wav/<spk>/v0/<n>.wav and root/train.txt; returns the list path.
-    """
-    from src.data.audio import write_audio
-
-    generator = np.random.default_rng(seed)
-    lines = []
-    for speaker in range(num_speakers):
-        name = f"id{speaker:05d}"
-        for index in range(utterances):
-            relative = f"{name}/v0/{index:05d}.wav"
-            wave = speaker_wave(speaker, generator.uniform(*seconds), generator)
-            write_audio(os.path.join(root, "train", "wav", relative), wave)
-            lines.append(f"{name} {relative}")
-    list_path = os.path.join(root, "train.txt")
-    with open(list_path, "w", encoding="utf-8") as handle:
-        handle.write("\n".join(lines) + "\n")
-    return list_path

@@ -1,28 +1,32 @@
-"""The training launchers in scripts/: argument checks, rank tables, what each launcher starts.
+"""The training launchers in scripts/: argument checks, rank tables, what each launcher starts,
+and the process supervision of src/launch.
 
 A stand-in interpreter (PYTHON=<stub>) records the directory, arguments and launcher variables
 of every training process it is asked to start, so the Ascend and GPU launchers are checked
 without those devices. Two real tiny runs, started together to share the graph-compilation
 wait, check run_standalone_train_cpu.sh and run_distribute_train_cpu.sh end to end.
 """
-import importlib.util
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
 
 import pytest
 
-from conftest import REPO_ROOT, TINY_NETWORK_ARGS, write_tone_corpus
+from fixtures import REPO_ROOT, TINY_NETWORK_ARGS, write_tone_corpus
+from src.launch import rank_table
+from src.launch.processes import RankGroup, run_in_foreground
 
 SCRIPTS = os.path.join(REPO_ROOT, "scripts")
 RANK_TABLE_SCRIPT = os.path.join(SCRIPTS, "rank_table.py")
+LAUNCH_TRAIN = os.path.join(SCRIPTS, "launch_train.py")
 
 STUB = """#!/bin/bash
 # Stands in for the training interpreter: train.py and -m (msrun) calls are recorded, the rest
-# (rank_table.py, the free-port probe) goes to the real interpreter.
+# (the launcher program scripts/launch_train.py itself) goes to the real interpreter.
 case "$1" in
   train.py|-m) ;;
   *) exec {python} "$@" ;;
@@ -45,16 +49,6 @@ if [ "${{RANK_ID:-single}}" = "${{FAIL_RANK:-none}}" ]; then
 fi
 sleep "${{STUB_SLEEP:-0}}"
 """
-
-
-def _load_rank_table_module():
-    spec = importlib.util.spec_from_file_location("rank_table", RANK_TABLE_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-rank_table = _load_rank_table_module()
 
 
 def _table(*servers, **fields):
@@ -127,12 +121,42 @@ def test_bad_arguments_print_usage_and_start_nothing(stub, tmp_path, script, arg
     assert not [name for name in os.listdir(tmp_path) if name.startswith("train_")]
 
 
-def test_bad_master_port_is_refused(stub, tmp_path):
+@pytest.mark.parametrize("port", ["80a", "70000", "0"])
+def test_bad_master_port_is_refused(stub, tmp_path, port):
     env, records = stub
-    result = _launch("run_distribute_train_gpu.sh", 2, cwd=tmp_path, env=dict(env, MASTER_PORT="80a"))
+    result = _launch("run_distribute_train_gpu.sh", 2, cwd=tmp_path, env=dict(env, MASTER_PORT=port))
     assert result.returncode == 1
-    assert result.stderr.splitlines() == ["error: MASTER_PORT must be a port number, got '80a'"]
+    assert result.stderr.splitlines() == [f"error: MASTER_PORT must be a port number, got '{port}'"]
     assert os.listdir(records) == []
+
+
+def _launch_train(*arguments, cwd, env):
+    """scripts/launch_train.py run directly (not through a shell launcher)."""
+    return subprocess.run([sys.executable, LAUNCH_TRAIN, *map(str, arguments)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_the_launch_program_run_directly_shows_its_own_usage(stub, tmp_path):
+    env, records = stub
+    result = _launch_train("msrun", "CPU", cwd=tmp_path, env=env)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[:2] == ["error: DEVICE_NUM is missing",
+                                              "usage: launch_train.py msrun CPU DEVICE_NUM [--key=value ...]"]
+    result = _launch_train("msrun", "Ascend", "2", cwd=tmp_path, env=env)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: argument target: invalid choice: 'Ascend'")
+    assert len(result.stderr.splitlines()) == 1
+    assert os.listdir(records) == []
+
+
+def test_a_missing_interpreter_is_named_before_anything_is_made(tmp_path):
+    missing = tmp_path / "nowhere" / "python"
+    for arguments in (["standalone", "CPU", "0"], ["msrun", "CPU", "2"]):
+        result = _launch_train(*arguments, cwd=tmp_path, env=dict(os.environ, PYTHON=str(missing)))
+        assert result.returncode == 1
+        assert result.stderr == (f"error: PYTHON '{missing}' not found; set PYTHON to the interpreter that "
+                                 "has MindSpore\n")
+    assert os.listdir(tmp_path) == []
 
 
 # ---- rank tables ----
@@ -298,6 +322,91 @@ def test_an_invalid_rank_table_starts_nothing(stub, tmp_path):
     assert result.returncode == 1
     assert result.stderr.splitlines() == [f"error: {path}: server_list[0].device[1].device_ip is missing"]
     assert os.listdir(records) == []
+
+
+def test_an_unknown_server_id_starts_nothing(stub, tmp_path):
+    env, records = stub
+    path = _write_json(tmp_path / "hccl.json", TWO_SERVERS)
+    result = _launch("run_distribute_train_ascend.sh", "hccl.json", cwd=tmp_path, env=dict(env, SERVER_ID="10.0.0.9"))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [f"error: {path}: no server has server_id '10.0.0.9' "
+                                          "(listed: 10.0.0.1, 10.0.0.2)"]
+    assert os.listdir(records) == []
+    assert not [name for name in os.listdir(tmp_path) if name.startswith("train_")]
+
+
+def _wait_for(predicate, seconds, what):
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _gone(pid):
+    return not os.path.exists(f"/proc/{pid}")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_stopping_the_launcher_stops_every_rank(stub, tmp_path, signum):
+    env, records = stub
+    _write_json(tmp_path / "hccl.json", _table(("10.0.0.1", [(0, 0), (1, 1)])))
+    launcher = subprocess.Popen(["bash", os.path.join(SCRIPTS, "run_distribute_train_ascend.sh"), "hccl.json"],
+                                cwd=tmp_path, env=dict(env, STUB_SLEEP="60"), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: len(_records(records)) == 2, 30, "both ranks to start")
+        launcher.send_signal(signum)  # the launcher itself: the shell launcher exec'd it
+        _, stderr = launcher.communicate(timeout=20)
+    finally:
+        launcher.kill()
+    assert launcher.returncode == 130
+    assert stderr.splitlines()[-1] == "interrupted"
+    for record in _records(records).values():
+        # Each rank led its own session: the signal reached it only through the launcher.
+        _wait_for(lambda: _gone(record["pid"]), 5, f"rank {record['RANK_ID']} to end")
+
+
+# ---- the process supervision of src/launch/processes.py ----
+
+def _bash_rank(group, rank_id, script, folder):
+    group.start(rank_id, ["bash", "-c", script], dict(os.environ), str(folder), str(folder / f"rank{rank_id}.log"))
+
+
+def test_a_rank_that_ignores_sigterm_is_killed_after_the_grace_period(tmp_path, capsys):
+    group = RankGroup(grace_seconds=1.0, poll_seconds=0.05)
+    with group:
+        _bash_rank(group, 0, "trap '' TERM; echo ready > ready; exec sleep 60", tmp_path)
+        _bash_rank(group, 1, "until [ -e ready ]; do sleep 0.05; done; echo giving up; exit 4", tmp_path)
+        started = time.monotonic()
+        assert group.wait() == [1, 0]
+    assert 1.0 <= time.monotonic() - started < 10
+    assert [rank.process.returncode for rank in group.ranks] == [-signal.SIGKILL, 4]
+    assert (tmp_path / "rank1.log").read_text() == "giving up\n"
+    assert capsys.readouterr().err == (f"error: rank 1 failed (exit status 4), see {tmp_path}/rank1.log; "
+                                       "stopping the other ranks\n")
+
+
+def test_leaving_a_rank_group_by_an_interrupt_stops_its_ranks_and_their_children(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        with RankGroup(grace_seconds=5.0) as group:
+            for rank_id in range(2):
+                _bash_rank(group, rank_id, f"sleep 60 & echo $! > child{rank_id}; wait", tmp_path)
+            _wait_for(lambda: all((tmp_path / f"child{rank}").exists() for rank in range(2)), 10, "the children")
+            assert [os.getsid(rank.process.pid) for rank in group.ranks] == [rank.process.pid for rank in group.ranks]
+            raise KeyboardInterrupt
+    assert [rank.process.returncode for rank in group.ranks] == [-signal.SIGTERM] * 2
+    for rank_id in range(2):
+        child = (tmp_path / f"child{rank_id}").read_text().strip()
+        _wait_for(lambda: _gone(child), 5, f"the child of rank {rank_id}")
+
+
+def test_a_foreground_run_copies_its_output_and_reports_signals_as_the_shell_does(tmp_path, capfd):
+    log = tmp_path / "run.log"
+    status = run_in_foreground(["bash", "-c", "echo out; echo err >&2; kill -KILL $$"], dict(os.environ),
+                               str(tmp_path), log_path=str(log))
+    assert status == 128 + signal.SIGKILL
+    assert sorted(log.read_text().splitlines()) == ["err", "out"]
+    assert sorted(capfd.readouterr().out.splitlines()) == ["err", "out"]
 
 
 @pytest.mark.parametrize("script,target", [("run_distribute_train_gpu.sh", "GPU"),
