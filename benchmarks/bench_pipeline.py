@@ -42,8 +42,8 @@ from benchmarks.bench_augment import make_material  # noqa: E402
 from benchmarks.bench_train_step import build_step  # noqa: E402
 from src.config import load_config  # noqa: E402
 from src.data.dataset import create_train_dataset  # noqa: E402
-from src.data.demo_corpus import generate_demo_corpus  # noqa: E402
 from src.data.lists import read_train_list  # noqa: E402
+from src.demo_corpus import generate_demo_corpus  # noqa: E402
 from src.runtime import init_context  # noqa: E402
 
 GOAL_RATIO = 2.0

@@ -6,8 +6,8 @@
   eval:  checks an official trial list (veri_test2.txt, list_test_all2.txt,
          list_test_hard2.txt) against the eval wav folder and writes <out>/eval.txt.
 
-Exit status: 0 on success; 1 when the input is unusable, an eval wav is missing,
-every file failed to convert, or (with --strict) any file failed; 2 for bad options.
+Exit status: 0 on success; 1 for bad options, when the input is unusable, an eval
+wav is missing, every file failed to convert, or (with --strict) any file failed.
 """
 import argparse
 import os
@@ -16,17 +16,18 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from src.cli import ArgumentParser, run_main  # noqa: E402
 from src.data.lists import read_trial_list  # noqa: E402
-from src.data.prepare_common import contains_files, require_folder, write_lines  # noqa: E402
-from src.data.prepare_convert import SOURCE_SUFFIX, convert_tree, failure_lines  # noqa: E402
-from src.data.prepare_lists import build_train_list, prepare_eval_list, trial_speakers  # noqa: E402
-from src.errors import InputError  # noqa: E402
+from src.fileio import list_files, write_lines  # noqa: E402
+from src.prepare.common import PrepareError, require_folder  # noqa: E402
+from src.prepare.convert import SOURCE_SUFFIX, convert_tree, failure_lines  # noqa: E402
+from src.prepare.lists import build_train_list, prepare_eval_list, trial_speakers  # noqa: E402
 
 FAILURES_FILE = "train_convert_failures.txt"
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0],
+    parser = ArgumentParser(description=__doc__.split("\n\n", 1)[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -64,7 +65,7 @@ def run_train(args):
     excluded = ()
     if args.exclude_trials:
         excluded = trial_speakers(read_trial_list(args.exclude_trials))
-    if contains_files(args.input, SOURCE_SUFFIX):
+    if list_files(args.input, SOURCE_SUFFIX):
         wav_root = os.path.join(args.out, "train", "wav")
         summary = convert_tree(args.input, wav_root, jobs=args.jobs)
         failures_path = os.path.join(args.out, FAILURES_FILE)
@@ -107,13 +108,13 @@ def run_eval(args):
 
 
 def main(argv=None):
+    """Run the command line ``argv``; return the exit status (bad input raises InputError)."""
     args = parse_args(argv)
     try:
         return run_train(args) if args.command == "train" else run_eval(args)
-    except (InputError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    except OSError as error:
+        raise PrepareError(str(error)) from None
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

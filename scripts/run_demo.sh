@@ -9,7 +9,7 @@ cd "$ROOT"
 bash scripts/install.sh
 PY=.venv/bin/python
 if [ ! -f demo/data/eval.txt ]; then
-    "$PY" -m src.data.demo_corpus --out_dir demo/data
+    "$PY" scripts/make_demo_corpus.py --out_dir demo/data
 fi
 # resume=auto: an interrupted demo continues, a finished one goes straight to evaluation.
 "$PY" train.py --config configs/demo.yaml --resume=auto "$@"

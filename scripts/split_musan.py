@@ -6,11 +6,13 @@ Reads musan/{noise,speech,music}/<subset>/<name>.wav (16 kHz mono) and writes
 whole chunk is kept as a shorter last chunk when it lasts at least 1 s
 (--min_last_seconds), else dropped. Running again writes only missing chunks.
 
-With --rirs (RIRS_NOISES or its simulated_rirs folder) it also writes a list of
-the RIR wav paths, relative to simulated_rirs, and prints the count per room type.
+With --rirs (RIRS_NOISES or its simulated_rirs folder) it also writes the list
+simulated_rirs/rir_list.txt of the RIR wav paths, relative to simulated_rirs, and
+prints the count per room type. Training (rir_path=.../simulated_rirs) uses the RIRs
+of that list instead of scanning the folder; --rir_list writes it elsewhere instead.
 
-Exit status: 0 on success; 1 when the input is unusable, nothing could be cut,
-or (with --strict) any recording failed; 2 for bad options.
+Exit status: 0 on success; 1 for bad options, when the input is unusable, nothing
+could be cut, or (with --strict) any recording failed.
 """
 import argparse
 import os
@@ -19,12 +21,15 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from src.data.prepare_musan import list_rirs, locate_simulated_rirs, split_musan  # noqa: E402
-from src.errors import InputError  # noqa: E402
+from src.cli import ArgumentParser, run_main  # noqa: E402
+from src.data.augment import RIR_LIST_NAME  # noqa: E402
+from src.fileio import check_writable_file  # noqa: E402
+from src.prepare.common import PrepareError  # noqa: E402
+from src.prepare.musan import list_rirs, locate_simulated_rirs, split_musan  # noqa: E402
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0],
+    parser = ArgumentParser(description=__doc__.split("\n\n", 1)[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--musan", required=True,
@@ -39,8 +44,8 @@ def parse_args(argv):
     parser.add_argument("--strict", action="store_true",
                         help="exit 1 when any recording cannot be read")
     parser.add_argument("--rirs", help="RIRS_NOISES folder (or its simulated_rirs subfolder)")
-    parser.add_argument("--rir_list", help="where to write the RIR list "
-                                           "(default: rir_list.txt beside --out)")
+    parser.add_argument("--rir_list", help=f"where to write the RIR list (default: {RIR_LIST_NAME} "
+                                           "in the simulated_rirs folder, where training reads it)")
     return parser.parse_args(argv)
 
 
@@ -61,6 +66,10 @@ def report_split(summary):
 
 def run(args):
     """Split MUSAN, then list the RIRs when asked; return the exit status."""
+    if args.rirs:
+        rir_root = locate_simulated_rirs(args.rirs)
+        list_path = check_writable_file(args.rir_list or os.path.join(rir_root, RIR_LIST_NAME),
+                                        "--rir_list")
     summary = split_musan(args.musan, args.out, jobs=args.jobs, chunk_seconds=args.chunk_seconds,
                           min_last_seconds=args.min_last_seconds)
     report_split(summary)
@@ -68,9 +77,6 @@ def run(args):
         return 1
     print(f"set musan_path={args.out}")
     if args.rirs:
-        rir_root = locate_simulated_rirs(args.rirs)
-        list_path = args.rir_list or os.path.join(os.path.dirname(os.path.abspath(args.out)),
-                                                  "rir_list.txt")
         counts = list_rirs(rir_root, list_path)
         for room_type in sorted(counts):
             print(f"{room_type}: {counts[room_type]} RIRs")
@@ -80,13 +86,13 @@ def run(args):
 
 
 def main(argv=None):
+    """Run the command line ``argv``; return the exit status (bad input raises InputError)."""
     args = parse_args(argv)
     try:
         return run(args)
-    except (InputError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    except OSError as error:
+        raise PrepareError(str(error)) from None
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -15,7 +15,7 @@ import pytest
 from scipy.signal import correlate
 
 from src.data.audio import AudioError, read_audio, write_audio
-from src.data.augment import KINDS, Augmenter, add_noise, scaled_noise
+from src.data.augment import KINDS, Augmenter, scaled_noise
 from src.errors import InputError
 
 RATE = 16000
@@ -92,19 +92,19 @@ def detect_kind(wave, out):
 # --- mixing at a given SNR -------------------------------------------------------------
 
 @pytest.mark.parametrize("snr_db", [-5.0, 0.0, 7.3, 20.0])
-def test_add_noise_reaches_requested_snr(snr_db):
+def test_scaled_noise_reaches_requested_snr(snr_db):
     wave = speech(1)
     noise = np.random.default_rng(2).uniform(-1, 1, RATE).astype(np.float32)
-    out = add_noise(wave, noise, snr_db)
-    assert out.dtype == np.float32 and out.shape == wave.shape
-    measured = 10 * math.log10(power(wave) / power(out.astype(np.float64) - wave))
+    scaled = scaled_noise(wave, noise, snr_db)
+    assert scaled.dtype == np.float32 and scaled.shape == wave.shape
+    measured = 10 * math.log10(power(wave) / power(scaled))
     assert measured == pytest.approx(snr_db, abs=1e-3)
 
 
 def test_silent_speech_or_noise_adds_nothing():
     wave, noise = speech(1), speech(2)
     silence = np.zeros(RATE, dtype=np.float32)
-    np.testing.assert_array_equal(add_noise(wave, silence, 5.0), wave)
+    np.testing.assert_array_equal(scaled_noise(wave, silence, 5.0), silence)
     np.testing.assert_array_equal(scaled_noise(silence, noise, 5.0), silence)
 
 
@@ -261,6 +261,27 @@ def test_rir_cache_evicts_least_recently_used(tmp_path):
     for path in tmp_path.rglob("*.wav"):
         path.unlink()
     assert set(which() for _ in range(20)) == {used[-1], "unreadable"}
+
+
+def test_rir_list_is_used_instead_of_scanning_the_folder(tmp_path):
+    delta = np.zeros(50, dtype=np.float32)
+    delta[3] = 0.5
+    write_audio(tmp_path / "a" / "delta.wav", delta)
+    write_audio(tmp_path / "b" / "echo.wav", two_tap_rir(3))  # present but not listed
+    (tmp_path / "rir_list.txt").write_text("a/delta.wav\n\n")
+    augmenter = Augmenter("", str(tmp_path), {"reverb": 1})
+    assert augmenter.files["reverb"] == (str(tmp_path / "a" / "delta.wav"),)
+    rng = np.random.default_rng(2)
+    wave = speech(18, 1000)
+    for _ in range(10):
+        np.testing.assert_allclose(augmenter(wave, rng), wave, atol=1e-6)
+
+
+def test_rir_list_entry_without_a_file_is_an_error_naming_the_line(tmp_path):
+    write_audio(tmp_path / "a" / "delta.wav", two_tap_rir(3))
+    (tmp_path / "rir_list.txt").write_text("a/delta.wav\nb/gone.wav\n")
+    with pytest.raises(InputError, match=r"rir_list\.txt:2: b/gone\.wav not found in "):
+        Augmenter("", str(tmp_path), {"reverb": 1})
 
 
 # --- shapes, choice and weights ----------------------------------------------------------

@@ -11,12 +11,12 @@ import pytest
 import soundfile
 
 from src.data.audio import SAMPLE_RATE, read_audio
-from src.data.demo_corpus import (CorpusSettingsError, draw_session, draw_speaker,
-                                  generate_demo_corpus, main, make_trials,
-                                  synthesize_utterance)
 from src.data.lists import read_train_list, read_trial_list, trial_utterances
+from src.demo_corpus import (CorpusSettingsError, draw_session, draw_speaker,
+                             generate_demo_corpus, make_trials, synthesize_utterance)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(REPO_ROOT, "scripts", "make_demo_corpus.py")
 TINY = dict(num_train_speakers=3, num_eval_speakers=3, utterances_per_speaker=4, seed=7,
             eval_utterances_per_speaker=3, sessions_per_speaker=2,
             min_seconds=1.0, max_seconds=2.0)
@@ -220,24 +220,29 @@ def _run_cli(arguments, cwd):
                           text=True, timeout=120, check=False)
 
 
-def test_command_line_as_script_and_module(tmp_path):
+def test_command_line_from_any_folder(tmp_path):
     arguments = ["--num_train_speakers", "2", "--num_eval_speakers", "2",
                  "--utterances_per_speaker", "2", "--eval_utterances_per_speaker", "2",
                  "--min_seconds", "1", "--max_seconds", "1.2", "--seed", "3"]
-    script = _run_cli([os.path.join(REPO_ROOT, "src", "data", "demo_corpus.py"),
-                       "--out_dir", str(tmp_path / "script"), *arguments], cwd=tmp_path)
-    assert script.returncode == 0, script.stderr
-    assert "train: 2 speakers, 4 utterances" in script.stdout
-    assert "eval:  2 speakers, 4 utterances" in script.stdout
-    assert "4 trials (2 target)" in script.stdout
-    module = _run_cli(["-m", "src.data.demo_corpus", "--out_dir", str(tmp_path / "module"),
-                       *arguments], cwd=REPO_ROOT)
-    assert module.returncode == 0, module.stderr
-    assert _all_files(tmp_path / "script") == _all_files(tmp_path / "module")
+    elsewhere = _run_cli([SCRIPT, "--out_dir", str(tmp_path / "elsewhere"), *arguments],
+                         cwd=tmp_path)
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    assert "train: 2 speakers, 4 utterances" in elsewhere.stdout
+    assert "eval:  2 speakers, 4 utterances" in elsewhere.stdout
+    assert "4 trials (2 target)" in elsewhere.stdout
+    from_root = _run_cli([os.path.join("scripts", "make_demo_corpus.py"), "--out_dir",
+                          str(tmp_path / "from_root"), *arguments], cwd=REPO_ROOT)
+    assert from_root.returncode == 0, from_root.stderr
+    assert _all_files(tmp_path / "elsewhere") == _all_files(tmp_path / "from_root")
 
 
-def test_command_line_reports_bad_settings(tmp_path, capsys):
-    with pytest.raises(SystemExit) as stopped:
-        main(["--out_dir", str(tmp_path), "--num_eval_speakers", "1"])
-    assert stopped.value.code == 2
-    assert "num_eval_speakers must be >= 2, got 1" in capsys.readouterr().err
+def test_command_line_reports_bad_settings(tmp_path):
+    result = _run_cli([SCRIPT, "--out_dir", str(tmp_path / "corpus"), "--num_eval_speakers", "1"],
+                      cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr == "error: num_eval_speakers must be >= 2, got 1\n"
+    assert not os.path.exists(tmp_path / "corpus")
+    misspelt = _run_cli([SCRIPT, "--out_dir", str(tmp_path / "corpus"), "--seeds", "1"],
+                        cwd=tmp_path)
+    assert misspelt.returncode == 1
+    assert misspelt.stderr == "error: unknown option --seeds (did you mean --seed?); see --help\n"

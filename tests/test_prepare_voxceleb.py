@@ -17,9 +17,10 @@ import soundfile
 
 from src.data.audio import AudioError, write_audio
 from src.data.lists import ListFormatError, read_train_list
-from src.data.prepare_common import PrepareError, find_files, run_parallel
-from src.data.prepare_convert import ConversionSummary, convert_file, convert_tree
-from src.data.prepare_lists import build_train_list, prepare_eval_list
+from src.fileio import is_temporary_name, list_files
+from src.prepare.common import PrepareError, run_parallel
+from src.prepare.convert import ConversionSummary, convert_file, convert_tree
+from src.prepare.lists import build_train_list, prepare_eval_list
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "scripts", "prepare_voxceleb.py")
@@ -124,11 +125,12 @@ def test_convert_tree_resumes_without_redoing_finished_files(m4a_tree, tmp_path)
     assert {path: os.stat(out / path).st_mtime_ns for path in all_files(out)} == stamps
 
     finished.unlink()
-    (out / "id00012" / "21Uxsk56VDQ" / ".00001.wav.part").write_bytes(b"left by a killed run")
+    stale = out / "id00012" / "21Uxsk56VDQ" / ".00001.wav.x7Kq2z.part"
+    stale.write_bytes(b"left by a killed run")
     third = convert_tree(str(m4a_tree), str(out), jobs=1, progress=False)
     assert (third.converted, third.skipped) == (1, 3)
     assert soundfile.info(str(finished)).frames == LENGTH
-    assert not (out / "id00012" / "21Uxsk56VDQ" / ".00001.wav.part").exists()
+    assert not stale.exists()
 
 
 def test_convert_file_renames_only_a_finished_decode(tmp_path, monkeypatch):
@@ -141,9 +143,11 @@ def test_convert_file_renames_only_a_finished_decode(tmp_path, monkeypatch):
         soundfile.write(output, tone(250.0, 800), RATE, subtype="PCM_16", format="WAV")
         return subprocess.CompletedProcess(command, 0 if len(seen) == 1 else 1, "", "x: Broken\n")
 
-    monkeypatch.setattr("src.data.prepare_convert.subprocess.run", fake_ffmpeg)
+    monkeypatch.setattr("src.prepare.convert.subprocess.run", fake_ffmpeg)
     convert_file(source, str(target))
-    assert seen == [(".00001.wav.part", False)]
+    ((written, target_existed),) = seen
+    assert is_temporary_name(written) and written.startswith(".00001.wav.")
+    assert not target_existed
     assert all_files(tmp_path / "out") == ["00001.wav"]
     assert soundfile.info(str(target)).frames == 800
 
@@ -157,7 +161,7 @@ def test_convert_tree_without_ffmpeg_names_the_install_command(tmp_path, monkeyp
     source = tmp_path / "aac" / "id1" / "v1"
     source.mkdir(parents=True)
     (source / "00001.m4a").write_bytes(b"x")
-    monkeypatch.setattr("src.data.prepare_convert.shutil.which", lambda name: None)
+    monkeypatch.setattr("src.prepare.convert.shutil.which", lambda name: None)
     with pytest.raises(PrepareError, match="apt-get install ffmpeg"):
         convert_tree(str(tmp_path / "aac"), str(tmp_path / "wav"), progress=False)
 
@@ -192,11 +196,11 @@ def test_run_failed_rule(converted, skipped, failed, strict, expected):
 
 # ---------------------------------------------------------------- shared helpers
 
-def test_find_files_is_sorted_relative_and_skips_hidden_entries(tmp_path):
+def test_list_files_is_sorted_relative_and_skips_hidden_entries(tmp_path):
     for relative in ["b/2.wav", "a/10.wav", "a/9.wav", "a/._9.wav", ".cache/x.wav", "a/notes.txt"]:
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / relative).write_bytes(b"")
-    assert find_files(str(tmp_path), ".wav") == ["a/10.wav", "a/9.wav", "b/2.wav"]
+    assert list_files(str(tmp_path), ".wav") == ["a/10.wav", "a/9.wav", "b/2.wav"]
 
 
 def test_run_parallel_returns_each_result_once_and_propagates_errors():
@@ -388,6 +392,14 @@ def test_cli_runs_from_scripts_folder_and_gives_one_line_errors(tmp_path):
                              "--out", str(tmp_path)], capture_output=True, text=True)
     assert failed.returncode == 1
     assert failed.stderr == f"error: {tmp_path / 'absent'}: input folder not found\n"
+    for options, message in [(["train", "--input", str(tmp_path), "--out", str(tmp_path),
+                               "--strikt"], "error: unknown option --strikt"),
+                              (["eval", "--trials", "t.txt", "--wav_dir", str(tmp_path)],
+                               "error: the following arguments are required: --out")]:
+        misused = subprocess.run([sys.executable, SCRIPT, *options], capture_output=True, text=True)
+        assert misused.returncode == 1
+        assert misused.stderr.startswith(message) and misused.stderr.count("\n") == 1
+    assert not (tmp_path / "train.txt").exists()
 
 
 @needs_ffmpeg

@@ -1,4 +1,8 @@
 """Score files round-trip exactly; summary lines have the documented form."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -6,6 +10,7 @@ from src.data.lists import ListFormatError, Trial
 from src.evaluation.metrics import evaluate
 from src.evaluation.report import append_summary, format_summary, read_scores, write_scores
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRIALS = [Trial(True, "id1/a/00001.wav", "id1/b/00002.wav"),
           Trial(False, "id1/a/00001.wav", "id2/c/00001.wav"),
           Trial(False, "id2/c/00001.wav", "id3/d/00003.wav")]
@@ -62,3 +67,20 @@ def test_summary_rounding_and_append(tmp_path):
     log.write_text("earlier run\n")
     append_summary(log, result)
     assert log.read_text().splitlines() == ["earlier run"] + lines
+
+
+def test_compute_metrics_reads_a_score_file(tmp_path):
+    # The hand-computed case of test_summary_lines, through the command line.
+    path = tmp_path / "scores.txt"
+    path.write_text("a b 0.1 0\nc d 0.5 1\ne f 0.5 0\ng h 0.9 1\n")
+    completed = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "scripts", "compute_metrics.py"), str(path)],
+                               capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.splitlines() == [f"{path}: 4 trials, 2 target", "  EER = 25.00%",
+                                             "  minDCF(p=0.01) = 0.5000", "  minDCF(p=0.05) = 0.5000"]
+    path.write_text("a b 0.1 0\nc d\n")
+    completed = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "scripts", "compute_metrics.py"), str(path)],
+                               capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 1
+    assert completed.stderr.strip().splitlines() == [
+        f"error: {path}:2: expected '<utt_a> <utt_b> <score> <1|0>', got 'c d'"]

@@ -1,4 +1,4 @@
-"""Tests of MUSAN chunking and RIR listing on small generated trees.
+"""Tests of MUSAN chunking and RIR listing on small generated trees, and of the CLI.
 
 Source recordings hold random 16-bit sample values, so a chunk equal to the
 matching slice of its source proves both the chunk boundaries and a lossless copy.
@@ -12,9 +12,9 @@ import pytest
 import soundfile
 
 from src.data.audio import read_audio, write_audio
-from src.data.prepare_common import PrepareError
-from src.data.prepare_musan import (chunk_bounds, list_rirs, locate_simulated_rirs,
-                                    split_musan)
+from src.data.augment import Augmenter
+from src.prepare.common import PrepareError
+from src.prepare.musan import chunk_bounds, list_rirs, locate_simulated_rirs, split_musan
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RATE = 16000
@@ -185,8 +185,14 @@ def test_list_rirs_rejects_empty_and_flat_folders(tmp_path):
         locate_simulated_rirs(str(tmp_path / "absent"))
 
 
+def run_cli(*arguments, cwd=None):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "split_musan.py"),
+                           *arguments], cwd=cwd, capture_output=True, text=True)
+
+
 def test_cli_splits_lists_and_reports(musan, tmp_path):
     build_rirs(tmp_path / "RIRS_NOISES")
+    rir_root = tmp_path / "RIRS_NOISES" / "simulated_rirs"
     result = subprocess.run(
         [sys.executable, "split_musan.py", "--musan", str(musan), "--out",
          str(tmp_path / "musan_split"), "--jobs", "2", "--rirs", str(tmp_path / "RIRS_NOISES")],
@@ -196,12 +202,48 @@ def test_cli_splits_lists_and_reports(musan, tmp_path):
     for expected in ["music: 1 recordings -> 1 chunks", "noise: 2 recordings -> 5 chunks",
                      "speech: 1 recordings -> 0 chunks", "largeroom: 2 RIRs",
                      "mediumroom: 1 RIRs", "smallroom: 3 RIRs",
-                     f"wrote {tmp_path / 'rir_list.txt'}: 6 RIRs"]:
+                     f"wrote {rir_root / 'rir_list.txt'}: 6 RIRs", f"set rir_path={rir_root}"]:
         assert expected in lines
-    assert len((tmp_path / "rir_list.txt").read_text().splitlines()) == 6
+    assert len((rir_root / "rir_list.txt").read_text().splitlines()) == 6
+    assert not (tmp_path / "rir_list.txt").exists()
 
-    missing = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "scripts", "split_musan.py"), "--musan",
-         str(tmp_path / "absent"), "--out", str(tmp_path / "x")], capture_output=True, text=True)
+    missing = run_cli("--musan", str(tmp_path / "absent"), "--out", str(tmp_path / "x"))
     assert missing.returncode == 1
     assert missing.stderr == f"error: {tmp_path / 'absent'}: MUSAN folder not found\n"
+
+
+def test_cli_rir_list_option_writes_the_list_elsewhere(musan, tmp_path):
+    build_rirs(tmp_path / "RIRS_NOISES")
+    elsewhere = tmp_path / "lists" / "rirs.txt"
+    result = run_cli("--musan", str(musan), "--out", str(tmp_path / "musan_split"),
+                     "--rirs", str(tmp_path / "RIRS_NOISES"), "--rir_list", str(elsewhere))
+    assert result.returncode == 0, result.stderr
+    assert elsewhere.read_text().splitlines() == sorted(RIRS)
+    assert not (tmp_path / "RIRS_NOISES" / "simulated_rirs" / "rir_list.txt").exists()
+
+
+def test_cli_bad_options_give_one_error_line_and_status_1(musan, tmp_path):
+    for options, message in [(["--musan", str(musan), "--out", str(tmp_path), "--job", "2"],
+                              "error: unknown option --job (did you mean --jobs?)"),
+                             (["--musan", str(musan)],
+                              "error: the following arguments are required: --out"),
+                             (["--musan", str(musan), "--out", str(tmp_path), "--jobs", "two"],
+                              "error: argument --jobs: invalid int value: 'two'")]:
+        result = run_cli(*options)
+        assert result.returncode == 1
+        assert result.stderr.startswith(message) and result.stderr.count("\n") == 1
+    assert os.listdir(tmp_path) == ["musan"]
+
+
+def test_augmenter_uses_the_written_rir_list_instead_of_the_folder(tmp_path):
+    build_rirs(tmp_path / "RIRS_NOISES")
+    rir_root = locate_simulated_rirs(str(tmp_path / "RIRS_NOISES"))
+    list_rirs(rir_root, os.path.join(rir_root, "rir_list.txt"))
+    unlisted = os.path.join(rir_root, "smallroom", "Room009", "Room009-00001.wav")
+    write_audio(unlisted, random_pcm(400, 99))
+
+    augmenter = Augmenter("", rir_root, {"reverb": 1})
+
+    assert augmenter.files["reverb"] == tuple(os.path.join(rir_root, relative)
+                                              for relative in sorted(RIRS))
+    assert unlisted not in augmenter.files["reverb"]

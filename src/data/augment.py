@@ -13,7 +13,10 @@ float32 segment (S,):
 
 Material layout: ``<musan_path>/{noise,speech,music}/<name>/<chunk>.wav`` and
 ``<rir_path>/.../<room>/<rir>.wav`` (any depth). Both folders are scanned once, at
-construction, into sorted file lists; audio is read when used, resampled to 16 kHz if
+construction, into sorted file lists, except that the RIRs named in
+``<rir_path>/rir_list.txt`` (one path relative to ``rir_path`` a line, written by
+scripts/split_musan.py) are used instead of a scan when that file exists, which saves
+walking a large RIR tree at every start. Audio is read when used, resampled to 16 kHz if
 needed (RIRs through a small LRU cache), so an :class:`Augmenter` holds no open files
 and pickles cheaply into ``mindspore.dataset`` worker processes. Chunks shorter than
 the segment are repeated, longer ones cropped at random. A kind with weight > 0 whose
@@ -31,11 +34,14 @@ from scipy.signal import fftconvolve
 
 from src.data.audio import AudioError, crop_or_pad, read_audio
 from src.errors import InputError
+from src.fileio import list_files
 
 logger = logging.getLogger(__name__)
 
 KINDS = ("clean", "reverb", "noise", "babble", "music")
 MUSAN_FOLDERS = {"noise": "noise", "babble": "speech", "music": "music"}
+RIR_LIST_NAME = "rir_list.txt"
+WAV_SUFFIX = ".wav"
 
 
 def scaled_noise(wave, noise, snr_db):
@@ -50,11 +56,6 @@ def scaled_noise(wave, noise, snr_db):
         return np.zeros(len(wave), dtype=np.float32)
     gain = math.sqrt(speech_power / (noise_power * 10.0 ** (snr_db / 10.0)))
     return (noise * gain).astype(np.float32)
-
-
-def add_noise(wave, noise, snr_db):
-    """Mix ``noise`` (S,) into ``wave`` (S,) at ``snr_db`` dB; returns float32 (S,)."""
-    return (wave + scaled_noise(wave, noise, snr_db)).astype(np.float32)
 
 
 def reverberate(wave, rir, peak):
@@ -81,16 +82,28 @@ def load_rir(path):
     return rir, int(np.argmax(np.abs(rir)))
 
 
-def list_wavs(folder):
-    """All ``.wav`` files below ``folder`` (any depth), as a sorted tuple of paths.
+def read_wav_list(folder, list_path):
+    """Paths ``os.path.join(folder, entry)`` of the entries of ``list_path``, in list order.
 
-    Hidden names (unfinished writes, archiver metadata) are skipped.
+    The list holds one path relative to ``folder`` a line; blank lines are skipped. An
+    entry naming no file under ``folder`` is an InputError naming the list file and line.
+    Each folder is listed once, so checking 60,000 entries costs a few hundred listings.
     """
-    found = []
-    for root, _, names in os.walk(folder):
-        found.extend(os.path.join(root, name) for name in names
-                     if name.lower().endswith(".wav") and not name.startswith("."))
-    return tuple(sorted(found))
+    files, listings = [], {}
+    with open(list_path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            relative = line.strip()
+            if not relative:
+                continue
+            path = os.path.join(folder, relative)
+            parent, name = os.path.split(path)
+            if parent not in listings:
+                listings[parent] = set(os.listdir(parent)) if os.path.isdir(parent) else set()
+            if name not in listings[parent]:
+                raise InputError(f"{list_path}:{number}: {relative} not found in {folder}; write "
+                                 "the list again (scripts/split_musan.py --rirs) or delete it")
+            files.append(path)
+    return tuple(files)
 
 
 def _check_range(name, bounds, lowest):
@@ -115,10 +128,12 @@ def _check_weights(weights):
     return checked
 
 
-def _scan(setting, root, category, kind, weights):
-    """Sorted wav files of ``root``/``category`` for ``kind``; () when its weight is 0.
+def _scan(setting, root, category, kind, weights, list_name=None):
+    """Wav files of ``root``/``category`` for ``kind``; () when its weight is 0.
 
-    A weighted kind without material is reported here, once, naming the setting and folder.
+    The files are those named in the folder's ``list_name`` file when it has one
+    (:func:`read_wav_list`), else every wav below the folder, sorted. A weighted kind
+    without material is reported here, once, naming the setting and folder.
     """
     if weights[kind] == 0:
         return ()
@@ -129,9 +144,15 @@ def _scan(setting, root, category, kind, weights):
     if not os.path.isdir(folder):
         logger.warning("%s: folder %s not found: '%s' augmentation disabled", setting, folder, kind)
         return ()
-    files = list_wavs(folder)
+    list_path = os.path.join(folder, list_name) if list_name else None
+    if list_path and os.path.isfile(list_path):
+        files = read_wav_list(folder, list_path)
+        source = list_path
+    else:
+        files = tuple(os.path.join(folder, relative) for relative in list_files(folder, WAV_SUFFIX))
+        source = folder
     if not files:
-        logger.warning("%s: no .wav files in %s: '%s' augmentation disabled", setting, folder, kind)
+        logger.warning("%s: no .wav files in %s: '%s' augmentation disabled", setting, source, kind)
     return files
 
 
@@ -159,7 +180,8 @@ class Augmenter:
             raise InputError(f"rir_cache_size: {rir_cache_size} must be >= 0")
         self.rir_cache_size = int(rir_cache_size)
         self._rir_cache = OrderedDict()
-        self.files = {"clean": (), "reverb": _scan("rir_path", rir_path, "", "reverb", weights)}
+        self.files = {"clean": (), "reverb": _scan("rir_path", rir_path, "", "reverb", weights,
+                                                      RIR_LIST_NAME)}
         for kind, category in MUSAN_FOLDERS.items():
             self.files[kind] = _scan("musan_path", musan_path, category, kind, weights)
         usable = {kind: weight for kind, weight in weights.items()

@@ -31,11 +31,6 @@ def mel_matrix(n_mels=N_MELS):
                                fmin=F_MIN, fmax=F_MAX).astype(np.float32)
 
 
-def num_frames(num_samples):
-    """Frames produced for ``num_samples`` samples (centred framing: 1 + S // hop)."""
-    return 1 + num_samples // HOP_LENGTH
-
-
 def samples_for_frames(frames):
     """Smallest non-empty number of samples that yields exactly ``frames`` (>= 1) frames."""
     if frames < 1:

@@ -12,11 +12,11 @@ Summary lines (``EER`` in percent, minDCF normalised)::
 """
 import math
 import os
-import tempfile
 
 import numpy as np
 
 from src.data.lists import ListFormatError, Trial
+from src.fileio import write_lines
 
 
 def write_scores(path, trials, scores):
@@ -24,19 +24,8 @@ def write_scores(path, trials, scores):
     scores = np.asarray(scores, dtype=np.float64)
     if scores.shape != (len(trials),):
         raise ValueError(f"expected {len(trials)} scores as a 1-D array, got shape {scores.shape}")
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(suffix=".txt", dir=folder)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.writelines(f"{trial.utt_a} {trial.utt_b} {score!r} {int(trial.target)}\n"
-                           for trial, score in zip(trials, scores.tolist()))
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    write_lines(path, (f"{trial.utt_a} {trial.utt_b} {score!r} {int(trial.target)}"
+                       for trial, score in zip(trials, scores.tolist())))
     return path
 
 

@@ -7,11 +7,11 @@ holds emb_size values. Since there is no header, the size is the only check avai
 every reader checks it.
 """
 import os
-import tempfile
 
 import numpy as np
 
 from src.errors import InputError
+from src.fileio import atomic_write
 
 FLOAT_BYTES = 4
 BIN_SUFFIX = ".bin"
@@ -63,14 +63,6 @@ def write_float_file(path, values):
     The bytes go to a temporary file in the same folder, which is then renamed, so no
     reader ever sees a partly written file.
     """
-    path = os.fspath(path)
     data = np.ascontiguousarray(values, dtype="<f4")
-    handle, temporary = tempfile.mkstemp(prefix=".", suffix=".part", dir=os.path.dirname(os.path.abspath(path)))
-    os.close(handle)
-    try:
+    with atomic_write(path) as temporary:
         data.tofile(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise

@@ -20,23 +20,20 @@ long-term spectrum.
 Everything is drawn from ``numpy.random.Generator`` streams keyed by the seed, the
 speaker index and the utterance index: the same arguments give byte-identical files.
 
-Run ``python -m src.data.demo_corpus --out_dir DIR`` (or ``python src/data/demo_corpus.py``).
+The command line is ``python scripts/make_demo_corpus.py --out_dir DIR``.
 """
-import argparse
 import os
 import shutil
 import string
-import sys
 import time
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.signal import butter, lfilter, sosfilt
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-
-from src.data.audio import SAMPLE_RATE, write_audio  # noqa: E402
+from src.data.audio import SAMPLE_RATE, write_audio
+from src.errors import InputError
+from src.fileio import write_lines
 
 # Random streams: the first key after the seed says what a generator is used for.
 _SPEAKER_STREAM, _SESSION_STREAM, _UTTERANCE_STREAM, _TRIAL_STREAM = range(4)
@@ -60,7 +57,7 @@ _VOWEL, _NASAL, _FRICATIVE = range(3)
 _TAPER = 160  # samples (10 ms) of cross-fade on each side of a phone
 
 
-class CorpusSettingsError(ValueError):
+class CorpusSettingsError(InputError):
     """Corpus settings that cannot be honoured (a size out of range, an occupied folder)."""
 
 
@@ -448,21 +445,15 @@ def generate_demo_corpus(out_dir, num_train_speakers=40, num_eval_speakers=10,
         summary[split] = {"speakers": len(paths[split]),
                           "utterances": sum(len(written) for written in paths[split]),
                           "hours": seconds / 3600.0}
-    _write_lines(os.path.join(out_dir, "train.txt"),
-                 sorted(f"{path.split('/')[0]} {path}" for written in paths["train"]
-                        for path in written))
+    write_lines(os.path.join(out_dir, "train.txt"),
+                sorted(f"{path.split('/')[0]} {path}" for written in paths["train"]
+                       for path in written))
     trials = make_trials(paths["eval"], seed)
-    _write_lines(os.path.join(out_dir, "eval.txt"),
-                 [f"{int(target)} {utt_a} {utt_b}" for target, utt_a, utt_b in trials])
+    write_lines(os.path.join(out_dir, "eval.txt"),
+                [f"{int(target)} {utt_a} {utt_b}" for target, utt_a, utt_b in trials])
     summary["eval"].update(trials=len(trials), target_trials=sum(t[0] for t in trials))
     summary["seconds"] = time.perf_counter() - started
     return summary
-
-
-def _write_lines(path, lines):
-    """Write ``lines`` to a text file, one per line."""
-    with open(path, "w", encoding="utf-8", newline="\n") as handle:
-        handle.writelines(line + "\n" for line in lines)
 
 
 def format_summary(summary, out_dir):
@@ -476,34 +467,3 @@ def format_summary(summary, out_dir):
         f"{held_out['hours']:.2f} h, {held_out['trials']} trials "
         f"({held_out['target_trials']} target) -> eval.txt, eval/wav",
     ])
-
-
-def main(argv=None):
-    """Command line: generate the corpus and print its summary."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out_dir", required=True, help="folder to create the corpus in")
-    parser.add_argument("--num_train_speakers", type=int, default=40)
-    parser.add_argument("--num_eval_speakers", type=int, default=10)
-    parser.add_argument("--utterances_per_speaker", type=int, default=20,
-                        help="utterances of each train speaker")
-    parser.add_argument("--eval_utterances_per_speaker", type=int, default=10)
-    parser.add_argument("--sessions_per_speaker", type=int, default=4)
-    parser.add_argument("--min_seconds", type=float, default=2.0)
-    parser.add_argument("--max_seconds", type=float, default=5.0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace a corpus already in --out_dir")
-    args = parser.parse_args(argv)
-    try:
-        summary = generate_demo_corpus(
-            args.out_dir, args.num_train_speakers, args.num_eval_speakers,
-            args.utterances_per_speaker, args.seed, args.eval_utterances_per_speaker,
-            args.sessions_per_speaker, args.min_seconds, args.max_seconds, args.overwrite)
-    except CorpusSettingsError as error:
-        parser.error(str(error))
-    print(format_summary(summary, args.out_dir))
-    return summary
-
-
-if __name__ == "__main__":
-    main()

@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 import soundfile
 
 from src.data.audio import SAMPLE_RATE, AudioError, read_audio, write_audio
-from src.data.prepare_common import (WAV_SUFFIX, Failure, PrepareError, find_files,
-                                     require_folder, require_jobs, run_parallel, write_lines)
+from src.fileio import list_files, write_lines
+from src.prepare.common import (WAV_SUFFIX, Failure, PrepareError, require_folder, require_jobs,
+                                run_parallel)
 
 CATEGORIES = ("noise", "speech", "music")
 
@@ -90,7 +91,7 @@ def find_sources(musan_root):
             missing.append(category)
             continue
         seen = {}
-        for relative in find_files(folder, WAV_SUFFIX):
+        for relative in list_files(folder, WAV_SUFFIX):
             name = relative.rsplit("/", 1)[-1][:-len(WAV_SUFFIX)]
             if name in seen:
                 raise PrepareError(f"{folder}: recordings {seen[name]!r} and {relative!r} "
@@ -174,13 +175,14 @@ def locate_simulated_rirs(rir_root):
 def list_rirs(rir_root, list_path):
     """Write the sorted wav paths under ``rir_root`` (relative to it) to ``list_path``.
 
-    Returns a :class:`collections.Counter` of RIRs per room type, the room type
+    Training reads the list at ``<rir_root>/rir_list.txt``
+    (:data:`src.data.augment.RIR_LIST_NAME`) instead of scanning the folder. Returns a :class:`collections.Counter` of RIRs per room type, the room type
     being a path's first folder (``smallroom``, ``mediumroom``, ``largeroom`` in
     RIRS_NOISES). Raises :class:`PrepareError` when there is no wav or a wav
     lies directly in ``rir_root``.
     """
     require_folder(rir_root, "RIR")
-    rirs = find_files(rir_root, WAV_SUFFIX)
+    rirs = list_files(rir_root, WAV_SUFFIX)
     if not rirs:
         raise PrepareError(f"{rir_root}: no {WAV_SUFFIX} files found")
     loose = [relative for relative in rirs if "/" not in relative]

@@ -14,8 +14,8 @@ import os
 from dataclasses import dataclass
 
 from src.data.lists import read_trial_list, trial_utterances
-from src.data.prepare_common import (WAV_SUFFIX, PrepareError, check_utterance_layout, find_files,
-                                     require_folder, write_lines)
+from src.fileio import list_files, write_lines
+from src.prepare.common import WAV_SUFFIX, PrepareError, check_utterance_layout, require_folder
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def build_train_list(wav_root, list_path, exclude_speakers=()):
     empty result.
     """
     require_folder(wav_root, "wav")
-    utterances = find_files(wav_root, WAV_SUFFIX)
+    utterances = list_files(wav_root, WAV_SUFFIX)
     if not utterances:
         raise PrepareError(f"{wav_root}: no {WAV_SUFFIX} files found")
     check_utterance_layout(wav_root, utterances, WAV_SUFFIX)

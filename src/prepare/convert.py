@@ -1,9 +1,10 @@
 """Conversion of a VoxCeleb2 ``aac`` tree to the project's 16 kHz mono 16-bit WAV tree.
 
 ``<source>/<spk>/<video>/<n>.m4a`` becomes ``<target>/<spk>/<video>/<n>.wav``. Each
-file is decoded by ffmpeg into a hidden temporary name and renamed into place when
-complete, so an existing ``.wav`` is always a finished file: running again converts
-only what is still missing (files that failed before are tried again). A file that
+file is decoded by ffmpeg into a hidden temporary file (:func:`src.fileio.atomic_write`)
+renamed into place when complete, so an existing ``.wav`` is always a finished file:
+running again converts only what is still missing (files that failed before are tried
+again) and first removes the temporaries a killed run left beside them. A file that
 ffmpeg cannot decode is recorded as a :class:`Failure` and the run goes on.
 """
 import os
@@ -14,9 +15,9 @@ from dataclasses import dataclass, field
 import soundfile
 
 from src.data.audio import SAMPLE_RATE, AudioError
-from src.data.prepare_common import (WAV_SUFFIX, Failure, PrepareError, check_utterance_layout,
-                                     find_files, hidden_temporary, require_folder, require_jobs,
-                                     run_parallel)
+from src.fileio import atomic_write, list_files, remove_stale_temporaries
+from src.prepare.common import (WAV_SUFFIX, Failure, PrepareError, check_utterance_layout,
+                                require_folder, require_jobs, run_parallel)
 
 SOURCE_SUFFIX = ".m4a"
 FFMPEG_TIMEOUT_SECONDS = 600
@@ -50,13 +51,12 @@ def ffmpeg_command(source, target):
 def convert_file(source, target):
     """Decode ``source`` (any format ffmpeg reads) into a 16 kHz mono 16-bit WAV ``target``.
 
-    Writes a hidden temporary file beside ``target`` and renames it into place on
-    success. Raises :class:`AudioError` naming ``source`` and ffmpeg's last error
-    line when decoding fails, times out or yields no samples.
+    ffmpeg writes the temporary file of :func:`src.fileio.atomic_write`, which is renamed
+    to ``target`` on success (``-f wav`` makes its suffix irrelevant). Raises
+    :class:`AudioError` naming ``source`` and ffmpeg's last error line when decoding
+    fails, times out or yields no samples; ``target`` is then left as it was.
     """
-    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-    temporary = hidden_temporary(target)
-    try:
+    with atomic_write(target) as temporary:
         try:
             result = subprocess.run(ffmpeg_command(source, temporary), capture_output=True,
                                     text=True, errors="replace", timeout=FFMPEG_TIMEOUT_SECONDS)
@@ -69,10 +69,6 @@ def convert_file(source, target):
             raise AudioError(f"{source}: ffmpeg failed: {message}")
         if soundfile.info(temporary).frames == 0:
             raise AudioError(f"{source}: decodes to no audio samples")
-        os.replace(temporary, target)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
 
 
 def target_path(relative_source):
@@ -88,7 +84,7 @@ def require_ffmpeg():
 
 
 def convert_tree(source_root, target_root, jobs=1, progress=None):
-    """Convert every ``.m4a`` under ``source_root`` whose wav is missing under ``target_root``.
+    """Convert each ``.m4a`` (any case) under ``source_root`` lacking its wav in ``target_root``.
 
     ``jobs`` files are converted at once; ``progress`` is passed to
     :func:`run_parallel`. Returns a :class:`ConversionSummary` whose failures are
@@ -97,7 +93,7 @@ def convert_tree(source_root, target_root, jobs=1, progress=None):
     """
     require_folder(source_root, "source")
     require_jobs(jobs)
-    sources = find_files(source_root, SOURCE_SUFFIX)
+    sources = list_files(source_root, SOURCE_SUFFIX)
     if not sources:
         raise PrepareError(f"{source_root}: no {SOURCE_SUFFIX} files found")
     check_utterance_layout(source_root, sources, SOURCE_SUFFIX)
@@ -107,6 +103,9 @@ def convert_tree(source_root, target_root, jobs=1, progress=None):
     summary.skipped = len(sources) - len(pending)
     if pending:
         require_ffmpeg()
+    for folder in sorted({os.path.dirname(os.path.join(target_root, target_path(relative)))
+                          for relative in pending}):
+        remove_stale_temporaries(folder)
 
     def attempt(relative):
         try:

@@ -2,15 +2,13 @@
 
 - :class:`PrepareError` for input that preparation cannot work with; its message
   is one line naming the path and what is wrong, fit to print to a user as is.
-- :func:`find_files` lists a folder tree as sorted, '/'-separated relative paths,
-  :func:`check_utterance_layout` checks they follow ``<speaker>/<video>/<n>.<ext>``.
-- :func:`write_lines` writes a text list atomically.
+- :func:`check_utterance_layout` checks that the relative paths
+  :func:`src.fileio.list_files` found follow ``<speaker>/<video>/<n>.<ext>``.
 - :func:`run_parallel` runs a function over many items on worker threads with a
   progress bar. Threads suffice: the work is either an ffmpeg subprocess or file
   I/O in libsndfile, both of which release the interpreter lock.
 """
 import os
-import tempfile
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
@@ -45,36 +43,6 @@ def require_jobs(jobs):
         raise PrepareError(f"--jobs must be at least 1, got {jobs}")
 
 
-def _visible_files(root):
-    """Yield ``(relative folder, name)`` of the files under ``root``, top-down.
-
-    Symbolic links to folders are followed. Names starting with '.' are skipped:
-    they are hidden files such as the '._name' copies some archivers add, and the
-    temporary files this package writes while a file is being produced.
-    """
-    for folder, subfolders, names in os.walk(root, followlinks=True):
-        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
-        relative_folder = os.path.relpath(folder, root)
-        for name in names:
-            if not name.startswith("."):
-                yield relative_folder, name
-
-
-def find_files(root, suffix):
-    """Sorted relative paths (with /) of the visible files under ``root`` ending in ``suffix``."""
-    found = []
-    for relative_folder, name in _visible_files(root):
-        if name.endswith(suffix):
-            relative = name if relative_folder == "." else os.path.join(relative_folder, name)
-            found.append(relative.replace(os.sep, "/"))
-    return sorted(found)
-
-
-def contains_files(root, suffix):
-    """True when some visible file under ``root`` ends in ``suffix`` (stops at the first one)."""
-    return any(name.endswith(suffix) for _, name in _visible_files(root))
-
-
 def check_utterance_layout(root, relative_paths, suffix):
     """Raise :class:`PrepareError` unless every path is ``<speaker>/<video>/<n><suffix>``.
 
@@ -86,28 +54,6 @@ def check_utterance_layout(root, relative_paths, suffix):
             raise PrepareError(
                 f"{root}: expected files laid out as <speaker>/<video>/<n>{suffix}, found "
                 f"{relative!r}; give the folder that directly holds the speaker folders")
-
-
-def hidden_temporary(path):
-    """A temporary name beside ``path``, hidden from :func:`find_files` (starts with '.')."""
-    folder, name = os.path.split(path)
-    return os.path.join(folder, f".{name}.part")
-
-
-def write_lines(path, lines):
-    """Write ``lines`` (strings without newlines) to ``path``, one a line, atomically."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".", suffix=".part", dir=folder)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.writelines(line + "\n" for line in lines)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
 
 
 def run_parallel(function, items, jobs, description, progress=None):

@@ -1,0 +1,168 @@
+"""File-system helpers shared by every part of the project.
+
+- :func:`atomic_write` is the one way the project writes a file: the content goes to a
+  hidden temporary file in the target's folder, which is renamed onto the target only when
+  it is complete, so a reader never sees a partial file and a crash never damages an older
+  one. A full disk becomes a one-line :class:`DiskFullError` and leaves no temporary file.
+- :func:`remove_stale_temporaries` deletes what killed writers left behind.
+- :func:`list_files` is the one directory scanner (sorted, hidden entries skipped).
+- :func:`check_writable_folder` and :func:`check_writable_file` test an output location
+  before any expensive work is done for it.
+"""
+import contextlib
+import errno
+import os
+import re
+import shutil
+import tempfile
+
+from src.errors import InputError
+
+TEMPORARY_SUFFIX = ".part"
+# Names made by atomic_write: '.<target name>.<random>.part', optionally with a suffix.
+_TEMPORARY_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{6,}\.part(\.[A-Za-z0-9]+)?$")
+
+
+class OutputError(InputError):
+    """An output location that cannot be created or written."""
+
+
+class DiskFullError(OutputError):
+    """A write that failed because its file system is full."""
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _free_megabytes(folder):
+    try:
+        return shutil.disk_usage(folder).free / 1e6
+    except OSError:
+        return float("nan")
+
+
+@contextlib.contextmanager
+def atomic_write(path, needed_bytes=None, suffix=""):
+    """Yield a hidden temporary path beside ``path``; rename it to ``path`` when the block ends.
+
+    The caller writes the complete file to the yielded path. If the block raises, the
+    temporary file is removed and ``path`` is left as it was. Parent folders are created.
+    The finished file gets the usual permissions (0666 minus the umask). When the disk is
+    full, :class:`DiskFullError` names the file, the space it needs (``needed_bytes``,
+    when given) and the space left. ``suffix`` ends the temporary name, for writers that
+    insist on an extension (``.ckpt``, ``.npy``).
+
+    >>> with atomic_write("scores.txt") as temporary:          # doctest: +SKIP
+    ...     with open(temporary, "w") as handle:
+    ...         handle.write("a b 0.5 1\\n")
+    """
+    path = os.fspath(path)
+    folder, name = os.path.split(os.path.abspath(path))
+    make_folder(folder)
+    handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=TEMPORARY_SUFFIX + suffix, dir=folder)
+    os.close(handle)
+    try:
+        os.chmod(temporary, 0o666 & ~_umask())
+        yield temporary
+        os.replace(temporary, path)
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        needs = f"it needs about {needed_bytes / 1e6:.1f} MB, " if needed_bytes else ""
+        raise DiskFullError(f"{path}: no space left on the device of {folder} ({needs}"
+                            f"{_free_megabytes(folder):.1f} MB are free); the previous file, if any, "
+                            "is unchanged") from None
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def write_text(path, text):
+    """Write the string ``text`` to ``path`` atomically (UTF-8)."""
+    with atomic_write(path) as temporary:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    return path
+
+
+def write_lines(path, lines):
+    """Write ``lines`` (strings without newlines) to ``path``, one a line, atomically."""
+    return write_text(path, "".join(line + "\n" for line in lines))
+
+
+def is_temporary_name(name):
+    """True for the file names :func:`atomic_write` gives its temporary files."""
+    return bool(_TEMPORARY_NAME.match(name))
+
+
+def remove_stale_temporaries(folder):
+    """Delete the temporary files a killed :func:`atomic_write` left in ``folder``; return their names."""
+    if not os.path.isdir(folder):
+        return []
+    removed = []
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if is_temporary_name(name) and os.path.isfile(path):
+            os.remove(path)
+            removed.append(name)
+    return removed
+
+
+def make_folder(folder, setting=None):
+    """Create ``folder`` (and its parents); an :class:`OutputError` names it when that fails.
+
+    ``setting`` names the option the folder came from, for the message.
+    """
+    where = f"{setting}: " if setting else ""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise OutputError(f"{where}{folder} exists and is not a folder")
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"{where}cannot create the folder {folder} ({error.strerror})") from None
+    return folder
+
+
+def check_writable_folder(folder, setting=None):
+    """Create ``folder`` if needed and check a file can be written in it; OutputError if not."""
+    make_folder(folder, setting)
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        where = f"{setting}: " if setting else ""
+        raise OutputError(f"{where}cannot write in the folder {folder} ({error.strerror})") from None
+    return folder
+
+
+def check_writable_file(path, setting=None):
+    """Check that the file ``path`` can be written (its folder is made); OutputError if not."""
+    where = f"{setting}: " if setting else ""
+    if os.path.isdir(path):
+        raise OutputError(f"{where}{path} is a folder, expected a file name")
+    check_writable_folder(os.path.dirname(os.path.abspath(path)), setting)
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise OutputError(f"{where}the file {path} is not writable")
+    return path
+
+
+def list_files(root, suffix):
+    """Sorted '/'-separated paths, relative to ``root``, of the files under it ending in ``suffix``.
+
+    The suffix is compared without regard to case (``.wav`` finds ``A.WAV``). Folders
+    are descended at any depth, following symbolic links; names starting with '.' (hidden
+    files and folders, archiver metadata, unfinished writes) are skipped.
+    """
+    suffix = suffix.lower()
+    found = []
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+        relative_folder = os.path.relpath(folder, root)
+        for name in names:
+            if not name.startswith(".") and name.lower().endswith(suffix):
+                relative = name if relative_folder == "." else os.path.join(relative_folder, name)
+                found.append(relative.replace(os.sep, "/"))
+    return sorted(found)
