@@ -1,14 +1,16 @@
-"""Export the ECAPA-TDNN embedding network for fixed-length inference.
+"""Export the embedding network (the ``model`` setting, ECAPA-TDNN by default) for fixed-length inference.
 
     python export.py --checkpoint_path CKPT [--file_format MINDIR|AIR|ONNX] [--file_name NAME]
                      [--length N] [--conv_impl native] [--config FILE.yaml]
 
-Builds the embedding network of the configured size, loads a training or exported-weights
+Builds the configured embedding network, loads a training or exported-weights
 checkpoint (``--checkpoint_path``, else the ``model_path`` setting) and writes
 ``<file_name>.<format>`` with one float32 input (1, length, in_channels) and one output
 (1, emb_size). The convolution formulation is ``conv_impl`` ('auto' = the device's); for
-Ascend 310 export with ``--conv_impl native``, which also works from a CPU machine. ONNX
-always uses 'shifted'; AIR needs an Ascend device.
+Ascend 310 export with ``--conv_impl native``, which also works from a CPU machine. AIR
+needs an Ascend device. ONNX is attempted with 'shifted', but MindSpore 2.10's ONNX
+exporter cannot convert this network's PadV3 and Rsqrt operators, so the attempt stops
+with an error naming the exporter's complaint.
 
 The exported file is then checked: a MindIR is loaded back (as the CPU runner loads it), an
 ONNX file is run with onnxruntime when installed, and its output on a random input must
@@ -20,12 +22,14 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from src.checkpoint import load_embedding_weights  # noqa: E402
 from src.cli import run_main  # noqa: E402
 from src.config import ConfigError, load_config  # noqa: E402
+from src.fileio import check_writable_file  # noqa: E402
 from src.inference.exporter import (CHECK_TOLERANCE, ExportError, ExportMismatchError,  # noqa: E402
-                                    check_mindir, check_onnx, export_network, onnx_conv_impl)
-from src.model.ecapa_tdnn import build_embedding_network  # noqa: E402
-from src.model.weights import load_embedding_weights  # noqa: E402
+                                    check_mindir, check_onnx, export_network, export_path, onnx_conv_impl)
+from src.inference.fixed_length import check_fixed_length  # noqa: E402
+from src.model import build_embedding_network  # noqa: E402
 from src.runtime import conv_impl, init_context  # noqa: E402
 
 
@@ -54,12 +58,14 @@ def check_exported(path, file_format, network, input_shape):
               f"{difference:.3g} (tolerance {CHECK_TOLERANCE:g} x largest output)")
 
 
-def main():
-    config, args = load_config(description="Export the ECAPA-TDNN embedding network",
-                               add_arguments=add_arguments)
+def main(argv=None):
+    """Export with the settings of ``argv`` (default: the command line)."""
+    config, args = load_config(argv, description="Export the embedding network", add_arguments=add_arguments)
     checkpoint = args.checkpoint_path or config.model_path
     if not checkpoint:
         raise ConfigError("checkpoint_path: no checkpoint given; pass --checkpoint_path or set model_path")
+    check_fixed_length(config.length)
+    check_writable_file(export_path(config.file_name, config.file_format), "file_name")
     device = init_context(config)
     if config.file_format == "AIR" and device != "Ascend":
         raise ExportError(f"file_format: AIR files can only be exported on an Ascend device, this run is on "

@@ -8,8 +8,9 @@ from src.cli import run_main  # noqa: E402
 from src.config import load_config  # noqa: E402
 
 
-def main():
-    config, _ = load_config(description="Train ECAPA-TDNN speaker embeddings with AAM-softmax.")
+def main(argv=None):
+    """Train with the settings of ``argv`` (default: the command line)."""
+    config, _ = load_config(argv, description="Train a speaker embedding network (default ECAPA-TDNN, AAM-softmax).")
     from src.train.trainer import train
 
     train(config)

@@ -28,7 +28,7 @@ from src.config import load_config  # noqa: E402
 from src.data.audio import SAMPLE_RATE  # noqa: E402
 from src.data.features import log_mel  # noqa: E402
 from src.evaluation.embeddings import EmbeddingExtractor  # noqa: E402
-from src.model.ecapa_tdnn import build_embedding_network  # noqa: E402
+from src.model import build_embedding_network  # noqa: E402
 from src.runtime import conv_impl, init_context  # noqa: E402
 
 

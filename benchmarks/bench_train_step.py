@@ -29,12 +29,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from mindspore import Tensor, nn, ops  # noqa: E402
 
 from src.config import load_config  # noqa: E402
-from src.model.aam_softmax import AAMSoftmax, SpeakerLoss  # noqa: E402
-from src.model.ecapa_tdnn import SqueezeExcitation, build_embedding_network  # noqa: E402
+from src.model import build_embedding_network, build_head  # noqa: E402
+from src.model.ecapa_tdnn import SqueezeExcitation  # noqa: E402
 from src.model.layers import TimeConv1d  # noqa: E402
-from src.runtime import amp_level, conv_impl, init_context  # noqa: E402
+from src.model.speaker_loss import SpeakerLoss  # noqa: E402
+from src.runtime import amp_level, apply_mixed_precision, conv_impl, init_context  # noqa: E402
 from src.train.step import TrainStep  # noqa: E402
-from src.train.trainer import apply_mixed_precision  # noqa: E402
 
 REFERENCE_SHAPE = (3200, 1024, 1024)  # rows, inner size, columns of the reference product
 REFERENCE_CALLS = 3  # reference products timed after each step; the fastest counts
@@ -107,7 +107,7 @@ def build_step(config, device, batch):
     """(TrainStep cell, features, labels, network, head) for one batch size."""
     network = apply_mixed_precision(build_embedding_network(config, conv_impl(config, device)),
                                     amp_level(config, device))
-    head = AAMSoftmax(config.emb_size, config.class_num, config.aam_margin, config.aam_scale)
+    head = build_head(config, config.class_num)
     loss_net = SpeakerLoss(network, head)
     optimizer = nn.Adam(loss_net.trainable_params(), learning_rate=config.max_lrate,
                         weight_decay=config.weight_decay)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import yaml
 
+from src.cli import ArgumentParser
 from src.errors import InputError
 
 
@@ -41,10 +42,6 @@ def _non_negative(value):
     return None if value >= 0 else "must be >= 0"
 
 
-def _probability(value):
-    return None if 0.0 <= value <= 1.0 else "must be within [0, 1]"
-
-
 SETTINGS = {
     # Device and run
     "device_target": Setting("auto", str, "Device: auto picks Ascend, then GPU, then CPU",
@@ -59,6 +56,8 @@ SETTINGS = {
                          choices=("auto", "O0", "O1", "O2", "O3")),
     "num_threads": Setting(0, int, "CPU intra-op threads; 0 = all cores", _non_negative),
     # Network
+    "model": Setting("ecapa_tdnn", str, "Embedding network, by its registered name (src/model/)"),
+    "head": Setting("aam", str, "Margin head of training, by its registered name (src/model/)"),
     "in_channels": Setting(80, int, "Log-mel bands fed to the network", _positive),
     "channels": Setting(1024, int, "Channels of the SE-Res2Blocks", _positive),
     "mfa_channels": Setting(1536, int, "Channels after multi-layer feature aggregation", _positive),
@@ -102,8 +101,10 @@ SETTINGS = {
     "keep_checkpoint_max": Setting(80, int, "Checkpoints kept (oldest deleted first)", _positive),
     "save_checkpoint_steps": Setting(0, int, "Also save every this many steps; 0 = per epoch only",
                                      _non_negative),
-    "resume": Setting("", str, "'' starts fresh; 'auto' resumes the newest checkpoint in "
-                      "ckpt_save_dir; or a checkpoint path"),
+    "resume": Setting("", str, "'' starts fresh; 'auto' resumes the checkpoint that ckpt_save_dir/last "
+                      "names; or a checkpoint path"),
+    "overwrite_checkpoints": Setting(False, bool, "Let a fresh run delete the checkpoints another run left "
+                                     "in ckpt_save_dir (otherwise it stops)"),
     "log_interval": Setting(20, int, "Log a line every this many steps", _positive),
     "max_steps": Setting(0, int, "Stop after this many steps in total; 0 = run all epochs", _non_negative),
     # Evaluation and inference
@@ -187,8 +188,6 @@ def _check(values):
                 raise ConfigError(f"{key}: {value!r} {problem}")
     if values["base_lrate"] > values["max_lrate"]:
         raise ConfigError(f"base_lrate: {values['base_lrate']} is above max_lrate {values['max_lrate']}")
-    if values["channels"] % values["scale"]:
-        raise ConfigError(f"channels: {values['channels']} is not divisible by scale {values['scale']}")
     weights = ("aug_clean", "aug_reverb", "aug_noise", "aug_babble", "aug_music")
     if values["augment"] and not any(values[key] > 0 for key in weights):
         raise ConfigError("aug_clean: all augmentation weights are 0 while augment is true")
@@ -213,8 +212,7 @@ def _read_yaml(path):
 
 def build_parser(description, add_arguments=None):
     """An argparse parser with ``--config``, every setting as ``--key``, and script extras."""
-    parser = argparse.ArgumentParser(description=description, allow_abbrev=False,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--config", default="", help="YAML file of settings")
     if add_arguments is not None:
         add_arguments(parser)

@@ -1,12 +1,15 @@
-"""Device selection and MindSpore context set-up shared by every entry script."""
+"""Where and how MindSpore runs: device, launcher, convolution formulation, mixed precision.
+
+Shared by every entry script. Distributed runs are started once per device from an HCCL
+rank table on Ascend (RANK_SIZE, RANK_ID, DEVICE_ID in the environment), or by ``msrun``
+on GPU and CPU (MS_WORKER_NUM and friends); every process holds a full model copy.
+"""
 import contextlib
 import os
 
 import mindspore as ms
 
 from src.config import ConfigError
-from src.model.layers import conv_impl_for_device
-from src.train.distributed import launcher_device_id
 
 DEVICE_PREFERENCE = ("Ascend", "GPU")
 
@@ -65,6 +68,31 @@ def init_context(config, distributed=False):
     return device
 
 
+def launched_distributed():
+    """True when this process is one worker of a multi-process launch."""
+    return int(os.environ.get("MS_WORKER_NUM", "1")) > 1 or int(os.environ.get("RANK_SIZE", "1")) > 1
+
+
+def launcher_device_id():
+    """The device index a rank-table launcher assigned (DEVICE_ID), or None."""
+    value = os.environ.get("DEVICE_ID")
+    return int(value) if value is not None else None
+
+
+def init_data_parallel():
+    """Join the process group and switch on data parallelism; returns (rank, group_size)."""
+    from mindspore.communication import get_group_size, get_rank, init
+
+    init()
+    ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True)
+    return get_rank(), get_group_size()
+
+
+def conv_impl_for_device(device_target):
+    """The faster convolution formulation for a device: 'shifted' on CPU, else 'native'."""
+    return "shifted" if device_target == "CPU" else "native"
+
+
 def conv_impl(config, device):
     """The convolution formulation to build: the configured one, or the device's faster one."""
     return conv_impl_for_device(device) if config.conv_impl == "auto" else config.conv_impl
@@ -75,3 +103,18 @@ def amp_level(config, device):
     if config.amp_level != "auto":
         return config.amp_level
     return "O0" if device == "CPU" else "O2"
+
+
+def apply_mixed_precision(network, level):
+    """Cast ``network`` for mixed-precision ``level`` (O0 leaves it in float32).
+
+    Cells whose class sets ``keeps_float32 = True`` (the batch norms, whose statistics
+    need float32) are kept in float32.
+    """
+    if level == "O0":
+        return network
+    network = ms.amp.auto_mixed_precision(network, level)
+    for _, cell in network.cells_and_names():
+        if getattr(cell, "keeps_float32", False):
+            cell.to_float(ms.float32)
+    return network

@@ -1,15 +1,11 @@
 """Synthetic speakers, lists and tiny checkpoints for the evaluation tests."""
 import os
 
-from conftest import TINY_NETWORK, speaker_wave
+from fixtures import TINY_NETWORK, speaker_wave
+from src.checkpoint import save_checkpoint
 from src.data.audio import write_audio
-from src.model.aam_softmax import AAMSoftmax, SpeakerLoss
-from src.model.ecapa_tdnn import ECAPA_TDNN
-from src.model.weights import save_checkpoint_atomic
-
-def tiny_network(impl="shifted"):
-    """A randomly initialised ECAPA_TDNN of TINY_NETWORK sizes."""
-    return ECAPA_TDNN(impl=impl, **TINY_NETWORK)
+from src.model.aam_softmax import AAMSoftmax
+from src.model.speaker_loss import SpeakerLoss
 
 
 def write_corpus(root, num_speakers, per_speaker, rng, prefix="spk"):
@@ -47,5 +43,5 @@ def write_train_list(path, corpus):
 
 def save_training_checkpoint(network, path, class_num=3):
     """Save ``network`` inside a SpeakerLoss cell (prefix 'embedding_network.') with an AAM head."""
-    save_checkpoint_atomic(SpeakerLoss(network, AAMSoftmax(TINY_NETWORK["emb_size"], class_num)), path,
+    save_checkpoint(SpeakerLoss(network, AAMSoftmax(TINY_NETWORK["emb_size"], class_num)), path,
                            append_dict={"epoch": 1})

@@ -1,23 +1,18 @@
 """Training data pipeline: sampling, sharding, resuming, labels and bad input."""
 import os
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from conftest import write_tone_corpus
+from fixtures import training_settings, write_tone_corpus
 from src.data.audio import SAMPLE_RATE, write_audio
 from src.data.dataset import (DataError, DrawSampler, TrainingSamples, create_train_dataset,
                               load_training_list)
 from src.data.features import log_mel
+from src.data.lists import ListFormatError
 
 
-def _config(root, list_path, **overrides):
-    values = dict(train_list=list_path, train_path=os.path.join(root, "train", "wav"), class_num=4,
-                  max_bad_audio=0, minibatch_size=4, segment_frames=50, seed=7, num_epochs=2,
-                  augment=False, num_workers=2)
-    values.update(overrides)
-    return SimpleNamespace(**values)
+_config = training_settings
 
 
 def test_each_epoch_is_a_permutation_dealt_to_ranks():
@@ -118,3 +113,24 @@ def test_dataset_batches_have_the_promised_shapes(tmp_path):
     assert features.shape == (2, 50, 80) and labels.dtype == np.int32
     with pytest.raises(DataError, match="minibatch_size: 4 is not divisible by the 3 devices"):
         create_train_dataset(config, rank=0, group_size=3)
+
+
+def test_a_list_path_leaving_train_path_is_refused(tmp_path):
+    list_path = write_tone_corpus(tmp_path, num_speakers=2, utterances=2)
+    (tmp_path / "outside.wav").write_bytes(b"")
+    with open(list_path, "a", encoding="utf-8") as handle:
+        handle.write("id00001 id00001/../../../outside.wav\n")
+    with pytest.raises(ListFormatError, match=r"train.txt:5: utterance 'id00001/\.\./\.\./\.\./outside\.wav' "
+                                              r"leaves the train_path folder"):
+        load_training_list(_config(tmp_path, list_path, class_num=2))
+
+
+def test_repeated_list_lines_are_counted_in_a_warning(tmp_path, caplog):
+    list_path = write_tone_corpus(tmp_path, num_speakers=2, utterances=2)
+    lines = open(list_path, encoding="utf-8").read().splitlines()
+    with open(list_path, "a", encoding="utf-8") as handle:
+        handle.write("\n".join([lines[0], lines[0], lines[3]]) + "\n")
+    with caplog.at_level("WARNING"):
+        utterances, _ = load_training_list(_config(tmp_path, list_path, class_num=2))
+    assert len(utterances) == 7
+    assert "3 lines repeat an utterance listed before (e.g. id00000/v0/00000.wav)" in caplog.text

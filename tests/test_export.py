@@ -9,23 +9,22 @@ import mindspore as ms
 from mindspore import Tensor, nn
 
 import export
+from fixtures import TINY_NETWORK, TINY_NETWORK_ARGS, tiny_network
+from src.checkpoint import EMBEDDING_PREFIX, CheckpointError, save_checkpoint
 from src.config import ConfigError
 from src.inference.exporter import (ExportError, ExportMismatchError, check_mindir, check_onnx,
                                     export_network, export_path, onnx_conv_impl)
 from src.inference.model_file import load_graph_cell, mindir_shapes
-from src.model.ecapa_tdnn import ECAPA_TDNN
-from src.model.weights import EMBEDDING_PREFIX, CheckpointError, save_checkpoint_atomic
 
-TINY = {"channels": 8, "mfa_channels": 12, "attention_channels": 4, "se_channels": 2, "scale": 2,
-        "emb_size": 4}
-TINY_ARGS = [f"--{key}={value}" for key, value in TINY.items()] + ["--device_target=CPU"]
+TINY_ARGS = [*TINY_NETWORK_ARGS, "--device_target=CPU"]
+EMB_SIZE = TINY_NETWORK["emb_size"]
 LENGTH = 40
 SHAPE = (1, LENGTH, 80)
 
 
-def tiny_network(impl="shifted", seed=0):
+def random_network(impl="shifted", seed=0):
     """A tiny network in inference mode whose every parameter (BN statistics too) is random."""
-    network = ECAPA_TDNN(**TINY, impl=impl)
+    network = tiny_network(impl=impl)
     rng = np.random.default_rng(seed)
     for name, parameter in network.parameters_dict().items():
         values = 0.3 * rng.standard_normal(parameter.shape)
@@ -48,7 +47,7 @@ def mindir_operators(path):
 
 @pytest.fixture(scope="module")
 def reference():
-    return tiny_network()
+    return random_network()
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +55,9 @@ def training_checkpoint(tmp_path_factory, reference):
     """A training-style checkpoint: prefixed embedding parameters plus a head parameter."""
     entries = [{"name": EMBEDDING_PREFIX + name, "data": parameter}
                for name, parameter in reference.parameters_dict().items()]
-    entries.append({"name": "head.weight", "data": Tensor(np.ones((3, 4), np.float32))})
+    entries.append({"name": "head.weight", "data": Tensor(np.ones((3, EMB_SIZE), np.float32))})
     path = tmp_path_factory.mktemp("ckpt") / "ecapa-1_10.ckpt"
-    save_checkpoint_atomic(entries, str(path))
+    save_checkpoint(entries, str(path))
     return path
 
 
@@ -80,7 +79,7 @@ def shifted_export(tmp_path_factory, training_checkpoint):
 def test_export_writes_a_mindir_that_reproduces_the_checkpoint(shifted_export, reference):
     path, printed = shifted_export
 
-    assert mindir_shapes(path) == (SHAPE, (1, 4))
+    assert mindir_shapes(path) == (SHAPE, (1, EMB_SIZE))
     assert f"exported {path}:" in printed and "conv_impl shifted" in printed
     assert "MINDIR output vs checkpoint network on a random input: max abs difference" in printed
     assert "Conv2D" not in mindir_operators(path)
@@ -107,7 +106,7 @@ def test_model_path_setting_is_the_default_checkpoint(monkeypatch, tmp_path):
 
 
 def test_check_fails_for_a_mindir_of_other_weights(tmp_path, reference):
-    path = export_network(tiny_network(seed=1), SHAPE, str(tmp_path / "other"), "MINDIR")
+    path = export_network(random_network(seed=1), SHAPE, str(tmp_path / "other"), "MINDIR")
     with pytest.raises(ExportMismatchError, match=r"other\.mindir: output differs from the network's by up to"):
         check_mindir(path, reference, SHAPE)
 

@@ -5,8 +5,11 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 
 from src.model.aam_softmax import AAMSoftmax
-from src.model.ecapa_tdnn import ECAPA_TDNN, AttentiveStatsPooling, SqueezeExcitation, count_parameters
-from src.model.layers import ChannelBatchNorm, TDNNBlock, TimeConv1d, conv_impl_for_device
+from fixtures import tiny_network
+from src.model import count_parameters
+from src.model.ecapa_tdnn import ECAPA_TDNN, AttentiveStatsPooling, SqueezeExcitation
+from src.model.layers import ChannelBatchNorm, TDNNBlock, TimeConv1d
+from src.runtime import conv_impl_for_device
 
 
 def numpy_conv(x, weight, bias, dilation):
@@ -27,9 +30,8 @@ def numpy_conv(x, weight, bias, dilation):
 GRAD_TOLERANCE = 1e-3
 
 
-def tiny_network(impl):
-    return ECAPA_TDNN(in_channels=12, channels=16, mfa_channels=24, attention_channels=8,
-                      se_channels=4, scale=4, emb_size=6, impl=impl)
+def twelve_band_network(impl):
+    return tiny_network(in_channels=12, impl=impl, emb_size=6)
 
 
 def test_default_network_has_14_7_million_parameters():
@@ -83,7 +85,7 @@ def _output_and_gradients(network, x):
 
 
 def test_shifted_and_native_networks_agree_in_output_and_gradients(rng):
-    shifted, native = tiny_network("shifted"), tiny_network("native")
+    shifted, native = twelve_band_network("shifted"), twelve_band_network("native")
     ms.load_param_into_net(native, {p.name: ms.Parameter(p.data.copy(), p.name)
                                     for p in shifted.get_parameters()})
     x = rng.standard_normal((3, 20, 12)).astype(np.float32)
@@ -146,7 +148,7 @@ def test_batch_norm_training_and_inference_match_numpy(rng):
 
 
 def test_embedding_does_not_depend_on_other_utterances_in_eval_mode(rng):
-    network = tiny_network("shifted")
+    network = twelve_band_network("shifted")
     network.set_train(False)
     x = rng.standard_normal((3, 20, 12)).astype(np.float32)
     together = network(Tensor(x)).asnumpy()
@@ -210,7 +212,7 @@ def test_aam_is_finite_at_cosine_plus_minus_one(sign):
 def test_repeated_gradient_calls_are_identical(rng):
     """Gradients depend only on weights and input: no kernel may carry state between calls
     of the same compiled graph (ops.pad's CPU gradient once did)."""
-    network = tiny_network("shifted")
+    network = twelve_band_network("shifted")
     x = Tensor(rng.standard_normal((2, 16, 12)).astype(np.float32))
     network.set_train(False)
     projection = rng.standard_normal(network(x).shape).astype(np.float32)
@@ -393,4 +395,4 @@ def test_training_flops_match_a_hand_count():
     attention = 2 * rows * 24 * 8 + 2 * batch * 48 * 8  # frame third per frame, statistics per utterance
     logits, fc, head = 2 * rows * 8 * 24, 2 * batch * 48 * 6, 2 * batch * 6 * 5
     forward = layer1 + 3 * se_block + mfa + attention + logits + fc + head
-    assert training_flops(tiny_network("shifted"), AAMSoftmax(6, 5), batch, 10) == (forward, 2 * forward - layer1)
+    assert training_flops(twelve_band_network("shifted"), AAMSoftmax(6, 5), batch, 10) == (forward, 2 * forward - layer1)

@@ -2,6 +2,7 @@
 
 The 2-process data-parallel run is tested through its launcher in test_train_scripts.py.
 """
+import errno
 import os
 import re
 import shutil
@@ -15,17 +16,17 @@ import numpy as np
 import pytest
 from mindspore import Tensor, nn
 
-from conftest import REPO_ROOT, TINY_NETWORK_ARGS, write_tone_corpus
-from src.model.aam_softmax import AAMSoftmax, SpeakerLoss
-from src.model.ecapa_tdnn import ECAPA_TDNN
-from src.model.weights import read_checkpoint
-from src.train.checkpoint import CheckpointManager
+from fixtures import REPO_ROOT, TINY_NETWORK_ARGS, tiny_network, write_tone_corpus
+from src.checkpoint import read_checkpoint
+from src.model.aam_softmax import AAMSoftmax
+from src.model.speaker_loss import SpeakerLoss
+from src.fileio import DiskFullError, OutputError
+from src.train.checkpoint import CheckpointError, CheckpointManager, TrainingState, prepare_checkpoint_folder
 from src.train.step import TrainStep
 
 
 def _tiny_step(learning_rate=3e-3, grad_clip=5.0):
-    network = ECAPA_TDNN(in_channels=10, channels=16, mfa_channels=24, attention_channels=8, se_channels=4,
-                         scale=4, emb_size=8)
+    network = tiny_network(in_channels=10)
     loss_net = SpeakerLoss(network, AAMSoftmax(8, 4))
     optimizer = nn.Adam(loss_net.trainable_params(), learning_rate=learning_rate)
     step = TrainStep(loss_net, optimizer, grad_clip=grad_clip)
@@ -132,6 +133,7 @@ def test_sigkill_then_resume_continues_exactly(corpus, tmp_path):
     ("class_num", r"^error: class_num: set to 5 but .*train.txt has 4 speakers$"),
     ("malformed", r"^error: .*train.txt:3: expected '<speaker> <relative/path.wav>', got 'id00000'$"),
     ("missing", r"^error: .*train.txt: 1 listed files are missing under .* \(e.g. id00003/v0/00009.wav\)"),
+    ("unreadable", r"^error: 2 unreadable training files \(max_bad_audio is 1\); last: .*: cannot read audio"),
 ])
 def test_bad_training_input_stops_with_one_line(corpus, tmp_path, problem, message):
     root = tmp_path / "data"
@@ -140,6 +142,10 @@ def test_bad_training_input_stops_with_one_line(corpus, tmp_path, problem, messa
     lines = (root / "train.txt").read_text().splitlines()
     if problem == "class_num":
         extra = ["--class_num=5"]
+    elif problem == "unreadable":
+        for name in ("id00001/v0/00000.wav", "id00002/v0/00001.wav"):
+            (root / "train" / "wav" / name).write_bytes(b"not audio")
+        extra = ["--max_bad_audio=1"]
     elif problem == "malformed":
         lines[2] = "id00000"
     else:
@@ -155,12 +161,11 @@ def test_bad_training_input_stops_with_one_line(corpus, tmp_path, problem, messa
 
 def test_mixed_precision_network_trains_and_matches_float32(rng):
     """Under O2 the layers run in float16 with float32 weights and batch-norm statistics."""
-    from src.train.trainer import apply_mixed_precision
+    from src.runtime import apply_mixed_precision
 
     def build():
         ms.set_seed(3)
-        return ECAPA_TDNN(in_channels=10, channels=16, mfa_channels=24, attention_channels=8, se_channels=4,
-                          scale=4, emb_size=8)
+        return tiny_network(in_channels=10)
 
     reference, half = build(), apply_mixed_precision(build(), "O2")
     features = Tensor(rng.standard_normal((4, 30, 10)).astype(np.float32))
@@ -174,3 +179,133 @@ def test_mixed_precision_network_trains_and_matches_float32(rng):
     step.set_train(True)
     loss, _, skipped, _ = step(features, Tensor(np.array([0, 1, 2, 3], np.int32)))
     assert np.isfinite(float(loss.asnumpy())) and not bool(skipped.asnumpy())
+
+
+# ---- one run per checkpoint folder, resuming, writing (unit level) ----
+
+def _fake_checkpoint(folder, name, content=b"weights"):
+    os.makedirs(folder, exist_ok=True)
+    (folder / name).write_bytes(content)
+
+
+def test_fresh_run_refuses_a_folder_holding_another_runs_checkpoints(tmp_path):
+    _fake_checkpoint(tmp_path, "ecapa-1_4.ckpt")
+    _fake_checkpoint(tmp_path, "ecapa-2_4.ckpt")
+    with pytest.raises(CheckpointError) as caught:
+        prepare_checkpoint_folder(str(tmp_path), "")
+    message = str(caught.value)
+    assert message.startswith(f"ckpt_save_dir: {tmp_path} already holds 2 checkpoints of another run")
+    assert "ecapa-1_4.ckpt, ecapa-2_4.ckpt" in message
+    assert "--resume=auto" in message and "--ckpt_save_dir" in message and "--overwrite_checkpoints=true" in message
+    assert (tmp_path / "ecapa-1_4.ckpt").read_bytes() == b"weights"
+
+
+def test_overwrite_setting_deletes_the_earlier_run(tmp_path):
+    _fake_checkpoint(tmp_path, "ecapa-1_4.ckpt")
+    (tmp_path / "last").write_text("ecapa-1_4.ckpt\n")
+    (tmp_path / "best").write_text("ecapa-1_4.ckpt 0.5\n")
+    (tmp_path / "notes.txt").write_text("kept")
+    assert prepare_checkpoint_folder(str(tmp_path), "", overwrite=True) is None
+    assert sorted(os.listdir(tmp_path)) == ["notes.txt"]
+
+
+def test_resume_auto_follows_last_not_the_highest_name(tmp_path):
+    for name in ("ecapa-1_3.ckpt", "ecapa-2_3.ckpt", "ecapa-9_9.ckpt"):
+        _fake_checkpoint(tmp_path, name)
+    (tmp_path / "last").write_text("ecapa-2_3.ckpt\n")
+    assert prepare_checkpoint_folder(str(tmp_path), "auto") == str(tmp_path / "ecapa-2_3.ckpt")
+    (tmp_path / "last").write_text("ecapa-7_1.ckpt\n")
+    with pytest.raises(CheckpointError, match="names ecapa-7_1.ckpt, which is not in"):
+        prepare_checkpoint_folder(str(tmp_path), "auto")
+
+
+def test_resume_auto_in_an_empty_folder_says_it_starts_fresh(tmp_path, caplog):
+    with caplog.at_level("INFO"):
+        assert prepare_checkpoint_folder(str(tmp_path / "new"), "auto") is None
+    assert "no checkpoint in" in caplog.text and "starting a fresh run" in caplog.text
+
+
+def test_explicit_resume_into_a_folder_of_another_run_is_refused(tmp_path):
+    _fake_checkpoint(tmp_path / "a", "ecapa-1_4.ckpt")
+    _fake_checkpoint(tmp_path / "b", "ecapa-5_4.ckpt")
+    assert prepare_checkpoint_folder(str(tmp_path / "a"), str(tmp_path / "a" / "ecapa-1_4.ckpt")) \
+        == str(tmp_path / "a" / "ecapa-1_4.ckpt")
+    assert prepare_checkpoint_folder(str(tmp_path / "c"), str(tmp_path / "a" / "ecapa-1_4.ckpt")) \
+        == str(tmp_path / "a" / "ecapa-1_4.ckpt")
+    with pytest.raises(CheckpointError, match="already holds 1 checkpoints of another run"):
+        prepare_checkpoint_folder(str(tmp_path / "b"), str(tmp_path / "a" / "ecapa-1_4.ckpt"))
+
+
+def test_rotation_touches_only_the_runs_own_files(tmp_path):
+    _fake_checkpoint(tmp_path, "toy-9_9.ckpt")
+    _fake_checkpoint(tmp_path, "ecapa-99_1.ckpt.bak")
+    cell = nn.Dense(2, 2)
+    manager = CheckpointManager(str(tmp_path), keep_max=1, prefix="ecapa")
+    for step in range(1, 4):
+        manager.save(cell, step, 1, step)
+    assert manager.checkpoints() == ["ecapa-3_1.ckpt"]
+    assert (tmp_path / "toy-9_9.ckpt").is_file() and (tmp_path / "ecapa-99_1.ckpt.bak").is_file()
+
+
+def test_leftover_temporaries_are_removed_and_the_folder_must_be_usable(tmp_path):
+    (tmp_path / ".ecapa-2_1.ckpt.abc123xy.part.ckpt").write_bytes(b"torn")
+    (tmp_path / ".last.q1w2e3r4.part").write_text("torn")
+    (tmp_path / ".hidden_note").write_text("not ours")
+    prepare_checkpoint_folder(str(tmp_path), "")
+    assert sorted(os.listdir(tmp_path)) == [".hidden_note"]
+    (tmp_path / "file").write_text("")
+    with pytest.raises(OutputError, match=r"^ckpt_save_dir: .*file exists and is not a folder$"):
+        prepare_checkpoint_folder(str(tmp_path / "file"), "")
+    with pytest.raises(OutputError, match=r"^ckpt_save_dir: cannot create the folder .*file/sub"):
+        prepare_checkpoint_folder(str(tmp_path / "file" / "sub"), "")
+
+
+def test_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    cell = nn.Dense(4, 3)
+    manager = CheckpointManager(str(tmp_path), keep_max=5)
+    manager.save(cell, 1, 2, 2, epoch_loss=1.0)
+    before = {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)}
+
+    def fill_the_disk(parameters, path, append_dict=None):
+        with open(path, "wb") as handle:
+            handle.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ms, "save_checkpoint", fill_the_disk)
+    with pytest.raises(DiskFullError) as caught:
+        manager.save(cell, 2, 2, 4, epoch_loss=0.5)
+    assert re.search(r"ecapa-2_2\.ckpt: no space left .* needs about 0\.0 MB", str(caught.value))
+    assert {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)} == before
+
+
+def test_resume_with_another_batch_size_or_epoch_count_is_refused(tmp_path):
+    cell = nn.Dense(2, 2)
+    manager = CheckpointManager(str(tmp_path), keep_max=2)
+    run = {"minibatch_size": 4, "num_epochs": 2, "group_size": 1, "steps_per_epoch": 3}
+    path = manager.save(cell, 1, 3, 3, run_settings=run)
+    state = TrainingState(path)
+    state.check_run_settings(run)
+    for key, value, named in (("minibatch_size", 8, "minibatch_size"), ("num_epochs", 3, "num_epochs"),
+                              ("group_size", 2, "the number of devices"),
+                              ("steps_per_epoch", 5, "the train_list")):
+        with pytest.raises(CheckpointError) as caught:
+            state.check_run_settings({**run, key: value})
+        assert f"was trained with {key} {run[key]}, this run has {value}" in str(caught.value)
+        assert f"Resume with the same {named}" in str(caught.value)
+
+
+def test_second_run_into_a_used_folder_stops_with_one_line_and_keeps_its_files(corpus, tmp_path):
+    first = _run(_train_command(corpus, tmp_path / "ckpt", "--num_epochs=1"), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    finished = {name: (tmp_path / "ckpt" / name).read_bytes() for name in os.listdir(tmp_path / "ckpt")}
+    second = _run(_train_command(corpus, tmp_path / "ckpt", "--num_epochs=1", "--seed=9"), cwd=tmp_path)
+    errors = [line for line in second.stderr.splitlines() if line.startswith("error")]
+    assert second.returncode == 1 and len(errors) == 1 and "Traceback" not in second.stderr
+    assert re.match(r"^error: ckpt_save_dir: .* already holds 1 checkpoints of another run \(ecapa-1_3.ckpt\)",
+                    errors[0])
+    resized = _run(_train_command(corpus, tmp_path / "ckpt", "--num_epochs=1", "--minibatch_size=2",
+                                  "--resume=auto"), cwd=tmp_path)
+    errors = [line for line in resized.stderr.splitlines() if line.startswith("error")]
+    assert resized.returncode == 1 and len(errors) == 1
+    assert "was trained with minibatch_size 4, this run has 2" in errors[0]
+    assert {name: (tmp_path / "ckpt" / name).read_bytes() for name in os.listdir(tmp_path / "ckpt")} == finished

@@ -10,6 +10,7 @@ scheduling.
 import logging
 import os
 import threading
+from collections import Counter
 
 import numpy as np
 
@@ -17,6 +18,7 @@ from src.data.audio import AudioError, crop_or_pad, read_audio
 from src.data.augment import Augmenter
 from src.data.features import log_mel, samples_for_frames
 from src.data.lists import read_train_list
+from src.data.speech_content import RULE, measure
 from src.errors import InputError
 
 LOGGER = logging.getLogger(__name__)
@@ -30,9 +32,15 @@ def load_training_list(config):
     """Read train_list, check class_num against its speakers and that every file exists.
 
     Missing files are dropped with a warning while there are at most ``max_bad_audio``
-    of them; more stop training with an error listing the first ones.
+    of them; more stop training with an error listing the first ones. Lines that repeat
+    an utterance are kept (it is drawn as often as listed) and counted in a warning.
     """
     train_list = read_train_list(config.train_list)
+    repeated = len(train_list.utterances) - len(set(train_list.utterances))
+    if repeated:
+        first = next(utterance for utterance, count in Counter(train_list.utterances).items() if count > 1)
+        LOGGER.warning("%s: %d lines repeat an utterance listed before (e.g. %s); each line is trained on",
+                       config.train_list, repeated, first)
     if len(train_list.speakers) != config.class_num:
         raise DataError(f"class_num: set to {config.class_num} but {config.train_list} has "
                         f"{len(train_list.speakers)} speakers")
@@ -92,8 +100,11 @@ class DrawSampler:
 class TrainingSamples:
     """Random-access source: draw -> (log-mel (segment_frames, 80) float32, label int32).
 
-    An unreadable file is logged and replaced by the next utterance of the list (with
-    that utterance's own label); more than ``max_bad_audio`` of them stop training.
+    An unreadable file, or one without any active speech (silence, see
+    :mod:`src.data.speech_content`), is logged and replaced by the next utterance of the
+    list (with that utterance's own label); more than ``max_bad_audio`` of them stop
+    training. Each file is checked for speech once, as a whole, not per crop; a file
+    found bad is not read again.
     """
 
     def __init__(self, utterances, labels, train_path, segment_frames, seed, augmenter=None,
@@ -106,6 +117,8 @@ class TrainingSamples:
         self.augmenter = augmenter
         self.max_bad_audio = max_bad_audio
         self.bad_files = set()
+        self.stop_error = None
+        self._checked_files = set()
         self._lock = threading.Lock()
 
     def _note_bad(self, path, error):
@@ -114,8 +127,20 @@ class TrainingSamples:
                 self.bad_files.add(path)
                 LOGGER.warning("skipping unreadable training audio: %s", error)
             if len(self.bad_files) > self.max_bad_audio:
-                raise DataError(f"{len(self.bad_files)} unreadable training files (max_bad_audio is "
-                                f"{self.max_bad_audio}); last: {error}")
+                self.stop_error = DataError(f"{len(self.bad_files)} unreadable training files (max_bad_audio "
+                                            f"is {self.max_bad_audio}); last: {error}")
+                raise self.stop_error
+
+    def _read_usable(self, path):
+        """The waveform of ``path``; AudioError if it is unreadable or holds no active speech."""
+        wave = read_audio(path)
+        if path not in self._checked_files:
+            content = measure(wave)
+            if not content.has_speech:
+                raise AudioError(f"{path}: no active speech in {content.duration_seconds:.2f} s "
+                                 f"(silence; {RULE})")
+            self._checked_files.add(path)
+        return wave
 
     def sample(self, draw):
         """Features and label of one draw."""
@@ -124,11 +149,15 @@ class TrainingSamples:
         for attempt in range(len(self.utterances)):
             candidate = (index + attempt) % len(self.utterances)
             path = os.path.join(self.train_path, self.utterances[candidate])
+            if path in self.bad_files:
+                continue
             try:
-                wave = read_audio(path)
+                wave = self._read_usable(path)
                 break
             except AudioError as error:
                 self._note_bad(path, error)
+        else:
+            raise DataError(f"none of the {len(self.utterances)} training files is usable audio")
         segment = crop_or_pad(wave, self.segment_samples, rng)
         if self.augmenter is not None:
             segment = self.augmenter(segment, rng)
@@ -167,4 +196,21 @@ def create_train_dataset(config, rank=0, group_size=1, start_step=0):
     dataset = ds.GeneratorDataset(samples, column_names=["features", "labels"], sampler=sampler,
                                   num_parallel_workers=config.num_workers, python_multiprocessing=False)
     dataset = dataset.batch(config.minibatch_size // group_size, drop_remainder=True)
+    dataset.training_samples = samples
     return dataset, steps_per_epoch
+
+
+def training_batches(dataset):
+    """Iterate the (features, labels) batches of :func:`create_train_dataset`'s dataset once.
+
+    MindSpore wraps an error raised inside the pipeline into a RuntimeError with its own
+    stack; when the samples stopped training (too many bad files), that DataError is
+    raised instead, so the user sees its one-line message.
+    """
+    try:
+        yield from dataset.create_tuple_iterator(num_epochs=1)
+    except RuntimeError:
+        stop_error = dataset.training_samples.stop_error
+        if stop_error is None:
+            raise
+        raise stop_error from None

@@ -59,6 +59,9 @@ def read_train_list(path):
         if not utterance.startswith(speaker + "/"):
             raise ListFormatError(
                 f"{path}:{number}: utterance {utterance!r} is not under speaker folder {speaker!r}")
+        if ".." in utterance.split("/") or os.path.isabs(utterance):
+            raise ListFormatError(
+                f"{path}:{number}: utterance {utterance!r} leaves the train_path folder ('..' in the path)")
         pairs.append((speaker, utterance))
     if not pairs:
         raise ListFormatError(f"{path}: list is empty")

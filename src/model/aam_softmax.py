@@ -1,4 +1,4 @@
-"""Additive angular margin softmax (ArcFace / AAM-softmax) head and loss.
+"""Additive angular margin softmax (ArcFace / AAM-softmax) head, registered as ``aam``.
 
 For embedding x and class centre w_j the head computes cos(theta_j) between the
 L2-normalised vectors. The target class's logit becomes s * cos(theta_y + m) and the
@@ -11,6 +11,8 @@ import math
 import mindspore as ms
 from mindspore import Parameter, nn, ops
 from mindspore.common.initializer import XavierUniform, initializer
+
+from src.model.registry import register_head
 
 NORM_EPS = 1e-12
 SIN_SQUARED_FLOOR = 1e-7
@@ -47,20 +49,7 @@ class AAMSoftmax(nn.Cell):
         return logits, cosine
 
 
-class SpeakerLoss(nn.Cell):
-    """Embedding network + AAM head + cross entropy: (features, labels) -> (loss, correct count).
-
-    ``correct`` counts samples whose nearest class centre (plain cosine) is their label.
-    """
-
-    def __init__(self, embedding_network, head):
-        super().__init__()
-        self.embedding_network = embedding_network
-        self.head = head
-        self.cross_entropy = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
-
-    def construct(self, features, labels):
-        logits, cosine = self.head(self.embedding_network(features), labels)
-        loss = self.cross_entropy(logits.astype(ms.float32), labels)
-        correct = (ops.argmax(cosine, dim=1) == labels).astype(ms.float32).sum()
-        return loss, correct
+@register_head("aam")
+def build(settings, class_num):
+    """AAMSoftmax for the embedding size, margin and scale of ``settings``."""
+    return AAMSoftmax(settings.emb_size, class_num, settings.aam_margin, settings.aam_scale)

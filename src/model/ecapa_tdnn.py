@@ -13,6 +13,7 @@ over time and repetitions over time are batched products with ones.
 from mindspore import nn, ops
 
 from src.model.layers import ChannelBatchNorm, TDNNBlock, TimeConv1d
+from src.model.registry import register_model
 
 VARIANCE_FLOOR = 1e-4
 
@@ -168,20 +169,17 @@ class ECAPA_TDNN(nn.Cell):
         return self.embedding_norm(self.fc(pooled))
 
 
-def build_embedding_network(config, impl):
-    """ECAPA_TDNN sized by the config's network settings, using conv formulation ``impl``."""
-    return ECAPA_TDNN(in_channels=config.in_channels, channels=config.channels,
-                      mfa_channels=config.mfa_channels, attention_channels=config.attention_channels,
-                      se_channels=config.se_channels, scale=config.scale, emb_size=config.emb_size,
+def check_settings(settings):
+    """Why ``settings`` cannot build an ECAPA_TDNN (an error message), or None."""
+    if settings.channels % settings.scale:
+        return f"channels: {settings.channels} is not divisible by scale {settings.scale}"
+    return None
+
+
+@register_model("ecapa_tdnn", checkpoint_prefix="ecapa", check=check_settings)
+def build(settings, impl):
+    """ECAPA_TDNN sized by the network settings, using convolution formulation ``impl``."""
+    return ECAPA_TDNN(in_channels=settings.in_channels, channels=settings.channels,
+                      mfa_channels=settings.mfa_channels, attention_channels=settings.attention_channels,
+                      se_channels=settings.se_channels, scale=settings.scale, emb_size=settings.emb_size,
                       impl=impl)
-
-
-def count_parameters(network):
-    """Number of trainable scalars in ``network``."""
-    total = 0
-    for parameter in network.trainable_params():
-        size = 1
-        for dim in parameter.shape:
-            size *= dim
-        total += size
-    return total

@@ -40,11 +40,6 @@ def tile_rows(row, count):
     return ops.tile(row, (count, 1))
 
 
-def conv_impl_for_device(device_target):
-    """The faster convolution formulation for a device: 'shifted' on CPU, else 'native'."""
-    return "shifted" if device_target == "CPU" else "native"
-
-
 class _ShiftedCopies(nn.Cell):
     """k time-shifted copies of x side by side on channels: (N, T, C) -> (N, T, k * C).
 
@@ -223,8 +218,11 @@ class ChannelBatchNorm(nn.Cell):
     averages (``moving = momentum * moving + (1 - momentum) * batch``, unbiased variance);
     inference uses the moving averages as one per-channel scale and shift. Written out
     (see _BatchStatisticsNorm) because MindSpore's CPU BatchNorm kernel is ~30x slower
-    on (N*T, C) inputs. Parameters are named as in ``nn.BatchNorm1d``.
+    on (N*T, C) inputs. Parameters are named as in ``nn.BatchNorm1d``. Mixed precision
+    keeps this cell in float32 (``keeps_float32``, see src/runtime.py).
     """
+
+    keeps_float32 = True
 
     def __init__(self, channels, momentum=0.9, eps=1e-5):
         super().__init__()

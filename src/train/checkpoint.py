@@ -1,62 +1,93 @@
-"""Training checkpoints: atomic saves, rotation, 'last'/'best' pointers and resuming.
+"""The checkpoints of one training run: folder checks, saving, rotation, pointers, resuming.
 
-Files are ``ckpt_save_dir/ecapa-<epoch>_<step>.ckpt`` (epoch from 1, step within the
-epoch). Each holds every parameter of the training step cell (network, AAM head,
-optimizer moments and step counter, loss scale) plus ``trained_steps``, the number of
-steps trained, which fixes the data position on resume. Pointer files ``last`` and
-``best`` (lowest epoch-mean training loss) name a checkpoint file.
+Files are ``ckpt_save_dir/<prefix>-<epoch>_<step>.ckpt`` (epoch from 1, step within the
+epoch; the prefix is the model's, ``ecapa`` for ECAPA-TDNN). Each holds every parameter of
+the training step cell (network, margin head, optimizer moments and step counter, loss
+scale) plus ``trained_steps``, the number of steps trained, which fixes the data position
+on resume, and the settings that give that number its meaning (:data:`STEP_SETTINGS`).
+Pointer files ``last`` (the newest checkpoint) and ``best`` (lowest epoch-mean training
+loss, '<name> <loss>') name a checkpoint file.
+
+A folder holds the checkpoints of one run: a fresh run refuses a folder that already holds
+checkpoints (unless ``overwrite_checkpoints`` deletes them), ``resume: auto`` continues the
+checkpoint ``last`` names, and rotation deletes only files of the run's own name pattern.
 """
+import logging
 import os
 import re
 
 import mindspore as ms
 
-from src.model.weights import CheckpointError, read_checkpoint, save_checkpoint_atomic
+from src.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from src.fileio import check_writable_folder, remove_stale_temporaries, write_text
 
-NAME_PATTERN = re.compile(r"^ecapa-(\d+)_(\d+)\.ckpt$")
+LOGGER = logging.getLogger(__name__)
+
 SCHEDULE_ENTRY = "learning_rate"
-
-
-def _write_pointer(path, text):
-    temporary = f"{path}.tmp"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(text + "\n")
-    os.replace(temporary, path)
+LAST_POINTER = "last"
+BEST_POINTER = "best"
+CHECKPOINT_SUFFIX = ".ckpt"
+# Settings that change what a step count means (which data and which LR a step has).
+STEP_SETTINGS = ("minibatch_size", "num_epochs", "group_size", "steps_per_epoch")
+_STEP_SETTING_ADVICE = {
+    "minibatch_size": "minibatch_size",
+    "num_epochs": "num_epochs",
+    "group_size": "the number of devices",
+    "steps_per_epoch": "the train_list (its utterance count)",
+}
 
 
 def _read_pointer(path):
     if not os.path.isfile(path):
         return None
     with open(path, encoding="utf-8") as handle:
-        return handle.read().split()
+        return handle.read().split() or None
+
+
+def checkpoint_files(folder):
+    """Visible ``*.ckpt`` file names in ``folder`` of any run, sorted; [] for a missing folder."""
+    if not os.path.isdir(folder):
+        return []
+    return sorted(name for name in os.listdir(folder)
+                  if name.endswith(CHECKPOINT_SUFFIX) and not name.startswith(".")
+                  and os.path.isfile(os.path.join(folder, name)))
 
 
 class CheckpointManager:
-    """Saves checkpoints of one training run into ``folder``, keeping the newest ``keep_max``."""
+    """Saves the checkpoints of one run into ``folder``, keeping the newest ``keep_max``.
 
-    def __init__(self, folder, keep_max):
+    Only files named ``<prefix>-<epoch>_<step>.ckpt`` are listed and rotated; the files
+    ``last`` and ``best`` name are never rotated away.
+    """
+
+    def __init__(self, folder, keep_max, prefix="ecapa"):
         self.folder = folder
         self.keep_max = keep_max
+        self.prefix = prefix
+        self.pattern = re.compile(rf"^{re.escape(prefix)}-(\d+)_(\d+)\.ckpt$")
         os.makedirs(folder, exist_ok=True)
 
     def checkpoints(self):
-        """Checkpoint file names in the folder, oldest (fewest steps) first."""
+        """This run's checkpoint file names in the folder, oldest (fewest steps) first."""
         found = []
         for name in os.listdir(self.folder):
-            match = NAME_PATTERN.match(name)
+            match = self.pattern.match(name)
             if match:
                 found.append(((int(match.group(1)), int(match.group(2))), name))
         return [name for _, name in sorted(found)]
 
-    def save(self, cell, epoch, step_in_epoch, global_step, epoch_loss=None):
-        """Save ``cell`` as ecapa-<epoch>_<step_in_epoch>.ckpt; update pointers; rotate."""
-        name = f"ecapa-{epoch}_{step_in_epoch}.ckpt"
-        save_checkpoint_atomic(cell, os.path.join(self.folder, name),
-                               append_dict={"trained_steps": global_step, "epoch": epoch})
-        _write_pointer(os.path.join(self.folder, "last"), name)
-        best = _read_pointer(os.path.join(self.folder, "best"))
+    def save(self, cell, epoch, step_in_epoch, global_step, epoch_loss=None, run_settings=None):
+        """Save ``cell`` as <prefix>-<epoch>_<step_in_epoch>.ckpt; update pointers; rotate.
+
+        ``run_settings`` ({name: int}, see STEP_SETTINGS) are stored beside the weights.
+        """
+        name = f"{self.prefix}-{epoch}_{step_in_epoch}{CHECKPOINT_SUFFIX}"
+        extra = {"trained_steps": global_step, "epoch": epoch, **(run_settings or {})}
+        save_checkpoint(cell, os.path.join(self.folder, name), append_dict=extra)
+        write_text(os.path.join(self.folder, LAST_POINTER), name + "\n")
+        best = _read_pointer(os.path.join(self.folder, BEST_POINTER))
         if epoch_loss is not None and (best is None or epoch_loss < float(best[1])):
-            _write_pointer(os.path.join(self.folder, "best"), f"{name} {epoch_loss:.6f}")
+            write_text(os.path.join(self.folder, BEST_POINTER), f"{name} {epoch_loss:.6f}\n")
             best = [name]
         protected = {name, best[0] if best else None}
         for old in self.checkpoints()[:-self.keep_max]:
@@ -65,20 +96,73 @@ class CheckpointManager:
         return os.path.join(self.folder, name)
 
     def latest(self):
-        """Path of the newest checkpoint, or None."""
-        names = self.checkpoints()
-        return os.path.join(self.folder, names[-1]) if names else None
+        """Path of the checkpoint ``last`` names, or None when there is no pointer."""
+        return last_checkpoint(self.folder)
 
 
-def resume_path(resume, folder):
-    """The checkpoint to resume from: None for '', the newest in ``folder`` for 'auto'."""
-    if not resume:
+def last_checkpoint(folder):
+    """The checkpoint the ``last`` pointer of ``folder`` names, or None without a pointer.
+
+    A pointer naming a file that is gone raises CheckpointError.
+    """
+    pointer = _read_pointer(os.path.join(folder, LAST_POINTER))
+    if pointer is None:
         return None
+    path = os.path.join(folder, pointer[0])
+    if not os.path.isfile(path):
+        raise CheckpointError(f"resume: {os.path.join(folder, LAST_POINTER)} names {pointer[0]}, "
+                              f"which is not in {folder}")
+    return path
+
+
+def _clear_previous_run(folder, names):
+    for name in names + [LAST_POINTER, BEST_POINTER]:
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            os.remove(path)
+    LOGGER.warning("overwrite_checkpoints: deleted %d checkpoints of an earlier run in %s", len(names), folder)
+
+
+def prepare_checkpoint_folder(folder, resume, overwrite=False):
+    """Check ``folder`` before training and return the checkpoint to resume from (or None).
+
+    The folder is created and must be writable; temporary files that killed writers left
+    there are removed. ``resume`` is '' (a fresh run: the folder must hold no checkpoint,
+    or ``overwrite`` deletes them), 'auto' (the checkpoint ``last`` names; none: a fresh
+    start, said in the log) or a checkpoint path. Raises CheckpointError / OutputError.
+    """
+    check_writable_folder(folder, "ckpt_save_dir")
+    stale = remove_stale_temporaries(folder)
+    if stale:
+        LOGGER.info("removed %d unfinished temporary files of a killed run from %s", len(stale), folder)
+    existing = checkpoint_files(folder)
     if resume == "auto":
-        return CheckpointManager(folder, 1).latest() if os.path.isdir(folder) else None
-    if not os.path.isfile(resume):
-        raise CheckpointError(f"resume: checkpoint {resume!r} not found")
-    return resume
+        path = last_checkpoint(folder)
+        if path is None and existing:
+            raise CheckpointError(f"resume: {folder} holds checkpoints ({_examples(existing)}) but no "
+                                  f"'{LAST_POINTER}' file; resume one with --resume=PATH")
+        if path is None:
+            LOGGER.info("resume=auto: no checkpoint in %s, starting a fresh run", folder)
+        return path
+    if resume:
+        if not os.path.isfile(resume):
+            raise CheckpointError(f"resume: checkpoint {resume!r} not found")
+        inside = os.path.samefile(os.path.dirname(os.path.abspath(resume)), folder)
+        if inside or not existing:
+            return resume
+    if existing and overwrite:
+        _clear_previous_run(folder, existing)
+    elif existing:
+        raise CheckpointError(
+            f"ckpt_save_dir: {folder} already holds {len(existing)} checkpoints of another run "
+            f"({_examples(existing)}); continue that run with --resume=auto, write to another "
+            "--ckpt_save_dir, or delete them with --overwrite_checkpoints=true")
+    return resume or None
+
+
+def _examples(names, shown=3):
+    more = f", ... ({len(names)} in all)" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 class TrainingState:
@@ -91,13 +175,28 @@ class TrainingState:
             raise CheckpointError(f"{path}: has no training state (is it an exported-weights checkpoint?)")
         self.trained_steps = int(self.entries["trained_steps"].asnumpy())
 
+    def check_run_settings(self, run_settings):
+        """Raise CheckpointError when a setting of STEP_SETTINGS differs from the checkpoint's.
+
+        Checkpoints written before these settings were stored are accepted as they are.
+        """
+        for key in STEP_SETTINGS:
+            if key in self.entries and key in run_settings:
+                stored = int(self.entries[key].asnumpy())
+                if stored != run_settings[key]:
+                    raise CheckpointError(
+                        f"resume: {self.path} was trained with {key} {stored}, this run has "
+                        f"{run_settings[key]}; its {self.trained_steps} steps would mean other data and "
+                        f"learning rates. Resume with the same {_STEP_SETTING_ADVICE[key]}, or start a "
+                        "fresh run in another ckpt_save_dir")
+
     def restore(self, cell):
         """Load the state into the step cell (network, head, optimizer, loss scale).
 
         The learning-rate schedule itself is rebuilt from the settings; its position is the
         optimizer's step counter, which the checkpoint restores.
         """
-        skipped = ("trained_steps", "epoch", SCHEDULE_ENTRY)
+        skipped = ("trained_steps", "epoch", SCHEDULE_ENTRY, *STEP_SETTINGS)
         entries = {name: value for name, value in self.entries.items() if name not in skipped}
         expected = {name for name in cell.parameters_dict() if name != SCHEDULE_ENTRY}
         missing = sorted(expected - set(entries))

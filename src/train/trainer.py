@@ -1,36 +1,24 @@
 """The training run: builds everything from the config, loops, logs and checkpoints."""
 import logging
+import os
 import sys
 import time
 
-import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn
 
+from src.checkpoint import weights_fingerprint
 from src.config import format_config, require_dirs, require_files
-from src.data.dataset import create_train_dataset
-from src.model.aam_softmax import AAMSoftmax, SpeakerLoss
-from src.model.ecapa_tdnn import build_embedding_network, count_parameters
-from src.model.layers import ChannelBatchNorm
-from src.model.weights import weights_fingerprint
-from src.runtime import amp_level, conv_impl, init_context
-from src.train.checkpoint import CheckpointManager, TrainingState, resume_path
-from src.train.distributed import init_data_parallel, launched_distributed
+from src.data.dataset import create_train_dataset, training_batches
+from src.model import build_embedding_network, build_head, count_parameters, model_entry
+from src.model.speaker_loss import SpeakerLoss
+from src.runtime import (amp_level, apply_mixed_precision, conv_impl, init_context, init_data_parallel,
+                         launched_distributed)
+from src.train.checkpoint import CheckpointManager, TrainingState, last_checkpoint, prepare_checkpoint_folder
 from src.train.lr_schedule import cyclic_lr, half_cycle_steps
 from src.train.step import TrainStep
 
 LOGGER = logging.getLogger("train")
-
-
-def apply_mixed_precision(network, level):
-    """Cast the network for mixed precision ``level``; batch norms keep float32 statistics."""
-    if level == "O0":
-        return network
-    network = ms.amp.auto_mixed_precision(network, level)
-    for _, cell in network.cells_and_names():
-        if isinstance(cell, ChannelBatchNorm):
-            cell.to_float(ms.float32)
-    return network
 
 
 class _Progress:
@@ -62,9 +50,10 @@ def _progress_bar(total, initial):
 
 
 def train(config):
-    """Train ECAPA-TDNN as configured; returns the path of the last checkpoint saved (rank 0)."""
+    """Train the configured model; returns the path of the last checkpoint saved (rank 0)."""
     require_files(config, "train_list")
     require_dirs(config, "train_path")
+    prefix = model_entry(config).checkpoint_prefix
     distributed = launched_distributed()
     device = init_context(config, distributed)
     rank, group_size = init_data_parallel() if distributed else (0, 1)
@@ -74,16 +63,20 @@ def train(config):
     impl = conv_impl(config, device)
     precision = amp_level(config, device)
     network = apply_mixed_precision(build_embedding_network(config, impl), precision)
-    loss_net = SpeakerLoss(network, AAMSoftmax(config.emb_size, config.class_num,
-                                               config.aam_margin, config.aam_scale))
-    LOGGER.info("device %s (rank %d of %d), conv %s, amp %s; embedding network %.2f M parameters, "
-                "AAM head %.2f M", device, rank, group_size, impl, precision,
-                count_parameters(network) / 1e6, count_parameters(loss_net.head) / 1e6)
+    loss_net = SpeakerLoss(network, build_head(config, config.class_num))
+    LOGGER.info("device %s (rank %d of %d), conv %s, amp %s; %s embedding network %.2f M parameters, "
+                "%s head %.2f M", device, rank, group_size, impl, precision, config.model,
+                count_parameters(network) / 1e6, config.head, count_parameters(loss_net.head) / 1e6)
 
-    checkpoint_file = resume_path(config.resume, config.ckpt_save_dir)
+    checkpoint_file = prepare_checkpoint_folder(config.ckpt_save_dir, config.resume, config.overwrite_checkpoints) \
+        if rank == 0 else _resume_path_of_worker(config)
     state = TrainingState(checkpoint_file) if checkpoint_file else None
     start_step = state.trained_steps if state else 0
     dataset, steps_per_epoch = create_train_dataset(config, rank, group_size, start_step)
+    run_settings = {"minibatch_size": config.minibatch_size, "num_epochs": config.num_epochs,
+                    "group_size": group_size, "steps_per_epoch": steps_per_epoch}
+    if state:
+        state.check_run_settings(run_settings)
     total_steps = steps_per_epoch * config.num_epochs
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)
@@ -101,21 +94,29 @@ def train(config):
     if state:
         state.restore(step_cell)
         LOGGER.info("resumed from %s at step %d", checkpoint_file, start_step)
-    manager = CheckpointManager(config.ckpt_save_dir, config.keep_checkpoint_max) if rank == 0 else None
+    manager = CheckpointManager(config.ckpt_save_dir, config.keep_checkpoint_max, prefix) if rank == 0 else None
     return _loop(config, step_cell, optimizer, rates, dataset, steps_per_epoch, start_step, total_steps,
-                 manager, group_size)
+                 manager, run_settings)
+
+
+def _resume_path_of_worker(config):
+    """The checkpoint a rank other than 0 resumes from: the one rank 0 resumes (it checks the folder)."""
+    if config.resume == "auto":
+        return last_checkpoint(config.ckpt_save_dir) if os.path.isdir(config.ckpt_save_dir) else None
+    return config.resume or None
 
 
 def _loop(config, step_cell, optimizer, rates, dataset, steps_per_epoch, step, total_steps, manager,
-          group_size):
+          run_settings):
     """Run steps ``step..total_steps-1``; log and checkpoint on the way."""
     window = _Progress()
     epoch_losses = []
     skipped = 0
     saved = None
+    group_size = run_settings["group_size"]
     bar = _progress_bar(total_steps, step)
     first_step = step
-    for features, labels in dataset.create_tuple_iterator(num_epochs=1):
+    for features, labels in training_batches(dataset):
         if step >= total_steps:
             break
         loss, correct, was_skipped, scale = step_cell(features, labels)
@@ -146,7 +147,7 @@ def _loop(config, step_cell, optimizer, rates, dataset, steps_per_epoch, step, t
         periodic = config.save_checkpoint_steps and step % config.save_checkpoint_steps == 0
         if manager is not None and (end_of_epoch or periodic or step == total_steps):
             epoch_loss = float(np.mean(epoch_losses)) if end_of_epoch else None
-            saved = manager.save(step_cell, epoch, step_in_epoch, step, epoch_loss)
+            saved = manager.save(step_cell, epoch, step_in_epoch, step, epoch_loss, run_settings)
             LOGGER.info("saved %s", saved)
         if end_of_epoch:
             epoch_losses = []

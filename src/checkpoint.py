@@ -1,4 +1,6 @@
-"""Saving and loading network weights as MindSpore checkpoints.
+"""Checkpoint files: atomic saving, reading, loading the embedding network, fingerprints.
+
+Used by training (which writes checkpoints) and by evaluation and export (which read them).
 
 A training checkpoint holds the parameters of the whole training cell: the embedding
 network under ``embedding_network.``, the AAM head under ``head.`` and the optimizer
@@ -7,11 +9,12 @@ network's parameters without prefix. :func:`load_embedding_weights` accepts both
 """
 import hashlib
 import os
-import tempfile
 
 import mindspore as ms
+import numpy as np
 
 from src.errors import InputError
+from src.fileio import atomic_write
 
 EMBEDDING_PREFIX = "embedding_network."
 
@@ -20,22 +23,23 @@ class CheckpointError(InputError):
     """A checkpoint that is missing, unreadable or does not fit the network."""
 
 
-def save_checkpoint_atomic(parameters, path, append_dict=None):
-    """Write a checkpoint to a hidden temporary file in the same folder, then rename it to ``path``.
+def _parameter_bytes(parameters):
+    """Bytes of the values a checkpoint of ``parameters`` holds (its size, near enough)."""
+    if isinstance(parameters, list):
+        return sum(int(np.asarray(entry["data"]).nbytes) for entry in parameters)
+    return sum(int(parameter.size) * parameter.itemsize for parameter in parameters.get_parameters())
+
+
+def save_checkpoint(parameters, path, append_dict=None):
+    """Write a checkpoint atomically (see src/fileio.py): a crash keeps any earlier file at ``path``.
 
     ``parameters`` is a Cell or a list of {"name", "data"} dicts (mindspore.save_checkpoint).
-    A crash mid-write leaves any earlier file at ``path`` intact.
+    A full disk raises DiskFullError saying how much space the checkpoint needs.
     """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".", suffix=".tmp.ckpt", dir=folder)
-    os.close(handle)
-    try:
+    # MindSpore adds '.ckpt' to a name without it, so the temporary name keeps that suffix.
+    with atomic_write(path, needed_bytes=_parameter_bytes(parameters), suffix=".ckpt") as temporary:
         ms.save_checkpoint(parameters, temporary, append_dict=append_dict)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    return path
 
 
 def read_checkpoint(path):
