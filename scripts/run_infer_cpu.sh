@@ -4,12 +4,16 @@
 # Outputs go to the current folder (see infer_common.sh).
 set -euo pipefail
 
-if [ $# -ne 2 ]; then
+usage() {
   echo "usage: bash $0 MINDIR DATA"
   echo "  MINDIR  model written by export.py, e.g. ecapatdnn.mindir"
   echo "  DATA    dataset folder with eval.txt and eval/wav/, or a folder preprocess.py filled"
   echo "          (feat/, utt_list.txt, eval.txt)"
-  exit 2
+}
+if [ $# -ne 2 ]; then
+  echo "error: expected 2 arguments (MINDIR DATA), got $#" >&2
+  usage >&2
+  exit 1
 fi
 
 SCRIPT_DIR=$(cd "$(dirname "$0")" && pwd)
@@ -25,6 +29,6 @@ check_data "$DATA"
 
 prepare_features "$MINDIR" "$DATA"
 rm -rf ./result_Files
-"$PYTHON" "$REPO/src/inference/runner.py" --mindir_path="$MINDIR" --input_path="$FEATURE_DIR" \
+"$PYTHON" "$REPO/scripts/infer_cpu.py" --mindir_path="$MINDIR" --input_path="$FEATURE_DIR" \
   --result_path=./result_Files --time_file=./time_Result/test_perform_static.txt 2>&1 | tee infer.log
 score_results "$MINDIR"

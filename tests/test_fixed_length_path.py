@@ -27,14 +27,12 @@ from src.inference.binary_io import BinFileError
 from src.inference.exporter import export_network
 from src.inference.fixed_length import bin_file_name, bin_file_names, fixed_length_features, fixed_length_wave
 from src.inference.runner import parse_args, run_inference
-from src.model.ecapa_tdnn import ECAPA_TDNN
-from src.model.weights import load_embedding_weights, save_checkpoint_atomic
+from fixtures import tiny_network
+from src.checkpoint import load_embedding_weights, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 CPU_SCRIPT = REPO / "scripts" / "run_infer_cpu.sh"
 ASCEND_SCRIPT = REPO / "scripts" / "run_infer_310.sh"
-TINY = {"channels": 16, "mfa_channels": 24, "attention_channels": 8, "se_channels": 4, "scale": 4,
-        "emb_size": 8}
 LENGTH = 120                      # frames = 19,040 samples = 1.19 s
 SECONDS = (0.6, 1.0, 1.8)         # utterance durations: two padded, one cropped
 PITCHES = (110.0, 170.0, 240.0)   # one voice per speaker
@@ -69,12 +67,12 @@ def setup(tmp_path_factory):
     """Corpus, checkpoint and MindIR in one folder; run_infer_cpu.sh run once in 'work/'."""
     root = tmp_path_factory.mktemp("fixed_length")
     write_corpus(root / "data")
-    network = ECAPA_TDNN(**TINY)
+    network = tiny_network()
     rng = np.random.default_rng(3)
     for name, parameter in network.parameters_dict().items():
         values = 0.3 * rng.standard_normal(parameter.shape)
         parameter.set_data(Tensor((0.5 + np.abs(values) if "variance" in name else values).astype(np.float32)))
-    save_checkpoint_atomic(network, str(root / "weights.ckpt"))
+    save_checkpoint(network, str(root / "weights.ckpt"))
     network.set_train(False)
     export_network(network, (1, LENGTH, 80), str(root / "model"), "MINDIR")
     work = root / "work"
@@ -88,7 +86,7 @@ def setup(tmp_path_factory):
 @pytest.fixture(scope="module")
 def in_process(setup):
     """Embeddings and scores of the checkpoint network computed here on fixed_length_features."""
-    network = ECAPA_TDNN(**TINY)
+    network = tiny_network()
     load_embedding_weights(str(setup / "weights.ckpt"), network)
     network.set_train(False)
     trials = read_trial_list(setup / "data" / "eval.txt")
@@ -175,6 +173,19 @@ def test_runner_names_a_feature_file_of_the_wrong_size(setup, tmp_path):
         run_inference(str(setup / "model.mindir"), str(feat), str(tmp_path / "out"), str(tmp_path / "t.txt"))
 
 
+def test_cpu_program_exit_statuses_follow_the_310_program(setup, tmp_path):
+    program = [sys.executable, str(REPO / "scripts" / "infer_cpu.py")]
+    feat = setup / "work" / "preprocess_Result" / "feat"
+    usage = subprocess.run([*program, f"--input_path={feat}"], cwd=tmp_path, capture_output=True, text=True)
+    assert usage.returncode == 2
+    assert "the following arguments are required: --mindir_path" in usage.stderr
+    failed = subprocess.run([*program, "--mindir_path=absent.mindir", f"--input_path={feat}"], cwd=tmp_path,
+                            capture_output=True, text=True)
+    assert failed.returncode == 1
+    assert failed.stderr.startswith("error: absent.mindir") and failed.stderr.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
 def run_postprocess(monkeypatch, results, setup):
     monkeypatch.setattr(sys, "argv", ["postprocess.py", "--result_path", str(results), "--emb_size", "8",
                                       "--eval_list", str(setup / "data" / "eval.txt"),
@@ -214,7 +225,7 @@ def test_postprocess_names_a_result_file_of_the_wrong_size(setup, tmp_path, monk
 def test_scripts_check_their_arguments(setup, tmp_path, script, args, message):
     paths = {"data": setup / "data", "model": setup / "model.mindir", "ckpt": setup / "weights.ckpt"}
     result = run_script(script, *(arg.format(**paths) for arg in args), cwd=tmp_path)
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert message in result.stdout + result.stderr
     assert list(tmp_path.iterdir()) == []
 

@@ -1,9 +1,10 @@
 """Fixed-length inference of an exported MindIR on the CPU, with the Ascend 310 program's I/O.
 
-Command line, output files and timing report are those of ascend310_infer/out/main:
+The program scripts/infer_cpu.py runs it with the command line, output files and timing
+report of ascend310_infer/out/main:
 
-    python src/inference/runner.py --mindir_path=FILE --input_path=DIR [--result_path=DIR]
-                                   [--device_id=N] [--time_file=FILE]
+    python scripts/infer_cpu.py --mindir_path=FILE --input_path=DIR [--result_path=DIR]
+                                [--device_id=N] [--time_file=FILE]
 
 Every ``<utt>.bin`` of ``--input_path`` (float32, the model's input size; see
 :mod:`src.inference.binary_io`) is checked first, then run through the model in name
@@ -12,23 +13,20 @@ order; its embedding (float32, emb_size values) is written to ``<result_path>/<u
 ``<result_path>/../time_Result/test_perform_static.txt``; ``--device_id`` is accepted for
 the same command line and ignored. The timing report holds one line with the average
 model time per utterance (the graph is compiled on an untimed first run).
-Usage errors exit with status 2, failures with status 1 and a line naming the file.
+Usage errors exit with status 2 (:func:`parse_args`, as out/main does), failures with
+status 1 and a line naming the file.
 """
 import argparse
 import math
 import os
-import sys
 import time
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from src.cli import run_main  # noqa: E402
-from src.inference.binary_io import (BinFileError, check_float_file, list_bin_files,  # noqa: E402
-                                     read_float_file, write_float_file)
-from src.inference.model_file import load_graph_cell, mindir_shapes  # noqa: E402
+from src.fileio import write_text
+from src.inference.binary_io import (BinFileError, check_float_file, list_bin_files, read_float_file,
+                                     write_float_file)
+from src.inference.model_file import load_graph_cell, mindir_shapes
 
 DEFAULT_RESULT_PATH = "./result_Files"
 
@@ -63,7 +61,11 @@ def _device_id(text):
 
 
 def parse_args(argv=None):
-    """Options of the runner, defaults filled in as the Ascend 310 program fills them."""
+    """Options of the runner, defaults filled in as the Ascend 310 program fills them.
+
+    A bad command line prints argparse's usage and message and exits with status 2, the
+    usage-error status of ascend310_infer/out/main.
+    """
     parser = argparse.ArgumentParser(description="Fixed-length ECAPA-TDNN inference of a MindIR on the CPU",
                                      allow_abbrev=False)
     parser.add_argument("--mindir_path", required=True, action=_SingleValue,
@@ -103,7 +105,6 @@ class MindIRModel:
 def run_inference(mindir_path, input_path, result_path, time_file):
     """Embed every feature file of ``input_path`` into ``result_path``; return (files, total_ms)."""
     files = list_bin_files(input_path)
-    os.makedirs(result_path, exist_ok=True)
     model = MindIRModel(mindir_path)
     note = f" (model input shape {model.input_shape})"
     for path in files:
@@ -111,6 +112,7 @@ def run_inference(mindir_path, input_path, result_path, time_file):
             check_float_file(path, model.input_size)
         except BinFileError as error:
             raise BinFileError(f"{error}{note}") from None
+    os.makedirs(result_path, exist_ok=True)
     print(f"model input {model.input_shape}, {len(files)} utterances from {input_path}", flush=True)
 
     model(read_float_file(files[0], model.input_size))  # compiles the graph
@@ -122,23 +124,5 @@ def run_inference(mindir_path, input_path, result_path, time_file):
         total_ms += 1000.0 * (time.perf_counter() - start)
         write_float_file(os.path.join(result_path, os.path.basename(path)), embedding)
 
-    time_folder = os.path.dirname(time_file)
-    if time_folder:
-        os.makedirs(time_folder, exist_ok=True)
-    with open(time_file, "w", encoding="utf-8") as report:
-        report.write(format_timing(len(files), total_ms))
+    write_text(time_file, format_timing(len(files), total_ms))
     return files, total_ms
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    import mindspore as ms
-
-    ms.set_context(mode=ms.GRAPH_MODE)
-    ms.set_device("CPU")
-    files, total_ms = run_inference(args.mindir_path, args.input_path, args.result_path, args.time_file)
-    print(f"{format_timing(len(files), total_ms)}embeddings in {args.result_path}, timing in {args.time_file}")
-
-
-if __name__ == "__main__":
-    run_main(main)
