@@ -14,14 +14,15 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from src.checkpoint import load_embedding_weights  # noqa: E402
 from src.cli import run_main  # noqa: E402
 from src.config import format_config, load_config, require_files  # noqa: E402
-from src.data.audio import AudioError  # noqa: E402
 from src.evaluation.embeddings import EmbeddingExtractor  # noqa: E402
 from src.evaluation.evaluate import prepare_inputs, run_evaluation  # noqa: E402
-from src.evaluation.extract import check_audio_list, extract_to_folder, verify_pair  # noqa: E402
-from src.model.ecapa_tdnn import build_embedding_network  # noqa: E402
-from src.model.weights import load_embedding_weights  # noqa: E402
+from src.evaluation.extract import (check_audio_list, extract_to_folder, read_verification_audio,  # noqa: E402
+                                    verify_pair)
+from src.fileio import check_writable_folder  # noqa: E402
+from src.model import build_embedding_network  # noqa: E402
 from src.runtime import conv_impl, init_context  # noqa: E402
 
 logger = logging.getLogger("eval")
@@ -48,11 +49,12 @@ def load_extractor(config):
 
 
 def verify(config, path_a, path_b):
-    """Print the cosine score of two audio files and ACCEPT (score >= threshold) or REJECT."""
-    for path in (path_a, path_b):
-        if not os.path.isfile(path):
-            raise AudioError(f"{path}: audio file not found")
-    score = verify_pair(load_extractor(config), path_a, path_b)
+    """Print the cosine score of two audio files and ACCEPT (score >= threshold) or REJECT.
+
+    Both files are read and checked (readable, enough speech) before the model is loaded.
+    """
+    wave_a, wave_b = read_verification_audio(path_a), read_verification_audio(path_b)
+    score = verify_pair(load_extractor(config), path_a, wave_a, path_b, wave_b)
     decision = "ACCEPT" if score >= config.threshold else "REJECT"
     print(f"score = {score:.4f}  threshold = {config.threshold:g}  {decision}")
 
@@ -60,6 +62,7 @@ def verify(config, path_a, path_b):
 def extract(config, list_path, out_dir):
     """Write the embedding of every file of an audio list to out_dir (see src/evaluation/extract.py)."""
     entries = check_audio_list(list_path)
+    check_writable_folder(out_dir, "--extract OUTDIR")
     stats = extract_to_folder(load_extractor(config), entries, out_dir)
     print(f"wrote {len(entries)} embeddings to {out_dir}")
     print(stats.describe())
@@ -69,6 +72,7 @@ def evaluate_trials(config):
     """Score eval_list and write the results to eval_output_dir (see src/evaluation/evaluate.py)."""
     logger.info("settings:\n%s", format_config(config))
     inputs = prepare_inputs(config)
+    check_writable_folder(config.eval_output_dir, "eval_output_dir")
     for line in run_evaluation(config, load_extractor(config), inputs):
         print(line)
     print(f"outputs in {config.eval_output_dir}")

@@ -18,6 +18,7 @@ from src.cli import run_main  # noqa: E402
 from src.config import load_config, require_files  # noqa: E402
 from src.data.lists import read_trial_list, trial_utterances  # noqa: E402
 from src.errors import InputError  # noqa: E402
+from src.fileio import check_writable_file  # noqa: E402
 from src.evaluation.metrics import evaluate  # noqa: E402
 from src.evaluation.report import append_summary, format_summary, write_scores  # noqa: E402
 from src.evaluation.scoring import score_trials, trial_labels  # noqa: E402
@@ -37,6 +38,9 @@ def main():
     config, args = load_config(description="EER and minDCF from fixed-length inference results",
                                add_arguments=add_arguments)
     require_files(config, "eval_list")
+    check_writable_file(args.log_file, "--log_file")
+    if args.score_file:
+        check_writable_file(args.score_file, "--score_file")
     emb_size = embedding_size_of(args.mindir_path) if args.mindir_path else config.emb_size
     trials = read_trial_list(config.eval_list)
     embeddings = read_result_embeddings(args.result_path, trial_utterances(trials), emb_size)

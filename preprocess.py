@@ -17,9 +17,10 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from src.cli import run_main  # noqa: E402
-from src.config import ConfigError, load_config, require_dirs, require_files  # noqa: E402
+from src.config import load_config, require_dirs, require_files  # noqa: E402
 from src.data.lists import read_trial_list, trial_utterances  # noqa: E402
-from src.inference.fixed_length import TRIAL_LIST  # noqa: E402
+from src.fileio import check_writable_folder  # noqa: E402
+from src.inference.fixed_length import TRIAL_LIST, check_fixed_length  # noqa: E402
 from src.inference.model_file import fixed_length_of  # noqa: E402
 from src.inference.preprocessing import write_feature_folder  # noqa: E402
 
@@ -36,8 +37,8 @@ def main():
     require_files(config, "eval_list")
     require_dirs(config, "eval_path")
     length = fixed_length_of(args.mindir_path, config.in_channels) if args.mindir_path else config.length
-    if length < 2:
-        raise ConfigError(f"length: {length} frames is too short for a fixed-length input (at least 2)")
+    check_fixed_length(length)
+    check_writable_folder(args.output_path, "--output_path")
     trials = read_trial_list(config.eval_list)
     utterances = trial_utterances(trials)
 

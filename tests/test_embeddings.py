@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from mindspore import Tensor
 
-from conftest import TINY_NETWORK_ARGS, speaker_wave
-from eval_support import tiny_network, write_corpus, write_train_list, write_trials
+from eval_support import write_corpus, write_train_list, write_trials
+from fixtures import TINY_NETWORK_ARGS, speaker_wave, tiny_network
 from src.config import ConfigError, load_config
 from src.data.audio import AudioError, read_audio, write_audio
 from src.data.features import log_mel
@@ -16,6 +16,7 @@ from src.evaluation.embeddings import (EmbeddingCache, EmbeddingError, Embedding
 from src.evaluation.evaluate import (EvaluationError, prepare_inputs, run_evaluation,
                                      select_cohort)
 from src.evaluation.report import read_scores
+from src.model import build_embedding_network
 
 
 @pytest.fixture(scope="module")
@@ -163,12 +164,13 @@ def test_fingerprint_follows_model_content_and_settings(tmp_path):
     model = tmp_path / "model.ckpt"
     model.write_bytes(b"\x01" * 64)
     config, _ = load_config(TINY_NETWORK_ARGS)
-    original = model_fingerprint(model, config)
-    assert model_fingerprint(model, config) == original
+    network = build_embedding_network(config, "shifted")
+    original = model_fingerprint(model, network)
+    assert model_fingerprint(model, build_embedding_network(config, "native")) == original
     other_size, _ = load_config(TINY_NETWORK_ARGS + ["--emb_size=16"])
-    assert model_fingerprint(model, other_size) != original
+    assert model_fingerprint(model, build_embedding_network(other_size, "shifted")) != original
     model.write_bytes(b"\x02" * 64)  # same size, other weights
-    assert model_fingerprint(model, config) != original
+    assert model_fingerprint(model, network) != original
 
 
 def test_missing_audio_files_are_listed(tmp_path):

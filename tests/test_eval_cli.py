@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import TINY_NETWORK
-from eval_support import save_training_checkpoint, tiny_network, write_corpus, write_train_list, write_trials
+from eval_support import save_training_checkpoint, write_corpus, write_train_list, write_trials
+from fixtures import TINY_NETWORK, tiny_network
 from src.cli import run_main
 from src.data.lists import ListFormatError
 from src.evaluation.embeddings import EmbeddingExtractor
@@ -18,7 +18,7 @@ from src.evaluation.extract import output_name, read_audio_list
 from src.evaluation.metrics import evaluate
 from src.evaluation.report import read_scores
 from src.evaluation.scoring import trial_labels
-from src.model.weights import save_checkpoint_atomic
+from src.checkpoint import save_checkpoint
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EVAL_SCRIPT = os.path.join(REPO_ROOT, "eval.py")
@@ -54,7 +54,7 @@ def workspace(tmp_path_factory):
     write_train_list(data / "train.txt", training)
     network = tiny_network()
     save_training_checkpoint(network, root / "training.ckpt")
-    save_checkpoint_atomic(network, root / "exported.ckpt")
+    save_checkpoint(network, root / "exported.ckpt")
     settings = dict(TINY_NETWORK, eval_list=str(data / "eval.txt"), eval_path=str(data / "eval"),
                     train_list=str(data / "train.txt"), train_path=str(data / "train"),
                     eval_output_dir=str(root / "results"))
@@ -120,11 +120,11 @@ def test_run_eval_scripts_check_their_arguments(workspace):
     root, _ = workspace
     for name in ("run_eval_ascend.sh", "run_eval_gpu.sh", "run_eval_cpu.sh"):
         completed = run_script(name, "first", "training.ckpt", cwd=root)
-        assert completed.returncode == 2
+        assert completed.returncode == 1
         assert "DEVICE_ID must be a non-negative integer, got 'first'" in completed.stderr
         assert f"usage: bash {name} DEVICE_ID CKPT" in completed.stderr
     completed = run_script("run_eval_cpu.sh", 0, "absent.ckpt", cwd=os.path.join(REPO_ROOT, "scripts"))
-    assert completed.returncode == 2 and "CKPT 'absent.ckpt' is not a file" in completed.stderr
+    assert completed.returncode == 1 and "CKPT 'absent.ckpt' is not a file" in completed.stderr
     assert not os.path.exists(os.path.join(REPO_ROOT, "scripts", "eval.log"))
 
 

@@ -4,27 +4,72 @@ Every waveform in the project is a 1-D float32 numpy array of samples in [-1, 1]
 at ``SAMPLE_RATE`` Hz. Problems with a file raise :class:`AudioError`, whose
 message names the file and what is wrong with it.
 """
+import logging
 import os
-import tempfile
+import struct
 
 import numpy as np
 import soundfile
 
 from src.errors import InputError
+from src.fileio import atomic_write
 
 SAMPLE_RATE = 16000
+# A 'data' chunk size that means "unknown length" (streamed WAV), not a promise.
+_UNKNOWN_DATA_SIZES = (0, 0xFFFFFFFF)
+
+logger = logging.getLogger(__name__)
+_reported_truncations = set()
 
 
 class AudioError(InputError):
     """A file that cannot be used as project audio (missing, unreadable, wrong format)."""
 
 
+def _wav_shortfall(path):
+    """(frames declared, frames present) of a WAV file whose data chunk is cut short, else None.
+
+    Only RIFF/WAVE files with a known data size are checked: the size of the 'data'
+    chunk in the header is compared with the bytes that follow it in the file.
+    """
+    with open(path, "rb") as handle:
+        header = handle.read(12)
+        if len(header) < 12 or header[:4] != b"RIFF" or header[8:] != b"WAVE":
+            return None
+        block_align = 0
+        while True:
+            chunk = handle.read(8)
+            if len(chunk) < 8:
+                return None
+            chunk_id, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if chunk_id == b"data":
+                present = os.fstat(handle.fileno()).st_size - handle.tell()
+                if not block_align or size in _UNKNOWN_DATA_SIZES or size <= present:
+                    return None
+                return size // block_align, present // block_align
+            body = handle.read(size + size % 2)
+            if chunk_id == b"fmt " and len(body) >= 14:
+                block_align = struct.unpack("<H", body[12:14])[0]
+
+
+def _warn_if_truncated(path, file_rate):
+    """Log once per file when a WAV holds fewer samples than its header declares."""
+    shortfall = _wav_shortfall(path) if path not in _reported_truncations else None
+    if shortfall:
+        _reported_truncations.add(path)
+        declared, present = shortfall
+        logger.warning("%s: truncated file: its header declares %d samples (%.2f s) but it holds %d "
+                       "(%.2f s); using those", path, declared, declared / file_rate, present,
+                       present / file_rate)
+
+
 def read_audio(path, sample_rate=SAMPLE_RATE, allow_resample=False):
     """Read a mono audio file as float32 samples (S,) at ``sample_rate`` Hz.
 
-    Multi-channel audio, an empty file and (unless ``allow_resample``) a different
-    sample rate are errors; with ``allow_resample`` other rates are converted by
-    polyphase resampling.
+    Multi-channel audio, an empty file, NaN or infinite samples and (unless
+    ``allow_resample``) a different sample rate are errors; with ``allow_resample``
+    other rates are converted by polyphase resampling. A WAV file cut short (fewer
+    samples than its header declares) is used as it is, with a warning the first time.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -38,6 +83,10 @@ def read_audio(path, sample_rate=SAMPLE_RATE, allow_resample=False):
     if samples.shape[0] == 0:
         raise AudioError(f"{path}: contains no samples")
     wave = samples[:, 0]
+    non_finite = wave.size - np.count_nonzero(np.isfinite(wave))
+    if non_finite:
+        raise AudioError(f"{path}: has {non_finite} non-finite samples (NaN or inf)")
+    _warn_if_truncated(path, file_rate)
     if file_rate != sample_rate:
         if not allow_resample:
             raise AudioError(f"{path}: sample rate is {file_rate} Hz, expected {sample_rate} Hz")
@@ -56,23 +105,13 @@ def resample(wave, from_rate, to_rate):
 
 
 def write_audio(path, wave, sample_rate=SAMPLE_RATE):
-    """Write a 1-D float waveform as 16-bit PCM WAV, atomically (temporary file, then rename).
+    """Write a 1-D float waveform as 16-bit PCM WAV, atomically (see src/fileio.py).
 
     Samples outside [-1, 1] are clipped. Parent folders are created.
     """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".", suffix=".part", dir=folder)
-    os.close(handle)
-    try:
+    with atomic_write(path) as temporary:
         soundfile.write(temporary, np.clip(np.asarray(wave, dtype=np.float32), -1.0, 1.0),
                         sample_rate, subtype="PCM_16", format="WAV")
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
 
 
 def repeat_pad(wave, num_samples):

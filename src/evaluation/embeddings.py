@@ -22,9 +22,8 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import mindspore as ms
 import numpy as np
@@ -32,19 +31,22 @@ from mindspore import Tensor
 
 from src.data import features
 from src.data.audio import SAMPLE_RATE, AudioError, read_audio
+from src.data.speech_content import warn_if_insufficient
 from src.errors import InputError
+from src.fileio import atomic_write
 from src.evaluation.scoring import EmbeddingTable
+from src.model import network_description
 
 CACHE_FILE_NAME = "embeddings.npz"
-CACHE_FORMAT_VERSION = 1
-NETWORK_SETTINGS = ("in_channels", "channels", "mfa_channels", "attention_channels",
-                    "se_channels", "scale", "emb_size")
+CACHE_FORMAT_VERSION = 2
 FEATURE_CONSTANTS = ("N_FFT", "WIN_LENGTH", "HOP_LENGTH", "N_MELS", "F_MIN", "F_MAX",
                      "PRE_EMPHASIS", "LOG_FLOOR")
 # Length of the input that compiles the graph before the first utterance.
 WARM_UP_FRAMES = 200
 # Without a terminal, progress is logged about this many times per extraction.
 PROGRESS_LOG_STEPS = 10
+# Utterances with too little speech named in the extraction summary.
+SHOWN_LOW_SPEECH = 3
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +119,8 @@ class ExtractionStats:
     compile_seconds: graph compilation (0 when the network was already compiled).
     network_seconds: time inside the network, compilation excluded.
     total_seconds: reading, features, network and compilation together.
+    low_speech: paths of the extracted utterances too short or with too little speech
+        (see src/data/speech_content.py); they are embedded all the same.
     """
     extracted: int = 0
     cached: int = 0
@@ -124,6 +128,7 @@ class ExtractionStats:
     compile_seconds: float = 0.0
     network_seconds: float = 0.0
     total_seconds: float = 0.0
+    low_speech: list = field(default_factory=list)
 
     def describe(self):
         """One line: counts, audio duration, wall time and real-time factors (wall / audio)."""
@@ -131,10 +136,16 @@ class ExtractionStats:
             return f"all {self.cached} embeddings taken from the cache"
         total_rtf = self.total_seconds / self.audio_seconds
         compiled = f", incl. {self.compile_seconds:.1f} s graph compilation" if self.compile_seconds else ""
+        low_speech = ""
+        if self.low_speech:
+            shown = ", ".join(self.low_speech[:SHOWN_LOW_SPEECH])
+            more = ", ..." if len(self.low_speech) > SHOWN_LOW_SPEECH else ""
+            low_speech = (f"; {len(self.low_speech)} too short or with too little speech, "
+                          f"used anyway: {shown}{more}")
         return (f"extracted {self.extracted} embeddings ({self.cached} from the cache): "
                 f"{self.audio_seconds:.1f} s of audio in {self.total_seconds:.1f} s{compiled}, "
                 f"RTF {total_rtf:.4f} ({1 / total_rtf:.1f}x real time); "
-                f"network alone RTF {self.network_seconds / self.audio_seconds:.4f}")
+                f"network alone RTF {self.network_seconds / self.audio_seconds:.4f}{low_speech}")
 
 
 def file_stamp(path):
@@ -152,12 +163,17 @@ def file_sha256(path, block_size=1 << 20):
     return digest.hexdigest()
 
 
-def model_fingerprint(model_path, config):
-    """Identity of the embeddings a model produces: checkpoint content + network and feature settings."""
+def model_fingerprint(model_path, network):
+    """Identity of the embeddings a model produces: checkpoint content, network, feature settings.
+
+    ``network`` is the Cell the embeddings come from; its description (model, the settings
+    its builder read, parameter names and shapes; see src/model/registry.py) stands for
+    everything but the weights, which the checkpoint's SHA-256 covers.
+    """
     description = {
         "version": CACHE_FORMAT_VERSION,
         "model_sha256": file_sha256(model_path),
-        "network": {key: getattr(config, key) for key in NETWORK_SETTINGS},
+        "network": network_description(network),
         "features": {name: getattr(features, name) for name in FEATURE_CONSTANTS},
         "sample_rate": SAMPLE_RATE,
     }
@@ -209,21 +225,13 @@ class EmbeddingCache:
 
     def save(self):
         """Write all entries to the cache file atomically."""
-        folder = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(folder, exist_ok=True)
         paths = sorted(self.entries)
-        handle, temporary = tempfile.mkstemp(suffix=".npz", dir=folder)
-        try:
-            with os.fdopen(handle, "wb") as out:
+        with atomic_write(self.path) as temporary:
+            with open(temporary, "wb") as out:
                 np.savez(out, fingerprint=np.array(self.fingerprint),
                          paths=np.array(paths, dtype=str),
                          stamps=np.array([self.entries[path][0] for path in paths], dtype=str),
                          embeddings=np.stack([self.entries[path][1] for path in paths]))
-            os.replace(temporary, self.path)
-        except BaseException:
-            if os.path.exists(temporary):
-                os.remove(temporary)
-            raise
 
 
 def _progress(items, description):
@@ -259,7 +267,9 @@ def extract_embeddings(extractor, names, root="", cache=None, description="embed
 
     Files must be 16 kHz unless ``allow_resample``. Returns ``(table, stats)``: an
     EmbeddingTable with one row per unique name, in order of first appearance, and
-    :class:`ExtractionStats`. A non-finite embedding raises EmbeddingError. New
+    :class:`ExtractionStats`. Audio too short or with too little speech is embedded with
+    one warning per file and listed in ``stats.low_speech``; unreadable audio raises
+    AudioError and a non-finite embedding EmbeddingError, each naming the file. New
     embeddings are added to the cache, if given, which is saved at the end, and also
     when an error or an interruption stops the loop, so a second run continues where
     the first stopped.
@@ -282,6 +292,8 @@ def extract_embeddings(extractor, names, root="", cache=None, description="embed
         for name in _progress(pending, description):
             path = os.path.join(root, name)
             wave = read_audio(path, allow_resample=allow_resample)
+            if warn_if_insufficient(path, wave):
+                stats.low_speech.append(path)
             feats = features.log_mel(wave, extractor.n_mels)
             call_start = time.perf_counter()
             vectors[name] = finite_embedding(extractor.embed_features(feats), path)

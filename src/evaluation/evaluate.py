@@ -138,7 +138,7 @@ def run_evaluation(config, extractor, inputs):
     cache = None
     if config.embedding_cache:
         cache = EmbeddingCache(os.path.join(output_dir, CACHE_FILE_NAME),
-                               model_fingerprint(config.model_path, config))
+                               model_fingerprint(config.model_path, extractor.network))
     trial_table, stats = extract_embeddings(extractor, inputs.utterances, config.eval_path, cache,
                                             description="trial utterances")
     logger.info("trial utterances: %s", stats.describe())

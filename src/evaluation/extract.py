@@ -1,6 +1,8 @@
 """Embeddings outside a trial list: one pair of files (verify) or a list of files (to .npy).
 
-Both accept audio at any sample rate (it is resampled to 16 kHz).
+Both accept audio at any sample rate (it is resampled to 16 kHz). Audio that is too short
+or holds too little speech (:mod:`src.data.speech_content`) is refused by verification and
+embedded with a warning by extraction.
 
 Audio list format: one audio path per line; blank lines are skipped. A relative path is
 relative to the folder that holds the list file, an absolute path is used as is. Each
@@ -13,14 +15,30 @@ import os
 
 import numpy as np
 
+from src.data.audio import read_audio
 from src.data.lists import ListFormatError, Trial
-from src.evaluation.embeddings import extract_embeddings, require_audio_files
+from src.data.speech_content import SpeechContentError, measure
+from src.evaluation.embeddings import extract_embeddings, finite_embedding, require_audio_files
 from src.evaluation.scoring import score_trials
 
 
-def verify_pair(extractor, path_a, path_b):
-    """Cosine similarity (float) of the embeddings of two audio files."""
-    embeddings = {path: extractor.embed_file(path, allow_resample=True) for path in (path_a, path_b)}
+def read_verification_audio(path):
+    """16 kHz waveform (S,) of a file to verify, read at any sample rate.
+
+    Raises AudioError for unreadable audio and SpeechContentError, naming the file, its
+    duration or active speech and the threshold, for audio too short or too silent to verify.
+    """
+    wave = read_audio(path, allow_resample=True)
+    problem = measure(wave).problem()
+    if problem:
+        raise SpeechContentError(f"{path}: {problem}; cannot verify with it")
+    return wave
+
+
+def verify_pair(extractor, path_a, wave_a, path_b, wave_b):
+    """Cosine similarity (float) of the embeddings of two waveforms (S,) read from path_a and path_b."""
+    embeddings = {path: finite_embedding(extractor.embed_wave(wave), path)
+                  for path, wave in ((path_a, wave_a), (path_b, wave_b))}
     return float(score_trials(embeddings, [Trial(target=True, utt_a=path_a, utt_b=path_b)])[0])
 
 

@@ -109,8 +109,9 @@ def unit_rows(table, mean=None):
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     zero = np.flatnonzero(norms[:, 0] == 0)
     if zero.size:
-        raise ValueError(f"embedding of {table.names[zero[0]]!r} has zero length after mean "
-                         "subtraction; cosine scoring is undefined")
+        after = " after mean subtraction" if mean is not None else ""
+        raise ValueError(f"embedding of {table.names[zero[0]]!r} has zero length{after}; "
+                         "cosine scoring is undefined")
     return matrix / norms
 
 

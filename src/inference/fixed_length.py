@@ -36,21 +36,31 @@ import numpy as np
 
 from src.data.audio import repeat_pad
 from src.data.features import log_mel, samples_for_frames
+from src.config import ConfigError
 from src.errors import InputError
 from src.inference.binary_io import BIN_SUFFIX
 
+# Fewest frames of a fixed-length input: export.py and preprocess.py both refuse less.
+MIN_LENGTH = 2
 FEATURE_DIR = "feat"
 UTTERANCE_LIST = "utt_list.txt"
 TRIAL_LIST = "eval.txt"
 
 
+def check_fixed_length(length):
+    """Raise a ConfigError naming the ``length`` setting when it is below MIN_LENGTH frames."""
+    if length < MIN_LENGTH:
+        raise ConfigError(f"length: {length} frames is too short for a fixed-length input "
+                          f"(at least {MIN_LENGTH})")
+
+
 def fixed_length_wave(wave, length):
     """The first ``samples_for_frames(length)`` samples of ``wave`` (S,), repeat-padded if short.
 
-    length: frames, at least 2. Returns float32 (samples_for_frames(length),).
+    length: frames, at least MIN_LENGTH. Returns float32 (samples_for_frames(length),).
     """
-    if length < 2:
-        raise ValueError(f"a fixed length needs at least 2 frames, got {length}")
+    if length < MIN_LENGTH:
+        raise ValueError(f"a fixed length needs at least {MIN_LENGTH} frames, got {length}")
     num_samples = samples_for_frames(length)
     wave = np.asarray(wave, dtype=np.float32)
     if wave.ndim != 1 or wave.size == 0:
@@ -85,5 +95,5 @@ def bin_file_names(utterances):
 
 
 def format_utterance_list(names):
-    """Lines of utt_list.txt for ``{utterance: file name}``, sorted by file name."""
-    return [f"{name} {utterance}\n" for utterance, name in sorted(names.items(), key=lambda item: item[1])]
+    """Lines (without newline) of utt_list.txt for ``{utterance: file name}``, sorted by file name."""
+    return [f"{name} {utterance}" for utterance, name in sorted(names.items(), key=lambda item: item[1])]
