@@ -1,14 +1,19 @@
 """Write the fixed-length feature files of the evaluation utterances.
 
     python preprocess.py [--eval_list eval.txt] [--eval_path eval/wav] [--output_path DIR]
-                         [--length N | --mindir_path MODEL.mindir] [--config FILE.yaml]
+                         [--length N | --mindir_path MODEL] [--windows first|all] [--window_hop H]
+                         [--config FILE.yaml]
 
-Every utterance of the trial list becomes ``<output_path>/feat/<name>.bin``: float32
-(1, length, 80) log-mel features of its first ``length`` frames (shorter audio repeated),
-the exact input of the exported model (see src/inference/fixed_length.py). The folder also
-receives ``utt_list.txt`` ('<name>.bin <utterance>' lines) and a copy of the trial list as
-``eval.txt``. ``--mindir_path`` takes ``length`` from the model's input shape. Existing .bin
-files in ``<output_path>/feat`` are removed first.
+With ``windows: first`` (the default) every utterance of the trial list becomes
+``<output_path>/feat/<name>.bin``: float32 (1, length, 80) log-mel features of its first
+``length`` frames (shorter audio repeated), the exact input of the exported model (see
+src/inference/fixed_length.py), listed in ``utt_list.txt`` ('<name>.bin <utterance>' lines).
+With ``windows: all`` every utterance becomes ``feat/<name>.w<k>.bin`` files, windows of
+``length`` frames every ``window_hop`` frames (0 = length // 2) with the last one aligned to
+the end of the utterance, listed in ``windows.txt`` ('<window file> <utterance>' lines);
+postprocess.py averages their embeddings. The folder also receives a copy of the trial list
+as ``eval.txt``. ``--mindir_path`` takes ``length`` from the model's input shape (MindIR or
+ONNX). Existing .bin files in ``<output_path>/feat`` are removed first.
 """
 import os
 import sys
@@ -20,7 +25,8 @@ from src.cli import run_main  # noqa: E402
 from src.config import load_config, require_dirs, require_files  # noqa: E402
 from src.data.lists import read_trial_list, trial_utterances  # noqa: E402
 from src.fileio import check_writable_folder  # noqa: E402
-from src.inference.fixed_length import TRIAL_LIST, check_fixed_length  # noqa: E402
+from src.inference.binary_io import list_bin_files  # noqa: E402
+from src.inference.fixed_length import TRIAL_LIST, WINDOW_LIST, check_fixed_length, window_hop  # noqa: E402
 from src.inference.model_file import fixed_length_of  # noqa: E402
 from src.inference.preprocessing import write_feature_folder  # noqa: E402
 
@@ -28,7 +34,7 @@ from src.inference.preprocessing import write_feature_folder  # noqa: E402
 def add_arguments(parser):
     parser.add_argument("--output_path", default="./preprocess_Result", help="folder to fill")
     parser.add_argument("--mindir_path", default="",
-                        help="exported model whose input length replaces the length setting")
+                        help="exported model (MindIR or ONNX) whose input length replaces the length setting")
 
 
 def main():
@@ -43,9 +49,14 @@ def main():
     utterances = trial_utterances(trials)
 
     start = time.perf_counter()
-    feature_dir = write_feature_folder(config.eval_list, utterances, config.eval_path, args.output_path, length)
-    print(f"wrote {len(utterances)} feature files of shape (1, {length}, {config.in_channels}) to {feature_dir} "
-          f"in {time.perf_counter() - start:.1f} s ({len(trials)} trials in "
+    feature_dir = write_feature_folder(config.eval_list, utterances, config.eval_path, args.output_path, length,
+                                       config.windows, config.window_hop)
+    count = len(list_bin_files(feature_dir))
+    windows = ("" if config.windows == "first" else
+               f", windows every {window_hop(length, config.window_hop)} frames listed in "
+               f"{os.path.join(args.output_path, WINDOW_LIST)}")
+    print(f"wrote {count} feature files of shape (1, {length}, {config.in_channels}) for {len(utterances)} "
+          f"utterances to {feature_dir} in {time.perf_counter() - start:.1f} s{windows} ({len(trials)} trials in "
           f"{os.path.join(args.output_path, TRIAL_LIST)})")
 
 

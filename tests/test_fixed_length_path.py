@@ -1,8 +1,10 @@
-"""The fixed-length path end to end: preprocess -> MindIR on the CPU runner -> postprocess.
+"""The fixed-length path end to end: preprocess -> MindIR on the CPU runner (or ONNX with
+onnxruntime) -> postprocess, with the first window of each utterance or windows covering it.
 
-A tiny network is exported with a short input; run_infer_cpu.sh runs on a synthetic corpus
-whose utterances are shorter and longer than that input, and every intermediate file and the
-final scores are compared with an in-process computation of the same network.
+A tiny network is exported with a short input; run_infer_cpu.sh and run_infer_onnx.sh run on a
+synthetic corpus whose utterances are shorter and longer than that input, and every
+intermediate file and the final scores are compared with an in-process computation of the
+same network.
 """
 import os
 import re
@@ -25,15 +27,20 @@ from src.evaluation.report import format_summary, read_scores
 from src.evaluation.scoring import score_trials, trial_labels
 from src.inference.binary_io import BinFileError
 from src.inference.exporter import export_network
-from src.inference.fixed_length import bin_file_name, bin_file_names, fixed_length_features, fixed_length_wave
+from src.config import load_config
+from src.inference.fixed_length import (bin_file_name, bin_file_names, fixed_length_features, fixed_length_wave,
+                                        read_window_list, window_features, window_file_name, window_starts)
+from src.inference.folding import fold_batch_norm
+from src.inference.results import average_embeddings
 from src.inference.runner import parse_args, run_inference
-from fixtures import tiny_network
+from fixtures import TINY_NETWORK_ARGS, tiny_network
 from src.checkpoint import load_embedding_weights, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 CPU_SCRIPT = REPO / "scripts" / "run_infer_cpu.sh"
 ASCEND_SCRIPT = REPO / "scripts" / "run_infer_310.sh"
-LENGTH = 120                      # frames = 19,040 samples = 1.19 s
+ONNX_SCRIPT = REPO / "scripts" / "run_infer_onnx.sh"
+LENGTH = 120                      # frames = 19,040 samples = 1.19 s; window hop 60 frames by default
 SECONDS = (0.6, 1.0, 1.8)         # utterance durations: two padded, one cropped
 PITCHES = (110.0, 170.0, 240.0)   # one voice per speaker
 TIMING = re.compile(r"ECAPA-TDNN inference cost average time: \d+\.\d{3} ms of infer_count 9 "
@@ -75,6 +82,8 @@ def setup(tmp_path_factory):
     save_checkpoint(network, str(root / "weights.ckpt"))
     network.set_train(False)
     export_network(network, (1, LENGTH, 80), str(root / "model"), "MINDIR")
+    folded = fold_batch_norm(network, load_config(TINY_NETWORK_ARGS)[0], "shifted")
+    export_network(folded, (1, LENGTH, 80), str(root / "model"), "ONNX")
     work = root / "work"
     work.mkdir()
     # The script is called by a relative path, as from scripts/ or the repository root.
@@ -217,6 +226,9 @@ def test_postprocess_names_a_result_file_of_the_wrong_size(setup, tmp_path, monk
     (CPU_SCRIPT, ["nowhere.mindir", "{data}"], "error: MINDIR 'nowhere.mindir' not found"),
     (CPU_SCRIPT, ["{ckpt}", "{data}"], "does not end with .mindir"),
     (CPU_SCRIPT, ["{model}", "{data}/eval.txt"], "eval.txt' is not a folder"),
+    (ONNX_SCRIPT, ["{model}"], "usage: bash"),
+    (ONNX_SCRIPT, ["{model}", "{data}"], "error: ONNX '{model}' does not end with .onnx"),
+    (ONNX_SCRIPT, ["nowhere.onnx", "{data}"], "error: ONNX 'nowhere.onnx' not found"),
     (ASCEND_SCRIPT, ["{model}", "{data}"], "usage: bash"),
     (ASCEND_SCRIPT, ["{data}", "{model}", "0"], "does not end with .mindir"),
     (ASCEND_SCRIPT, ["{model}", "0", "{data}"], "error: DATA '0' is not a folder"),
@@ -226,7 +238,7 @@ def test_scripts_check_their_arguments(setup, tmp_path, script, args, message):
     paths = {"data": setup / "data", "model": setup / "model.mindir", "ckpt": setup / "weights.ckpt"}
     result = run_script(script, *(arg.format(**paths) for arg in args), cwd=tmp_path)
     assert result.returncode == 1
-    assert message in result.stdout + result.stderr
+    assert message.format(**paths) in result.stdout + result.stderr
     assert list(tmp_path.iterdir()) == []
 
 
@@ -242,3 +254,128 @@ def test_cpu_script_rejects_data_without_a_trial_list(setup, tmp_path):
     result = run_script(CPU_SCRIPT, setup / "model.mindir", data, cwd=tmp_path)
     assert result.returncode == 1
     assert "holds neither eval.txt with eval/wav/" in result.stderr
+
+
+def test_window_starts_step_by_the_hop_and_end_at_the_end():
+    # length 3 frames = 320 samples; hop 1 frame = 160 samples.
+    assert window_starts(700, 3, 1) == [0, 160, 320, 380]
+    assert window_starts(960, 3, 2) == [0, 320, 640]     # the end falls on a hop: no repeated window
+    assert window_starts(321, 3, 1) == [0, 1]
+    assert window_starts(320, 3, 1) == window_starts(100, 3, 5) == [0]
+    assert window_file_name("id0/v/00001.wav", 3) == "id0_v_00001.w0003.bin"
+
+
+def test_window_features_cover_the_utterance_and_short_audio_is_the_first_input():
+    wave = np.random.default_rng(2).standard_normal(28800).astype(np.float32)  # 1.8 s
+    windows = window_features(wave, LENGTH, 60)
+    samples = (LENGTH - 1) * 160
+    assert len(windows) == 3  # starts 0, 9600 and 28800 - 19040 = 9760
+    np.testing.assert_array_equal(windows[0], fixed_length_features(wave, LENGTH))
+    np.testing.assert_array_equal(windows[1][0], log_mel(wave[9600:9600 + samples]))
+    np.testing.assert_array_equal(windows[-1][0], log_mel(wave[-samples:]))
+    short = wave[:9000]
+    np.testing.assert_array_equal(np.concatenate(window_features(short, LENGTH, 60)),
+                                  fixed_length_features(short, LENGTH))
+
+
+def test_average_embeddings_normalises_each_then_the_mean():
+    np.testing.assert_allclose(average_embeddings([[3.0, 4.0], [0.0, 2.0]]),
+                               np.array([0.3, 0.9]) / np.sqrt(0.9), rtol=1e-6)
+    np.testing.assert_allclose(average_embeddings([[3.0, 4.0], [0.0, 20.0]]),
+                               average_embeddings([[30.0, 40.0], [0.0, 2.0]]), rtol=1e-6)
+    np.testing.assert_array_equal(average_embeddings([[0.0, 0.0]]), [0.0, 0.0])
+
+
+def run_preprocess(setup, out, *settings):
+    result = subprocess.run([sys.executable, str(REPO / "preprocess.py"), *TINY_NETWORK_ARGS,
+                             f"--eval_list={setup / 'data' / 'eval.txt'}", f"--eval_path={setup / 'data' / 'eval' / 'wav'}",
+                             f"--output_path={out}", f"--length={LENGTH}", *settings],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def folder_contents(folder):
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_windows_first_writes_exactly_the_single_input_files(setup, tmp_path):
+    # The same files as the default run (whose features test_preprocess_writes_the_waveform_crop_features
+    # checks); features agree to float rounding, since another process may sum the mel products in another order.
+    run_preprocess(setup, tmp_path / "first", "--windows=first")
+    found, expected = folder_contents(tmp_path / "first"), folder_contents(setup / "work" / "preprocess_Result")
+    assert sorted(found) == sorted(expected) and "utt_list.txt" in found and "windows.txt" not in found
+    for name, content in expected.items():
+        if name.endswith(".bin"):
+            np.testing.assert_allclose(np.frombuffer(found[name], np.float32), np.frombuffer(content, np.float32),
+                                       rtol=1e-6, atol=1e-6)
+        else:
+            assert found[name] == content
+
+
+@pytest.fixture(scope="module")
+def windowed(setup):
+    """Features of every window (hop 60 frames); run_infer_cpu.sh and run_infer_onnx.sh on them."""
+    features = setup / "windowed"
+    printed = run_preprocess(setup, features, "--windows=all")
+    assert "windows every 60 frames" in printed
+    for script, model, work in ((CPU_SCRIPT, "model.mindir", "windowed_cpu"), (ONNX_SCRIPT, "model.onnx", "windowed_onnx")):
+        (setup / work).mkdir()
+        result = run_script(script, setup / model, features, cwd=setup / work)
+        assert result.returncode == 0, result.stdout + result.stderr
+    return features
+
+
+def test_windows_all_embeds_every_window_and_scores_their_average(setup, windowed):
+    network = tiny_network()
+    load_embedding_weights(str(setup / "weights.ckpt"), network)
+    network.set_train(False)
+    trials = read_trial_list(setup / "data" / "eval.txt")
+    pairs = read_window_list(windowed / "windows.txt")
+    assert not (windowed / "utt_list.txt").exists()
+    assert sorted(name for name, _ in pairs) == sorted(path.name for path in (windowed / "feat").iterdir())
+    embeddings = {}
+    for utterance in trial_utterances(trials):
+        wave = read_audio(setup / "data" / "eval" / "wav" / utterance)
+        names = [name for name, owner in pairs if owner == utterance]
+        windows = window_features(wave, LENGTH, 60)
+        # 0.6 s and 1.0 s fit in one window; 1.8 s takes windows starting at 0, 0.6 and 0.61 s.
+        assert len(names) == len(windows) == (3 if wave.size > 20000 else 1)
+        assert names == [window_file_name(utterance, index) for index in range(len(windows))]
+        embeddings[utterance] = average_embeddings([network(Tensor(features)).asnumpy()[0] for features in windows])
+    scores = score_trials(embeddings, trials)
+    _, script_scores = read_scores(setup / "windowed_cpu" / "scores.txt")
+    np.testing.assert_allclose(script_scores, scores, rtol=0, atol=1e-5)
+    result = evaluate(scores, trial_labels(trials))
+    assert (setup / "windowed_cpu" / "acc.log").read_text().splitlines() == format_summary(result)
+    _, first_scores = read_scores(setup / "work" / "scores.txt")
+    assert np.abs(first_scores - script_scores).max() > 1e-3  # the longest utterances are scored otherwise
+
+
+def test_onnx_twin_gives_the_cpu_runner_scores_and_eer(setup, windowed):
+    for cpu_work, onnx_work in (("work", "onnx_first"), ("windowed_cpu", "windowed_onnx")):
+        if not (setup / onnx_work).exists():
+            (setup / onnx_work).mkdir()
+            result = run_script(ONNX_SCRIPT, setup / "model.onnx", setup / "work" / "preprocess_Result",
+                                cwd=setup / onnx_work)
+            assert result.returncode == 0, result.stdout + result.stderr
+        _, cpu_scores = read_scores(setup / cpu_work / "scores.txt")
+        _, onnx_scores = read_scores(setup / onnx_work / "scores.txt")
+        np.testing.assert_allclose(onnx_scores, cpu_scores, rtol=0, atol=1e-5)
+        assert (setup / onnx_work / "acc.log").read_text() == (setup / cpu_work / "acc.log").read_text()
+        timing = (setup / onnx_work / "time_Result" / "test_perform_static.txt").read_text()
+        count = len(list((setup / cpu_work / "result_Files").iterdir()))
+        assert count == (9 if cpu_work == "work" else 15)  # 3 of the 9 utterances have 3 windows
+        assert re.fullmatch(TIMING.pattern.replace("infer_count 9", f"infer_count {count}"), timing)
+
+
+def test_postprocess_names_utterances_without_windows(setup, windowed, tmp_path, monkeypatch):
+    listing = tmp_path / "windows.txt"
+    listing.write_text("".join(line + "\n" for line in (windowed / "windows.txt").read_text().splitlines()
+                               if not line.endswith(" id2/video0/00002.wav")))
+    monkeypatch.setattr(sys, "argv", ["postprocess.py", "--result_path", str(setup / "windowed_cpu" / "result_Files"),
+                                      "--emb_size", "8", "--eval_list", str(setup / "data" / "eval.txt"),
+                                      "--window_list", str(listing), "--log_file", str(tmp_path / "acc.log")])
+    with pytest.raises(InputError, match=r"windows\.txt lists no window of 1 utterance\(s\) of the trial list: "
+                                         r"id2/video0/00002\.wav"):
+        postprocess.main()

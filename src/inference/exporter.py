@@ -1,15 +1,19 @@
 """Exporting the embedding network with a fixed input shape, and checking the exported file.
 
-A check runs the exported file on a random input of the export shape and compares its
-output with the network's; the largest absolute difference must stay within
-``CHECK_TOLERANCE`` times the largest absolute network output (at least 1).
+A check runs the exported file on the inputs of :func:`parity_inputs` (a random input and
+log-mel features of a tone) and compares its outputs with the network's; the largest
+absolute difference must stay within ``CHECK_TOLERANCE`` times the largest absolute network
+output (at least 1).
 """
 import os
 
 import numpy as np
 
+from src.data.audio import SAMPLE_RATE
+from src.data.features import N_MELS, log_mel, samples_for_frames
 from src.errors import InputError
-from src.inference.model_file import load_graph_cell
+from src.inference.model_file import ModelFileError, load_graph_cell
+from src.inference.onnx_model import onnx_session, onnxruntime_available, runtime_errors
 
 EXTENSIONS = {"MINDIR": ".mindir", "AIR": ".air", "ONNX": ".onnx"}
 CHECK_TOLERANCE = 1e-4
@@ -68,26 +72,43 @@ def export_network(network, input_shape, file_name, file_format):
     return path
 
 
+def parity_inputs(input_shape, seed=0):
+    """Named float32 inputs of ``input_shape`` on which an exported file is checked.
+
+    Always seeded standard-normal values ('random input'); for a feature input
+    (1, T, N_MELS) also the log-mel features of a harmonic tone ('tone features'), an
+    input on the scale of real speech features.
+    """
+    inputs = {"random input": np.random.default_rng(seed).standard_normal(input_shape).astype(np.float32)}
+    if len(input_shape) == 3 and input_shape[0] == 1 and input_shape[2] == N_MELS:
+        time = np.arange(samples_for_frames(input_shape[1])) / SAMPLE_RATE
+        wave = sum(np.sin(2 * np.pi * 140.0 * harmonic * time) / harmonic for harmonic in range(1, 6))
+        inputs["tone features"] = log_mel(0.1 * wave.astype(np.float32))[np.newaxis]
+    return inputs
+
+
 def _compare(run_exported, network, input_shape, seed, path):
-    """Largest |exported - network| on a seeded standard-normal input; raise if beyond tolerance."""
+    """``{input name: max |exported - network|}`` on :func:`parity_inputs`; raise if beyond tolerance."""
     import mindspore as ms
 
-    features = np.random.default_rng(seed).standard_normal(input_shape).astype(np.float32)
-    expected = network(ms.Tensor(features)).asnumpy()
-    found = np.asarray(run_exported(features), dtype=np.float32)
-    if found.shape != expected.shape:
-        raise ExportMismatchError(f"{path}: output shape {found.shape} differs from the network's "
-                                  f"{expected.shape}")
-    difference = float(np.max(np.abs(found - expected)))
-    allowed = CHECK_TOLERANCE * max(1.0, float(np.max(np.abs(expected))))
-    if not difference <= allowed:
-        raise ExportMismatchError(f"{path}: output differs from the network's by up to {difference:.3g} "
-                                  f"(allowed {allowed:.3g}); the exported model is not usable")
-    return difference
+    differences = {}
+    for name, features in parity_inputs(input_shape, seed).items():
+        expected = network(ms.Tensor(features)).asnumpy()
+        found = np.asarray(run_exported(features), dtype=np.float32)
+        if found.shape != expected.shape:
+            raise ExportMismatchError(f"{path}: output shape {found.shape} differs from the network's "
+                                      f"{expected.shape}")
+        difference = float(np.max(np.abs(found - expected)))
+        allowed = CHECK_TOLERANCE * max(1.0, float(np.max(np.abs(expected))))
+        if not difference <= allowed:
+            raise ExportMismatchError(f"{path}: output differs from the network's by up to {difference:.3g} "
+                                      f"on the {name} (allowed {allowed:.3g}); the exported model is not usable")
+        differences[name] = difference
+    return differences
 
 
 def check_mindir(path, network, input_shape, seed=0):
-    """Load the MindIR at ``path`` and compare it with ``network``; return the max abs difference."""
+    """Load the MindIR at ``path`` and compare it with ``network``: ``{input name: max abs difference}``."""
     import mindspore as ms
 
     cell = load_graph_cell(path)
@@ -97,20 +118,18 @@ def check_mindir(path, network, input_shape, seed=0):
 def check_onnx(path, network, input_shape, seed=0):
     """Run the ONNX file with onnxruntime and compare it with ``network``.
 
-    Returns the max abs difference, or None when onnxruntime is not installed.
+    Returns ``{input name: max abs difference}``, or None when onnxruntime is not installed.
+    A file onnxruntime cannot load or run raises ExportMismatchError.
     """
-    try:
-        import onnxruntime
-    except ImportError:
+    if not onnxruntime_available():
         return None
-    from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
-
-    failures = (ort_errors.Fail, ort_errors.InvalidGraph, ort_errors.InvalidArgument,
-                ort_errors.RuntimeException)
     try:
-        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        session = onnx_session(path)
         input_name = session.get_inputs()[0].name
         return _compare(lambda features: session.run(None, {input_name: features})[0], network,
                         input_shape, seed, path)
-    except failures as error:
-        raise ExportMismatchError(f"{path}: onnxruntime cannot run the exported graph ({error})") from None
+    except ModelFileError as error:
+        raise ExportMismatchError(str(error)) from None
+    except runtime_errors() as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise ExportMismatchError(f"{path}: onnxruntime cannot run the exported graph ({first_line})") from None

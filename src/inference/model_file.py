@@ -1,4 +1,4 @@
-"""Reading an exported MindIR model: its input/output shapes and a callable cell."""
+"""Reading an exported model: input/output shapes of a MindIR or ONNX file, and a callable MindIR cell."""
 import math
 import os
 
@@ -55,17 +55,26 @@ def mindir_shapes(path):
     return _shape(path, model.graph.input[0], "input"), _shape(path, model.graph.output[0], "output")
 
 
+def model_shapes(path):
+    """``(input_shape, output_shape)`` of an exported model: ONNX for a ``.onnx`` file, else MindIR."""
+    if os.fspath(path).endswith(".onnx"):
+        from src.inference.onnx_model import onnx_session, onnx_shapes
+
+        return onnx_shapes(onnx_session(path), os.fspath(path))
+    return mindir_shapes(path)
+
+
 def fixed_length_of(path, mels):
-    """``length`` of a MindIR whose input is (1, length, ``mels``); ModelFileError otherwise."""
-    input_shape, _ = mindir_shapes(path)
+    """``length`` of a model (MindIR or ONNX) whose input is (1, length, ``mels``); ModelFileError otherwise."""
+    input_shape, _ = model_shapes(path)
     if len(input_shape) != 3 or input_shape[0] != 1 or input_shape[2] != mels:
         raise ModelFileError(f"{path}: model input shape {input_shape} is not (1, length, {mels})")
     return input_shape[1]
 
 
 def embedding_size_of(path):
-    """Values per embedding (the product of the output shape) of a MindIR model."""
-    _, output_shape = mindir_shapes(path)
+    """Values per embedding (the product of the output shape) of a MindIR or ONNX model."""
+    _, output_shape = model_shapes(path)
     return math.prod(output_shape)
 
 

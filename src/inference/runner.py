@@ -1,7 +1,8 @@
 """Fixed-length inference of an exported MindIR on the CPU, with the Ascend 310 program's I/O.
 
 The program scripts/infer_cpu.py runs it with the command line, output files and timing
-report of ascend310_infer/out/main:
+report of ascend310_infer/out/main (scripts/infer_onnx.py runs an ONNX file with
+onnxruntime the same way, with ``--onnx_path`` instead of ``--mindir_path``):
 
     python scripts/infer_cpu.py --mindir_path=FILE --input_path=DIR [--result_path=DIR]
                                 [--device_id=N] [--time_file=FILE]
@@ -60,16 +61,18 @@ def _device_id(text):
     return int(text)
 
 
-def parse_args(argv=None):
-    """Options of the runner, defaults filled in as the Ascend 310 program fills them.
+def parse_args(argv=None, model_option="mindir_path", model_kind="MindIR"):
+    """Options of a runner, defaults filled in as the Ascend 310 program fills them.
 
-    A bad command line prints argparse's usage and message and exits with status 2, the
-    usage-error status of ascend310_infer/out/main.
+    ``model_option`` names the option of the model file (``--mindir_path``; the ONNX runner
+    uses ``--onnx_path``), ``model_kind`` its format in the help. A bad command line prints
+    argparse's usage and message and exits with status 2, the usage-error status of
+    ascend310_infer/out/main.
     """
-    parser = argparse.ArgumentParser(description="Fixed-length ECAPA-TDNN inference of a MindIR on the CPU",
+    parser = argparse.ArgumentParser(description=f"Fixed-length ECAPA-TDNN inference of a {model_kind} on the CPU",
                                      allow_abbrev=False)
-    parser.add_argument("--mindir_path", required=True, action=_SingleValue,
-                        help="exported model (MindIR), input (1, length, 80) float32")
+    parser.add_argument(f"--{model_option}", required=True, action=_SingleValue,
+                        help=f"exported model ({model_kind}), input (1, length, 80) float32")
     parser.add_argument("--input_path", required=True, action=_SingleValue,
                         help="folder of <utt>.bin feature files (raw float32, 1*length*80 values)")
     parser.add_argument("--result_path", action=_SingleValue,
@@ -102,10 +105,16 @@ class MindIRModel:
         return self.cell(tensor).asnumpy().reshape(-1)
 
 
-def run_inference(mindir_path, input_path, result_path, time_file):
-    """Embed every feature file of ``input_path`` into ``result_path``; return (files, total_ms)."""
+def run_inference(model, input_path, result_path, time_file):
+    """Embed every feature file of ``input_path`` into ``result_path``; return (files, total_ms).
+
+    model: a MindIRModel, an OnnxModel (src/inference/onnx_model.py) or anything with
+    ``input_shape``, ``input_size`` and a call mapping input_size float32 values to an
+    embedding; a MindIR path is loaded as a MindIRModel.
+    """
     files = list_bin_files(input_path)
-    model = MindIRModel(mindir_path)
+    if isinstance(model, (str, os.PathLike)):
+        model = MindIRModel(model)
     note = f" (model input shape {model.input_shape})"
     for path in files:
         try:

@@ -90,11 +90,12 @@ def _mean_and_std(weighted_sum, weighted_square_sum, total_weight):
     """Mean and standard deviation over time from the weighted sums of x and x * x.
 
     The sums are (N, 1, C); total_weight, the sum of the weights, is (N, 1, C) or a number.
-    Returns two (N, 1, C) tensors; the variance is floored at VARIANCE_FLOOR.
+    Returns two (N, 1, C) tensors; the variance is floored at VARIANCE_FLOOR (by a maximum,
+    which MindSpore's ONNX exporter converts, unlike a one-sided clamp).
     """
     mean = weighted_sum / total_weight
     variance = weighted_square_sum / total_weight - mean * mean
-    return mean, ops.sqrt(ops.clamp(variance, min=VARIANCE_FLOOR))
+    return mean, ops.sqrt(ops.maximum(variance, VARIANCE_FLOOR))
 
 
 class AttentiveStatsPooling(nn.Cell):
