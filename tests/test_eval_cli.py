@@ -13,7 +13,9 @@ from eval_support import save_training_checkpoint, write_corpus, write_train_lis
 from fixtures import TINY_NETWORK, tiny_network
 from src.cli import run_main
 from src.data.lists import ListFormatError
-from src.evaluation.embeddings import EmbeddingExtractor
+from src.evaluation.calibrate import SEEN_UTTERANCES_WARNING
+from src.evaluation.calibration import Calibration, load_calibration, save_calibration
+from src.evaluation.embeddings import EmbeddingExtractor, audio_durations, file_sha256
 from src.evaluation.extract import output_name, read_audio_list
 from src.evaluation.metrics import evaluate
 from src.evaluation.report import read_scores
@@ -34,7 +36,7 @@ def eval_script():
     spec = importlib.util.spec_from_file_location("eval_script", EVAL_SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    module.init_context = lambda config: "CPU"
+    module.init_context = lambda config, distributed=False: "CPU"
     return module
 
 
@@ -148,11 +150,13 @@ def test_verify_prints_score_and_decision(workspace, reference, eval_script, cap
     threshold = round(expected, 4) + 0.001
     eval_script.main(["--config", str(root / "tiny.yaml"), "--model_path", str(root / "exported.ckpt"),
                       "--verify", str(wave_a), str(wave_b), "--threshold", str(threshold)])
-    printed = capsys.readouterr().out.strip()
-    match = re.fullmatch(r"score = (-?\d\.\d{4})  threshold = (\S+)  (ACCEPT|REJECT)", printed)
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert len(printed) == 2, printed
+    match = re.fullmatch(r"score = (-?\d\.\d{4})  threshold = (\S+)  (ACCEPT|REJECT)", printed[0])
     assert match, printed
     assert float(match.group(1)) == pytest.approx(expected, abs=1e-4)
     assert match.group(3) == "REJECT"
+    assert printed[1].startswith("uncalibrated decision: raw score (cosine) >= threshold")
 
 
 def test_extract_writes_one_vector_per_listed_file(workspace, reference, eval_script, tmp_path):
@@ -220,3 +224,139 @@ def test_malformed_trial_line_and_missing_inputs(workspace, eval_script, tmp_pat
             run_main(lambda: eval_script.main(argv))
         assert stop.value.code == 1
         assert message in capsys.readouterr().err
+
+
+def test_eval_fits_applies_and_reports_a_calibration(workspace, reference, eval_script, capsys, monkeypatch):
+    root, _ = workspace
+    monkeypatch.chdir(root)
+    common = ["--config", "tiny.yaml", "--model_path", "training.ckpt", "--score_norm=asnorm", "--top_n=4",
+              "--eval_output_dir", "calibrated"]
+    eval_script.main(common)
+    uncalibrated = capsys.readouterr().out.splitlines()
+    assert uncalibrated[0].startswith("EER = ") and uncalibrated[7].startswith("actDCF and Cllr read the raw")
+    raw_trials, raw_scores = read_scores(root / "calibrated" / "scores.txt")
+
+    eval_script.main(common + ["--score_calibration=qmf", "--cal_trials=20"])
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("EER = ")
+    assert [line.split(" = ")[0] for line in printed[1:7]] == [
+        "minDCF(p=0.01)", "minDCF(p=0.05)", "actDCF(p=0.01)", "actDCF(p=0.05)", "Cllr", "minCllr"]
+    assert printed[7] == "scores are LLRs of the qmf calibration"
+    raw_result = evaluate(raw_scores, trial_labels(raw_trials))
+    assert printed[8] == (f"before calibration (raw scores read as LLRs): EER = {100 * raw_result.eer:.2f}%, "
+                          f"minDCF(p=0.01) = {raw_result.min_dcf[0.01][0]:.4f}, "
+                          f"minDCF(p=0.05) = {raw_result.min_dcf[0.05][0]:.4f}, "
+                          f"actDCF(p=0.01) = {raw_result.act_dcf[0.01][0]:.4f}, "
+                          f"actDCF(p=0.05) = {raw_result.act_dcf[0.05][0]:.4f}, "
+                          f"Cllr = {raw_result.cllr:.4f}, minCllr = {raw_result.min_cllr:.4f}")
+    assert printed[9] == SEEN_UTTERANCES_WARNING  # the automatic list is made of training utterances
+    assert printed[10].startswith("calibration: qmf fitted on 14 trials (4 target) of "
+                                  "calibrated/calibration_trials.txt")
+
+    # The calibration list: 4 speakers of 2 utterances give 4 target pairs; 20 - 10 = 10
+    # non-target pairs requested, all possible.
+    cal_trials = (root / "calibrated" / "calibration_trials.txt").read_text().splitlines()
+    assert len(cal_trials) == 14 and sum(line.startswith("1 ") for line in cal_trials) == 4
+    calibration = load_calibration(root / "calibrated" / "calibration.json")
+    assert calibration.kind == "qmf" and calibration.scoring == "cosine, AS-norm (cohort 8, top_n 4)"
+    assert calibration.model_sha256 == file_sha256(root / "training.ckpt")
+    assert calibration.fitted_on["trials"] == 14 and calibration.fitted_on["targets"] == 4
+    assert calibration.fitted_on["trial_list"] == str(root / "calibrated" / "calibration_trials.txt")
+
+    # scores.txt holds the calibration applied to the raw scores, with the trials' quality measures.
+    trials, llrs = read_scores(root / "calibrated" / "scores.txt")
+    assert trials == raw_trials
+    data = root / "data" / "eval"
+    seconds = dict(zip(*(lambda names: (names, audio_durations(names, str(data))))(
+        sorted({t.utt_a for t in trials} | {t.utt_b for t in trials}))))
+    norm = {name: np.linalg.norm(reference.embed_file(data / name)) for name in seconds}
+    durations = np.array([[seconds[t.utt_a], seconds[t.utt_b]] for t in trials])
+    norms = np.array([[norm[t.utt_a], norm[t.utt_b]] for t in trials])
+    np.testing.assert_allclose(llrs, calibration.llrs(raw_scores, durations, norms), rtol=1e-4, atol=1e-4)
+
+    # The saved file applied to the same trials gives the same LLRs, without a new fit.
+    eval_script.main(common + [f"--calibration_file={root / 'calibrated' / 'calibration.json'}",
+                               "--eval_output_dir", "applied"])
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[7] == "scores are LLRs of the qmf calibration"
+    np.testing.assert_allclose(read_scores(root / "applied" / "scores.txt")[1], llrs, rtol=1e-6, atol=1e-6)
+
+
+def write_cosine_calibration(root, name, **fields):
+    """A linear calibration of plain cosine scores of exported.ckpt saved as ``root/name``."""
+    values = dict(kind="linear", features=("score",), weights=(10.0,), bias=-2.0, prior=0.5,
+                  scoring="cosine", model_sha256=file_sha256(root / "exported.ckpt"),
+                  fitted_on={"model_path": "exported.ckpt"},
+                  fa_thresholds=[{"fa_rate": 0.01, "llr_threshold": 1.5, "miss_rate": 0.2}])
+    values.update(fields)
+    return save_calibration(root / name, Calibration(**values))
+
+
+@pytest.mark.parametrize("operating_point, threshold", [
+    ([], np.log(99)), (["--p_target=0.5"], 0.0), (["--target_fa_rate=0.01"], 1.5)])
+def test_verify_with_a_calibration_prints_the_llr_and_a_calibrated_decision(
+        workspace, reference, eval_script, capsys, operating_point, threshold):
+    root, _ = workspace
+    wave_a, wave_b = root / "data/eval/spk0/v1/00000.wav", root / "data/eval/spk0/v1/00001.wav"
+    a, b = reference.embed_file(wave_a), reference.embed_file(wave_b)
+    cosine = float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+    path = write_cosine_calibration(root, "cosine.json")
+    eval_script.main(["--config", str(root / "tiny.yaml"), "--model_path", str(root / "exported.ckpt"),
+                      "--verify", str(wave_a), str(wave_b), f"--calibration_file={path}", *operating_point])
+    printed = capsys.readouterr().out.strip().splitlines()
+    match = re.fullmatch(r"score = (-?\d\.\d{4})  llr = (-?\d+\.\d{4})  threshold = (-?\d+\.\d{4})  "
+                         r"(ACCEPT|REJECT)", printed[0])
+    assert match, printed
+    assert float(match.group(1)) == pytest.approx(cosine, abs=1e-4)
+    llr = 10.0 * cosine - 2.0
+    assert float(match.group(2)) == pytest.approx(llr, abs=1e-3)
+    assert float(match.group(3)) == pytest.approx(threshold, abs=1e-4)
+    assert match.group(4) == ("ACCEPT" if llr >= threshold else "REJECT")
+    assert printed[1].startswith("calibrated decision: LLR >= ")
+    assert f"linear calibration {path}" in printed[1]
+    uses_fa_rate = any(option.startswith("--target_fa_rate") for option in operating_point)
+    assert ("false-accept rate on the calibration list" in printed[1]) == uses_fa_rate
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--target_fa_rate=0.05"],
+     "target_fa_rate: 0.05 has no threshold in the calibration file (stored rates: 0.01)"),
+    (["--score_norm=asnorm", "--top_n=4"], "fitted on 'cosine' scores, but the settings give "
+                                           "'cosine, AS-norm (cohort 8, top_n 4)' scores"),
+    (["--model_path=training.ckpt"], "fitted on the scores of another checkpoint (exported.ckpt)"),
+    (["--calibration_file=absent.json"], "calibration_file: file 'absent.json' not found"),
+])
+def test_verify_refuses_a_calibration_that_does_not_fit(workspace, eval_script, capsys, extra, message):
+    root, _ = workspace
+    write_cosine_calibration(root, "cosine.json")
+    argv = ["--config", str(root / "tiny.yaml"), "--model_path", str(root / "exported.ckpt"),
+            "--calibration_file", str(root / "cosine.json"), *extra,
+            "--verify", str(root / "data/eval/spk0/v1/00000.wav"), str(root / "data/eval/spk1/v1/00001.wav")]
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        with pytest.raises(SystemExit) as stop:
+            run_main(lambda: eval_script.main(argv))
+    finally:
+        os.chdir(cwd)
+    assert stop.value.code == 1
+    captured = capsys.readouterr()
+    assert "ACCEPT" not in captured.out and "REJECT" not in captured.out
+    assert message in captured.err
+
+
+def test_uncalibrated_verify_refuses_a_false_accept_target(workspace, eval_script, capsys):
+    root, _ = workspace
+    argv = ["--config", str(root / "tiny.yaml"), "--model_path", str(root / "exported.ckpt"),
+            "--target_fa_rate=0.01", "--verify", str(root / "data/eval/spk0/v1/00000.wav"),
+            str(root / "data/eval/spk1/v1/00001.wav")]
+    with pytest.raises(SystemExit):
+        run_main(lambda: eval_script.main(argv))
+    assert "target_fa_rate: needs a calibration_file" in capsys.readouterr().err
+
+
+def test_fitting_and_applying_a_calibration_at_once_is_refused(workspace):
+    root, _ = workspace
+    completed = run_eval("--config", "tiny.yaml", "--model_path", "exported.ckpt", "--score_calibration=linear",
+                         "--calibration_file=x.json", cwd=root)
+    assert_one_line_error(completed, "calibration_file: set either score_calibration", "not both")

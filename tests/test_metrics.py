@@ -1,10 +1,12 @@
-"""EER / minDCF against hand-computed cases, brute force and scikit-learn's ROC."""
+"""EER / minDCF / actDCF / Cllr against hand-computed cases, brute force and scikit-learn."""
 import numpy as np
 import pytest
+from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import roc_curve
 
-from src.evaluation.metrics import (compute_eer, compute_min_dcf, compute_roc, evaluate,
-                                    min_dcf_from_roc)
+from src.evaluation.metrics import (act_dcf_from_llrs, bayes_threshold, compute_cllr, compute_eer,
+                                    compute_min_cllr, compute_min_dcf, compute_roc, evaluate,
+                                    min_dcf_from_roc, pav_llrs)
 
 
 def random_trials(seed, num_trials=2000, target_fraction=0.4, decimals=None):
@@ -118,6 +120,103 @@ def test_evaluate_matches_single_metrics():
     assert set(result.min_dcf) == {0.01, 0.05}
     for p_target, value in result.min_dcf.items():
         assert value == compute_min_dcf(scores, labels, p_target)
+    assert set(result.act_dcf) == {0.01, 0.05}
+    for p_target, value in result.act_dcf.items():
+        assert value == act_dcf_from_llrs(scores, labels, p_target)
+    assert result.cllr == compute_cllr(scores, labels)
+    assert result.min_cllr == compute_min_cllr(scores, labels)
+
+
+def test_bayes_threshold():
+    assert bayes_threshold(0.01) == pytest.approx(np.log(99), abs=1e-12)
+    assert bayes_threshold(0.5) == 0.0
+    # A miss ten times as costly as a false alarm lowers the threshold by log 10.
+    assert bayes_threshold(0.05, c_miss=10) == pytest.approx(np.log(19 / 10), abs=1e-12)
+
+
+def test_perfectly_separated_confident_llrs():
+    llrs, labels = np.array([-20.0, -20.0, 20.0, 20.0]), [0, 0, 1, 1]
+    assert compute_cllr(llrs, labels) == pytest.approx(np.log2(1 + np.exp(-20.0)), rel=1e-9)
+    assert compute_min_cllr(llrs, labels) == 0.0
+    assert act_dcf_from_llrs(llrs, labels, 0.01) == (0.0, pytest.approx(np.log(99)))
+
+
+def test_fully_overlapping_llrs_of_zero():
+    # LLR 0 says nothing: Cllr is exactly 1 bit, and no recalibration can improve on it.
+    llrs, labels = np.zeros(6), [0, 1, 0, 1, 1, 0]
+    assert compute_cllr(llrs, labels) == 1.0
+    assert compute_min_cllr(llrs, labels) == 1.0
+    # p = 0.01: threshold log 99 > 0 rejects all, cost p * 1 / p = 1. p = 0.5: threshold 0
+    # accepts all (llr >= threshold), cost 0.5 * 1 / 0.5 = 1.
+    assert act_dcf_from_llrs(llrs, labels, 0.01)[0] == 1.0
+    assert act_dcf_from_llrs(llrs, labels, 0.5)[0] == 1.0
+
+
+def test_hand_computed_cllr_and_min_cllr():
+    # One target at log 3 and one non-target at -log 3 cost log2(1 + 1/3) each.
+    assert compute_cllr([np.log(3), -np.log(3)], [1, 0]) == pytest.approx(np.log2(4 / 3), abs=1e-15)
+    # Sorted labels 0 | 1 0 0: PAV pools the last three (target fraction 1/3); with prior
+    # log odds log(1/3) their LLR is logit(1/3) - log(1/3) = log 1.5, the first gets -inf.
+    # Targets: log2(1 + 1/1.5); non-targets: (0 + 2 log2(2.5)) / 3.
+    expected = 0.5 * (np.log2(5 / 3) + 2 * np.log2(2.5) / 3)
+    np.testing.assert_allclose(pav_llrs([0.1, 0.2, 0.3, 0.4], [0, 1, 0, 0]),
+                               [-np.inf, np.log(1.5), np.log(1.5), np.log(1.5)], rtol=1e-12)
+    assert compute_min_cllr([0.1, 0.2, 0.3, 0.4], [0, 1, 0, 0]) == pytest.approx(expected, abs=1e-12)
+
+
+def test_hand_computed_act_dcf():
+    # p = 0.05: threshold log 19 = 2.944 accepts the target at 3 and the non-target at 4:
+    # miss 1/2, false alarm 1/2, cost (0.05 * 0.5 + 0.95 * 0.5) / 0.05 = 10.
+    llrs, labels = [-1.0, 4.0, 3.0, 1.0], [0, 0, 1, 1]
+    value, threshold = act_dcf_from_llrs(llrs, labels, 0.05)
+    assert threshold == pytest.approx(np.log(19), abs=1e-12)
+    assert value == pytest.approx(10.0, abs=1e-12)
+
+
+def test_gaussian_llrs_are_calibrated():
+    # Targets N(+1, 1), non-targets N(-1, 1): the true LLR of score s is 2 s. Its Cllr is
+    # the integral E[log2(1 + exp(-2 s))] over s ~ N(1, 1) (both classes give the same),
+    # and thresholding it at the Bayes threshold is (nearly) the best operating point.
+    rng = np.random.default_rng(8)
+    labels = rng.random(400000) < 0.5
+    llrs = 2 * (rng.normal(size=labels.size) + np.where(labels, 1.0, -1.0))
+    grid = np.linspace(-9, 11, 200001)
+    density = np.exp(-0.5 * (grid - 1) ** 2) / np.sqrt(2 * np.pi)
+    expected = np.sum(np.log2(1 + np.exp(-2 * grid)) * density) * (grid[1] - grid[0])
+    result = evaluate(llrs, labels)
+    assert result.cllr == pytest.approx(expected, abs=0.005)
+    assert 0 < result.cllr - result.min_cllr < 0.005
+    for p_target in (0.01, 0.05):
+        assert result.act_dcf[p_target][0] == pytest.approx(result.min_dcf[p_target][0], rel=0.05)
+    # Over-confident LLRs (x3) keep their ranking, so minCllr and minDCF stay, but Cllr and
+    # actDCF grow.
+    scaled = evaluate(3 * llrs, labels)
+    assert scaled.min_cllr == pytest.approx(result.min_cllr, abs=1e-12)
+    assert scaled.cllr > result.cllr + 0.1
+    assert scaled.act_dcf[0.01][0] > result.act_dcf[0.01][0] + 0.05
+
+
+@pytest.mark.parametrize("seed, decimals", [(9, None), (10, 1)])
+def test_pav_agrees_with_sklearn_isotonic_regression(seed, decimals):
+    scores, labels = random_trials(seed, num_trials=1500, decimals=decimals)
+    posterior = IsotonicRegression().fit(scores, labels.astype(float)).predict(scores)
+    with np.errstate(divide="ignore"):
+        expected = np.log(posterior) - np.log1p(-posterior) - np.log(labels.sum() / (~labels).sum())
+    np.testing.assert_allclose(pav_llrs(scores, labels), expected, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_min_cllr_and_min_dcf_bound_the_actual_values(seed):
+    scores, labels = random_trials(seed, num_trials=800, decimals=seed % 2 or None)
+    for scale, shift in ((1.0, 0.0), (3.0, -2.0), (0.2, 1.0)):
+        result = evaluate(scale * scores + shift, labels)
+        assert result.min_cllr <= min(result.cllr, 1.0) + 1e-12
+        for p_target in (0.01, 0.05):
+            assert result.act_dcf[p_target][0] >= result.min_dcf[p_target][0]
+        # No affine recalibration beats the monotone optimum.
+        for a in (0.5, 1.0, 2.0):
+            for b in (-1.0, 0.0, 1.0):
+                assert result.min_cllr <= compute_cllr(a * scores + b, labels) + 1e-12
 
 
 @pytest.mark.parametrize("scores, labels, message", [

@@ -51,18 +51,25 @@ def test_missing_score_file(tmp_path):
 
 def test_summary_lines():
     # Hand-computed: EER 1/4 and minDCF(0.01) 0.5 (see test_metrics); at p=0.05 the
-    # normalised costs are 19, 9.5, 0.5, 1 -> 0.5.
+    # normalised costs are 19, 9.5, 0.5, 1 -> 0.5. Read as LLRs, every score is below the
+    # Bayes thresholds log 99 and log 19: all rejected, actDCF 1. Cllr: targets 0.5, 0.9
+    # cost log2(1 + e^-s), non-targets 0.1, 0.5 cost log2(1 + e^s): 0.9138. minCllr: PAV
+    # LLRs -inf, 0, 0, +inf, so one target and one non-target cost 1 bit: 0.5.
     result = evaluate([0.1, 0.5, 0.5, 0.9], [0, 1, 0, 1])
     assert format_summary(result) == ["EER = 25.00%", "minDCF(p=0.01) = 0.5000",
-                                      "minDCF(p=0.05) = 0.5000"]
+                                      "minDCF(p=0.05) = 0.5000", "actDCF(p=0.01) = 1.0000",
+                                      "actDCF(p=0.05) = 1.0000", "Cllr = 0.9138", "minCllr = 0.5000"]
 
 
 def test_summary_rounding_and_append(tmp_path):
     # EER 2/3 (see test_metrics); no operating point beats rejecting everything, so both
-    # minDCF values are 1.
+    # minDCF values are 1. Cllr 1.0354 and minCllr 0.8091 are computed in test_metrics.
     result = evaluate([0.1, 0.2, 0.3, 0.4], [0, 1, 0, 0])
     lines = format_summary(result)
-    assert lines == ["EER = 66.67%", "minDCF(p=0.01) = 1.0000", "minDCF(p=0.05) = 1.0000"]
+    assert lines[0] == "EER = 66.67%"
+    assert lines[1:3] == ["minDCF(p=0.01) = 1.0000", "minDCF(p=0.05) = 1.0000"]
+    assert lines[3:] == ["actDCF(p=0.01) = 1.0000", "actDCF(p=0.05) = 1.0000", "Cllr = 1.0354",
+                         "minCllr = 0.8091"]
     log = tmp_path / "acc.log"
     log.write_text("earlier run\n")
     append_summary(log, result)
@@ -77,7 +84,9 @@ def test_compute_metrics_reads_a_score_file(tmp_path):
                                capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.splitlines() == [f"{path}: 4 trials, 2 target", "  EER = 25.00%",
-                                             "  minDCF(p=0.01) = 0.5000", "  minDCF(p=0.05) = 0.5000"]
+                                             "  minDCF(p=0.01) = 0.5000", "  minDCF(p=0.05) = 0.5000",
+                                             "  actDCF(p=0.01) = 1.0000", "  actDCF(p=0.05) = 1.0000",
+                                             "  Cllr = 0.9138", "  minCllr = 0.5000"]
     path.write_text("a b 0.1 0\nc d\n")
     completed = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "scripts", "compute_metrics.py"), str(path)],
                                capture_output=True, text=True, timeout=120)

@@ -4,11 +4,19 @@ Score file: one trial a line, ``<utt_a> <utt_b> <score> <label>`` with label 1 (
 0 (non-target). Scores are written with Python's shortest exact float representation, so
 reading a file back reproduces the scores, and therefore the metrics, exactly.
 
-Summary lines (``EER`` in percent, minDCF normalised)::
+Summary lines (``EER`` in percent, DCFs normalised, Cllr in bits; actDCF and Cllr read the
+scores as log-likelihood ratios, see src/evaluation/metrics.py)::
 
     EER = 1.23%
     minDCF(p=0.01) = 0.1234
     minDCF(p=0.05) = 0.0987
+    actDCF(p=0.01) = 0.1402
+    actDCF(p=0.05) = 0.1050
+    Cllr = 0.2345
+    minCllr = 0.2101
+
+When the scores are not calibrated LLRs, :data:`UNCALIBRATED_NOTE` says what the actDCF and
+Cllr lines then mean.
 """
 import math
 import os
@@ -59,12 +67,17 @@ def read_scores(path):
     return trials, np.array(scores, dtype=np.float64)
 
 
+UNCALIBRATED_NOTE = ("actDCF and Cllr read the raw scores as LLRs: they are what deciding by "
+                     "raw score >= Bayes threshold gives (uncalibrated)")
+
+
 def format_summary(result):
-    """Summary lines of a metrics.VerificationResult: EER first, then minDCF per p_target."""
+    """Summary lines of a metrics.VerificationResult: EER first, then minDCF and actDCF per
+    p_target, Cllr and minCllr."""
     lines = [f"EER = {100 * result.eer:.2f}%"]
-    lines += [f"minDCF(p={p_target:g}) = {value:.4f}"
-              for p_target, (value, _) in sorted(result.min_dcf.items())]
-    return lines
+    for name, values in (("minDCF", result.min_dcf), ("actDCF", result.act_dcf)):
+        lines += [f"{name}(p={p_target:g}) = {value:.4f}" for p_target, (value, _) in sorted(values.items())]
+    return lines + [f"Cllr = {result.cllr:.4f}", f"minCllr = {result.min_cllr:.4f}"]
 
 
 def append_summary(path, result):
