@@ -1,4 +1,4 @@
-"""Time each augmentation kind on training segments and print the median cost per segment.
+"""Time each augmentation kind, and speed perturbation, on training segments: median cost per segment.
 
 Without ``--musan_path`` / ``--rir_path`` it generates a small synthetic stand-in
 (5 s MUSAN chunks of random noise, 1 s exponentially decaying RIRs) in a temporary folder.
@@ -16,7 +16,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from src.data.audio import SAMPLE_RATE, write_audio  # noqa: E402
+from src.data.audio import crop_or_pad  # noqa: E402
 from src.data.augment import KINDS, Augmenter  # noqa: E402
+from src.data.speed_perturb import SpeedPerturb  # noqa: E402
 
 
 def make_material(root, rng):
@@ -35,14 +37,33 @@ def make_material(root, rng):
 
 
 def median_ms(augmenter, kind, wave, repeats, rng):
-    """Median wall time (ms) of ``augmenter.apply`` for ``kind`` over ``repeats`` calls."""
-    augmenter.apply(wave, kind, rng)  # warm the RIR cache and the file-system cache
+    """Median wall time (ms) of ``augmenter.apply`` for ``kind`` (the warm-up call fills the RIR cache)."""
+    return median_ms_of(lambda: augmenter.apply(wave, kind, rng), repeats)
+
+
+def median_ms_of(call, repeats):
+    """Median wall time (ms) of ``call()`` over ``repeats`` calls, after one warm-up call."""
+    call()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        augmenter.apply(wave, kind, rng)
+        call()
         times.append(time.perf_counter() - start)
     return 1000 * float(np.median(times))
+
+
+def print_speed_costs(seconds, repeats, rng):
+    """Cost of cropping a segment from a 10 s file at each speed (crop + resampling)."""
+    speed = SpeedPerturb((1.0, 0.9, 1.1), 1.0)
+    source = (0.1 * rng.standard_normal(10 * SAMPLE_RATE)).astype(np.float32)
+    samples = int(seconds * SAMPLE_RATE)
+    print(f"speed perturbation: a {seconds} s crop of a 10 s file, median of {repeats} calls")
+    for index, factor in enumerate(speed.factors):
+        if index == 0:
+            cost = median_ms_of(lambda: crop_or_pad(source, samples, rng), repeats)
+        else:
+            cost = median_ms_of(lambda: speed.crop(source, samples, index, rng), repeats)
+        print(f"  speed {factor:.1f} {cost:7.3f} ms")
 
 
 def main():
@@ -65,6 +86,7 @@ def main():
                 print(f"  {kind:7s} {median_ms(augmenter, kind, wave, arguments.repeats, rng):7.2f} ms")
             else:
                 print(f"  {kind:7s} (no material)")
+    print_speed_costs(arguments.seconds, arguments.repeats, rng)
 
 
 if __name__ == "__main__":

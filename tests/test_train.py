@@ -22,6 +22,7 @@ from src.model.aam_softmax import AAMSoftmax
 from src.model.speaker_loss import SpeakerLoss
 from src.fileio import DiskFullError, OutputError
 from src.train.checkpoint import CheckpointError, CheckpointManager, TrainingState, prepare_checkpoint_folder
+from src.train.margin_schedule import MarginSchedule
 from src.train.step import TrainStep
 
 
@@ -100,14 +101,21 @@ def corpus(tmp_path_factory):
     return root
 
 
+# Speed perturbation (classes x3) and a margin warm-up over both epochs: their draws and
+# margins must continue exactly too.
+RECIPE_FEATURES = ("--speed_perturb=0.9,1.0,1.1", "--class_num=auto", "--aam_margin_start=0.05",
+                   "--margin_warmup_start=0", "--margin_warmup_end=2")
+
+
 def test_sigkill_then_resume_continues_exactly(corpus, tmp_path):
     """Killed mid-run, a resumed run ends with the weights of an uninterrupted run."""
-    straight = _run(_train_command(corpus, tmp_path / "straight"), cwd=tmp_path)
+    straight = _run(_train_command(corpus, tmp_path / "straight", *RECIPE_FEATURES), cwd=tmp_path)
     assert straight.returncode == 0, straight.stderr[-2000:]
     assert sorted(os.listdir(tmp_path / "straight")) == ["best", "ecapa-1_3.ckpt", "ecapa-2_3.ckpt", "last"]
 
     killed_dir = tmp_path / "killed"
-    process = subprocess.Popen(_train_command(corpus, killed_dir, "--save_checkpoint_steps=2"), cwd=tmp_path,
+    process = subprocess.Popen(_train_command(corpus, killed_dir, "--save_checkpoint_steps=2", *RECIPE_FEATURES),
+                               cwd=tmp_path,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not (killed_dir / "ecapa-2_1.ckpt").exists():
@@ -118,10 +126,14 @@ def test_sigkill_then_resume_continues_exactly(corpus, tmp_path):
     names = [name for name in os.listdir(killed_dir) if name.startswith("ecapa-")]
     assert "ecapa-2_3.ckpt" not in names and "ecapa-1_2.ckpt" in names
 
-    resumed = _run(_train_command(corpus, killed_dir, "--save_checkpoint_steps=2", "--resume=auto"), cwd=tmp_path)
+    resumed = _run(_train_command(corpus, killed_dir, "--save_checkpoint_steps=2", "--resume=auto",
+                                  *RECIPE_FEATURES), cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert re.search(r"resumed from .*ecapa-2_1\.ckpt at step 4", resumed.stderr)
     assert re.search(r"epoch 2 step 3/3 \(global 6\) .* lr 5\.050e-03", resumed.stderr)
+    assert "aam head 0.00 M (12 classes)" in resumed.stderr
+    margin = MarginSchedule(0.05, 0.2, 0, 2, 3)(5)  # the last step's, part way up the warm-up
+    assert 0.05 < margin < 0.2 and re.search(rf"\(global 6\) .* margin {margin:.4f}", resumed.stderr)
     expected = _trainable(str(tmp_path / "straight" / "ecapa-2_3.ckpt"))
     actual = _trainable(str(killed_dir / "ecapa-2_3.ckpt"))
     assert expected.keys() == actual.keys() and len(expected) > 20
@@ -309,3 +321,19 @@ def test_second_run_into_a_used_folder_stops_with_one_line_and_keeps_its_files(c
     assert resized.returncode == 1 and len(errors) == 1
     assert "was trained with minibatch_size 4, this run has 2" in errors[0]
     assert {name: (tmp_path / "ckpt" / name).read_bytes() for name in os.listdir(tmp_path / "ckpt")} == finished
+
+
+def test_validation_during_training_is_logged_and_moves_the_best_pointer(corpus, tmp_path):
+    utterances = [line.split()[1] for line in (corpus / "train.txt").read_text().splitlines()]
+    trials = [f"{int(a[:7] == b[:7])} {a} {b}" for index, a in enumerate(utterances) for b in utterances[index + 1:]]
+    (tmp_path / "valid.txt").write_text("\n".join(trials) + "\n")
+    result = _run(_train_command(corpus, tmp_path / "ckpt", f"--valid_list={tmp_path}/valid.txt",
+                                 f"--valid_path={corpus}/train/wav"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    eers = {int(epoch): float(eer) for epoch, eer in
+            re.findall(r"epoch (\d) validation: EER (\d+\.\d+)%, minDCF\(p=0\.01\) [\d.]+", result.stderr)}
+    assert sorted(eers) == [1, 2]
+    name, value, metric = (tmp_path / "ckpt" / "best").read_text().split()
+    best_epoch = min(eers, key=lambda epoch: (eers[epoch], epoch))
+    assert name == f"ecapa-{best_epoch}_3.ckpt" and metric == "valid_eer"
+    assert abs(100 * float(value) - eers[best_epoch]) < 0.006

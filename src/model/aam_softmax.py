@@ -5,11 +5,13 @@ L2-normalised vectors. The target class's logit becomes s * cos(theta_y + m) and
 others s * cos(theta_j). Where theta_y + m would pass pi, the monotonic fallback
 s * (cos(theta_y) - m * sin(m)) replaces it. sin(theta) is computed from a clamped
 1 - cos^2 so neither the value nor the gradient is NaN at cos = +-1.
-"""
-import math
 
+The margin is a non-trainable Parameter (``margin``, saved in checkpoints) read inside the
+graph, so a margin schedule changes it between steps with :meth:`AAMSoftmax.set_margin`
+without recompiling.
+"""
 import mindspore as ms
-from mindspore import Parameter, nn, ops
+from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import XavierUniform, initializer
 
 from src.model.registry import register_head
@@ -30,20 +32,23 @@ class AAMSoftmax(nn.Cell):
         super().__init__()
         self.weight = Parameter(initializer(XavierUniform(), (class_num, emb_size), ms.float32),
                                 name="weight")
+        self.margin = Parameter(Tensor(margin, ms.float32), name="margin", requires_grad=False)
         self.class_num = class_num
         self.scale = scale
-        self.cos_m = math.cos(margin)
-        self.sin_m = math.sin(margin)
-        self.threshold = math.cos(math.pi - margin)
-        self.fallback_shift = math.sin(math.pi - margin) * margin
         self.matmul = ops.MatMul(transpose_b=True)
+
+    def set_margin(self, margin):
+        """Use margin ``margin`` (radians) from the next call on."""
+        self.margin.set_data(Tensor(margin, ms.float32))
 
     def construct(self, embeddings, labels):
         cosine = self.matmul(l2_normalize(embeddings), l2_normalize(self.weight))
         cosine = ops.clamp(cosine, -1.0, 1.0)
         sine = ops.sqrt(ops.clamp(1.0 - cosine * cosine, min=SIN_SQUARED_FLOOR))
-        with_margin = cosine * self.cos_m - sine * self.sin_m
-        with_margin = ops.where(cosine > self.threshold, with_margin, cosine - self.fallback_shift)
+        cos_m, sin_m = ops.cos(self.margin), ops.sin(self.margin)
+        with_margin = cosine * cos_m - sine * sin_m
+        # theta + m > pi exactly where cos(theta) < cos(pi - m) = -cos(m); sin(pi - m) = sin(m).
+        with_margin = ops.where(cosine > -cos_m, with_margin, cosine - sin_m * self.margin)
         one_hot = ops.one_hot(labels, self.class_num, ops.ones((), cosine.dtype), ops.zeros((), cosine.dtype))
         logits = self.scale * (one_hot * with_margin + (1.0 - one_hot) * cosine)
         return logits, cosine

@@ -5,8 +5,12 @@ epoch; the prefix is the model's, ``ecapa`` for ECAPA-TDNN). Each holds every pa
 the training step cell (network, margin head, optimizer moments and step counter, loss
 scale) plus ``trained_steps``, the number of steps trained, which fixes the data position
 on resume, and the settings that give that number its meaning (:data:`STEP_SETTINGS`).
-Pointer files ``last`` (the newest checkpoint) and ``best`` (lowest epoch-mean training
-loss, '<name> <loss>') name a checkpoint file.
+Pointer files ``last`` (the newest checkpoint) and ``best`` name a checkpoint file. ``best``
+is the end-of-epoch checkpoint with the lowest validation EER when the run validates
+('<name> <eer> valid_eer'), otherwise the one with the lowest epoch-mean training loss
+('<name> <loss>').
+
+:func:`initialise_from` starts a fresh run from another run's network and head weights.
 
 A folder holds the checkpoints of one run: a fresh run refuses a folder that already holds
 checkpoints (unless ``overwrite_checkpoints`` deletes them), ``resume: auto`` continues the
@@ -17,8 +21,9 @@ import os
 import re
 
 import mindspore as ms
+from mindspore import Parameter, Tensor
 
-from src.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from src.checkpoint import EMBEDDING_PREFIX, CheckpointError, read_checkpoint, save_checkpoint
 from src.fileio import check_writable_folder, remove_stale_temporaries, write_text
 
 LOGGER = logging.getLogger(__name__)
@@ -27,6 +32,12 @@ SCHEDULE_ENTRY = "learning_rate"
 LAST_POINTER = "last"
 BEST_POINTER = "best"
 CHECKPOINT_SUFFIX = ".ckpt"
+# What the best pointer compares: the epoch's mean training loss, or the validation EER.
+BEST_BY_LOSS = "train_loss"
+BEST_BY_EER = "valid_eer"
+HEAD_PREFIX = "head."
+# Set from the margin schedule before every step, so neither resumed nor initialised from.
+MARGIN_ENTRY = "head.margin"
 # Settings that change what a step count means (which data and which LR a step has).
 STEP_SETTINGS = ("minibatch_size", "num_epochs", "group_size", "steps_per_epoch")
 _STEP_SETTING_ADVICE = {
@@ -57,13 +68,15 @@ class CheckpointManager:
     """Saves the checkpoints of one run into ``folder``, keeping the newest ``keep_max``.
 
     Only files named ``<prefix>-<epoch>_<step>.ckpt`` are listed and rotated; the files
-    ``last`` and ``best`` name are never rotated away.
+    ``last`` and ``best`` name are never rotated away. ``best_by`` is BEST_BY_LOSS or
+    BEST_BY_EER (a run with validation).
     """
 
-    def __init__(self, folder, keep_max, prefix="ecapa"):
+    def __init__(self, folder, keep_max, prefix="ecapa", best_by=BEST_BY_LOSS):
         self.folder = folder
         self.keep_max = keep_max
         self.prefix = prefix
+        self.best_by = best_by
         self.pattern = re.compile(rf"^{re.escape(prefix)}-(\d+)_(\d+)\.ckpt$")
         os.makedirs(folder, exist_ok=True)
 
@@ -76,18 +89,23 @@ class CheckpointManager:
                 found.append(((int(match.group(1)), int(match.group(2))), name))
         return [name for _, name in sorted(found)]
 
-    def save(self, cell, epoch, step_in_epoch, global_step, epoch_loss=None, run_settings=None):
+    def save(self, cell, epoch, step_in_epoch, global_step, epoch_loss=None, run_settings=None,
+             valid_eer=None):
         """Save ``cell`` as <prefix>-<epoch>_<step_in_epoch>.ckpt; update pointers; rotate.
 
         ``run_settings`` ({name: int}, see STEP_SETTINGS) are stored beside the weights.
+        ``epoch_loss`` / ``valid_eer`` (a fraction) are given for end-of-epoch / validated
+        checkpoints; the one ``best_by`` names decides the best pointer.
         """
         name = f"{self.prefix}-{epoch}_{step_in_epoch}{CHECKPOINT_SUFFIX}"
         extra = {"trained_steps": global_step, "epoch": epoch, **(run_settings or {})}
         save_checkpoint(cell, os.path.join(self.folder, name), append_dict=extra)
         write_text(os.path.join(self.folder, LAST_POINTER), name + "\n")
         best = _read_pointer(os.path.join(self.folder, BEST_POINTER))
-        if epoch_loss is not None and (best is None or epoch_loss < float(best[1])):
-            write_text(os.path.join(self.folder, BEST_POINTER), f"{name} {epoch_loss:.6f}\n")
+        value = valid_eer if self.best_by == BEST_BY_EER else epoch_loss
+        if value is not None and (best is None or _pointer_metric(best) != self.best_by or value < float(best[1])):
+            label = f" {BEST_BY_EER}" if self.best_by == BEST_BY_EER else ""
+            write_text(os.path.join(self.folder, BEST_POINTER), f"{name} {value:.6f}{label}\n")
             best = [name]
         protected = {name, best[0] if best else None}
         for old in self.checkpoints()[:-self.keep_max]:
@@ -98,6 +116,11 @@ class CheckpointManager:
     def latest(self):
         """Path of the checkpoint ``last`` names, or None when there is no pointer."""
         return last_checkpoint(self.folder)
+
+
+def _pointer_metric(pointer):
+    """What a best pointer's value measures: its third word, BEST_BY_LOSS when there is none."""
+    return pointer[2] if len(pointer) > 2 else BEST_BY_LOSS
 
 
 def last_checkpoint(folder):
@@ -196,9 +219,9 @@ class TrainingState:
         The learning-rate schedule itself is rebuilt from the settings; its position is the
         optimizer's step counter, which the checkpoint restores.
         """
-        skipped = ("trained_steps", "epoch", SCHEDULE_ENTRY, *STEP_SETTINGS)
+        skipped = ("trained_steps", "epoch", SCHEDULE_ENTRY, MARGIN_ENTRY, *STEP_SETTINGS)
         entries = {name: value for name, value in self.entries.items() if name not in skipped}
-        expected = {name for name in cell.parameters_dict() if name != SCHEDULE_ENTRY}
+        expected = {name for name in cell.parameters_dict() if name not in (SCHEDULE_ENTRY, MARGIN_ENTRY)}
         missing = sorted(expected - set(entries))
         if missing:
             raise CheckpointError(f"{self.path}: lacks {len(missing)} training parameters, e.g. {missing[0]!r}; "
@@ -208,3 +231,37 @@ class TrainingState:
                 raise CheckpointError(f"{self.path}: parameter {name!r} has shape {tuple(entries[name].shape)}, "
                                       f"expected {tuple(parameter.shape)}")
         ms.load_param_into_net(cell, entries, strict_load=False)
+
+
+def initialise_from(path, loss_net):
+    """Load the embedding network and margin-head weights of checkpoint ``path`` into ``loss_net``.
+
+    ``loss_net`` is a :class:`~src.model.speaker_loss.SpeakerLoss`; optimizer state, step
+    count and margin are not taken (the run starts afresh with these weights). A head of
+    K classes may come from a checkpoint whose head has a multiple of K rows, such as a run
+    with speed perturbation (K speakers x speeds, see src/data/speed_perturb.py): its first
+    K rows, the speakers at their own speed, are kept. Returns a one-line description.
+    Raises CheckpointError for a missing parameter or another shape.
+    """
+    entries = read_checkpoint(path)
+    wanted = {name: parameter for name, parameter in loss_net.parameters_dict().items()
+              if name.startswith(EMBEDDING_PREFIX) or (name.startswith(HEAD_PREFIX) and parameter.requires_grad)}
+    loaded, notes = {}, []
+    for name, parameter in wanted.items():
+        if name not in entries:
+            raise CheckpointError(f"init_from: {path} lacks {name!r}; is it a training or averaged checkpoint "
+                                  "of this model and head?")
+        value = entries[name]
+        expected, found = tuple(parameter.shape), tuple(value.shape)
+        rows_kept = (name.startswith(HEAD_PREFIX) and len(found) == 2 and found[1:] == expected[1:]
+                     and found[0] > expected[0] and found[0] % expected[0] == 0)
+        if rows_kept:
+            value = Parameter(Tensor(value.asnumpy()[:expected[0]]), name=name)
+            notes.append(f"first {expected[0]} of the {found[0]} rows of {name}")
+        elif found != expected:
+            raise CheckpointError(f"init_from: {path}: {name!r} has shape {found}, this run expects {expected}; "
+                                  "check the network settings and class_num")
+        loaded[name] = value
+    ms.load_param_into_net(loss_net, loaded, strict_load=True)
+    kept = f" ({'; '.join(notes)})" if notes else ""
+    return f"initialised {len(loaded)} network and head parameters from {path}{kept}"

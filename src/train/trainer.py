@@ -1,4 +1,4 @@
-"""The training run: builds everything from the config, loops, logs and checkpoints."""
+"""The training run: builds everything from the config, loops, logs, validates and checkpoints."""
 import logging
 import os
 import sys
@@ -8,15 +8,18 @@ import numpy as np
 from mindspore import Tensor, nn
 
 from src.checkpoint import weights_fingerprint
-from src.config import format_config, require_dirs, require_files
+from src.config import ConfigError, format_config, require_dirs, require_files
 from src.data.dataset import create_train_dataset, training_batches
 from src.model import build_embedding_network, build_head, count_parameters, model_entry
 from src.model.speaker_loss import SpeakerLoss
 from src.runtime import (amp_level, apply_mixed_precision, conv_impl, init_context, init_data_parallel,
                          launched_distributed)
-from src.train.checkpoint import CheckpointManager, TrainingState, last_checkpoint, prepare_checkpoint_folder
+from src.train.checkpoint import (BEST_BY_EER, BEST_BY_LOSS, CheckpointManager, TrainingState, initialise_from,
+                                  last_checkpoint, prepare_checkpoint_folder)
 from src.train.lr_schedule import cyclic_lr, half_cycle_steps
+from src.train.margin_schedule import MarginSchedule
 from src.train.step import TrainStep
+from src.train.validation import Validator
 
 LOGGER = logging.getLogger("train")
 
@@ -63,16 +66,25 @@ def train(config):
     impl = conv_impl(config, device)
     precision = amp_level(config, device)
     network = apply_mixed_precision(build_embedding_network(config, impl), precision)
-    loss_net = SpeakerLoss(network, build_head(config, config.class_num))
-    LOGGER.info("device %s (rank %d of %d), conv %s, amp %s; %s embedding network %.2f M parameters, "
-                "%s head %.2f M", device, rank, group_size, impl, precision, config.model,
-                count_parameters(network) / 1e6, config.head, count_parameters(loss_net.head) / 1e6)
+    validator = Validator(config, network) if config.valid_list and rank == 0 else None
+    if config.init_from:
+        require_files(config, "init_from")
 
     checkpoint_file = prepare_checkpoint_folder(config.ckpt_save_dir, config.resume, config.overwrite_checkpoints) \
         if rank == 0 else _resume_path_of_worker(config)
     state = TrainingState(checkpoint_file) if checkpoint_file else None
     start_step = state.trained_steps if state else 0
     dataset, steps_per_epoch = create_train_dataset(config, rank, group_size, start_step)
+    loss_net = SpeakerLoss(network, build_head(config, dataset.class_num))
+    LOGGER.info("device %s (rank %d of %d), conv %s, amp %s; %s embedding network %.2f M parameters, "
+                "%s head %.2f M (%d classes)", device, rank, group_size, impl, precision, config.model,
+                count_parameters(network) / 1e6, config.head, count_parameters(loss_net.head) / 1e6,
+                dataset.class_num)
+    margins = MarginSchedule.from_config(config, steps_per_epoch)
+    if not margins.fixed and not hasattr(loss_net.head, "set_margin"):
+        raise ConfigError(f"margin_warmup_end: the {config.head} head has no margin to schedule")
+    if state is None and config.init_from:
+        LOGGER.info("%s", initialise_from(config.init_from, loss_net))
     run_settings = {"minibatch_size": config.minibatch_size, "num_epochs": config.num_epochs,
                     "group_size": group_size, "steps_per_epoch": steps_per_epoch}
     if state:
@@ -94,9 +106,10 @@ def train(config):
     if state:
         state.restore(step_cell)
         LOGGER.info("resumed from %s at step %d", checkpoint_file, start_step)
-    manager = CheckpointManager(config.ckpt_save_dir, config.keep_checkpoint_max, prefix) if rank == 0 else None
+    manager = CheckpointManager(config.ckpt_save_dir, config.keep_checkpoint_max, prefix,
+                                BEST_BY_EER if validator else BEST_BY_LOSS) if rank == 0 else None
     return _loop(config, step_cell, optimizer, rates, dataset, steps_per_epoch, start_step, total_steps,
-                 manager, run_settings)
+                 manager, run_settings, margins, validator)
 
 
 def _resume_path_of_worker(config):
@@ -106,9 +119,26 @@ def _resume_path_of_worker(config):
     return config.resume or None
 
 
+def _set_margin(head, margin, current):
+    """Give ``head`` the margin ``margin`` unless it has it already; return the margin in use."""
+    if margin != current and hasattr(head, "set_margin"):
+        head.set_margin(margin)
+    return margin
+
+
+def _validate(validator, step_cell, epoch, window):
+    """Score the validation list; log and return the EER (a fraction). Its time is kept out of ``window``."""
+    result, seconds = validator.run(step_cell)
+    window.started += seconds
+    dcf = ", ".join(f"minDCF(p={p:g}) {value:.4f}" for p, (value, _) in sorted(result.min_dcf.items()))
+    LOGGER.info("epoch %d validation: EER %.2f%%, %s (%d trials, %.1f s)", epoch, 100 * result.eer, dcf,
+                len(validator.trials), seconds)
+    return result.eer
+
+
 def _loop(config, step_cell, optimizer, rates, dataset, steps_per_epoch, step, total_steps, manager,
-          run_settings):
-    """Run steps ``step..total_steps-1``; log and checkpoint on the way."""
+          run_settings, margins, validator=None):
+    """Run steps ``step..total_steps-1``; set the margin, log, validate and checkpoint on the way."""
     window = _Progress()
     epoch_losses = []
     skipped = 0
@@ -116,9 +146,12 @@ def _loop(config, step_cell, optimizer, rates, dataset, steps_per_epoch, step, t
     group_size = run_settings["group_size"]
     bar = _progress_bar(total_steps, step)
     first_step = step
+    head = step_cell.loss_net.head
+    margin = None
     for features, labels in training_batches(dataset):
         if step >= total_steps:
             break
+        margin = _set_margin(head, margins(step), margin)
         loss, correct, was_skipped, scale = step_cell(features, labels)
         loss_value = float(loss.asnumpy())
         skipped += int(was_skipped.asnumpy())
@@ -139,15 +172,18 @@ def _loop(config, step_cell, optimizer, rates, dataset, steps_per_epoch, step, t
             elapsed = time.perf_counter() - window.started
             position = min(int(optimizer.global_step.asnumpy()[0]), len(rates)) - 1
             LOGGER.info("epoch %d step %d/%d (global %d) loss %.4f acc %.2f%% lr %.3e samples/s %.1f "
-                        "skipped %d scale %.0f", epoch, step_in_epoch, steps_per_epoch, step,
+                        "skipped %d scale %.0f margin %.4f", epoch, step_in_epoch, steps_per_epoch, step,
                         window.loss / window.steps, 100.0 * window.correct / window.samples * group_size,
-                        rates[max(position, 0)], window.samples / elapsed, skipped, float(scale.asnumpy()))
+                        rates[max(position, 0)], window.samples / elapsed, skipped, float(scale.asnumpy()),
+                        margin)
             window.reset()
         end_of_epoch = step_in_epoch == steps_per_epoch
         periodic = config.save_checkpoint_steps and step % config.save_checkpoint_steps == 0
+        validating = validator is not None and end_of_epoch and validator.due(epoch)
+        valid_eer = _validate(validator, step_cell, epoch, window) if validating else None
         if manager is not None and (end_of_epoch or periodic or step == total_steps):
             epoch_loss = float(np.mean(epoch_losses)) if end_of_epoch else None
-            saved = manager.save(step_cell, epoch, step_in_epoch, step, epoch_loss, run_settings)
+            saved = manager.save(step_cell, epoch, step_in_epoch, step, epoch_loss, run_settings, valid_eer)
             LOGGER.info("saved %s", saved)
         if end_of_epoch:
             epoch_losses = []
