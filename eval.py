@@ -1,7 +1,7 @@
 """Evaluate an ECAPA-TDNN checkpoint on a trial list, verify one pair, or extract embeddings.
 
     python eval.py --model_path CKPT [--eval_list eval.txt --eval_path wav/ ...]
-    python eval.py --model_path CKPT --verify a.wav b.wav [--threshold 0.5]
+    python eval.py --model_path CKPT --verify a.wav b.wav [--threshold 0.5 | --calibration_file C.json]
     python eval.py --model_path CKPT --extract LIST OUTDIR
 
 CKPT is a training checkpoint or an exported-weights checkpoint. Every setting of
@@ -17,13 +17,16 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from src.checkpoint import load_embedding_weights  # noqa: E402
 from src.cli import run_main  # noqa: E402
 from src.config import format_config, load_config, require_files  # noqa: E402
-from src.evaluation.embeddings import EmbeddingExtractor  # noqa: E402
+from src.errors import InputError  # noqa: E402
+from src.evaluation.embeddings import EmbeddingExtractor, model_fingerprint  # noqa: E402
 from src.evaluation.evaluate import prepare_inputs, run_evaluation  # noqa: E402
-from src.evaluation.extract import (check_audio_list, extract_to_folder, read_verification_audio,  # noqa: E402
-                                    verify_pair)
+from src.evaluation.extract import (check_audio_list, extract_to_folder, prepare_verification,  # noqa: E402
+                                    read_verification_audio, verify_pair)
+from src.evaluation.sharding import Shards  # noqa: E402
 from src.fileio import check_writable_folder  # noqa: E402
+from src.inference.folding import fold_batch_norm  # noqa: E402
 from src.model import build_embedding_network  # noqa: E402
-from src.runtime import conv_impl, init_context  # noqa: E402
+from src.runtime import conv_impl, init_context, join_process_group, launched_distributed  # noqa: E402
 
 logger = logging.getLogger("eval")
 
@@ -32,31 +35,38 @@ def add_arguments(parser):
     """The two alternative modes to evaluating the trial list."""
     modes = parser.add_mutually_exclusive_group()
     modes.add_argument("--verify", nargs=2, metavar=("WAV_A", "WAV_B"), default=None,
-                       help="print the cosine score of two audio files and ACCEPT if it is "
-                            ">= threshold, else REJECT")
+                       help="print the score of two audio files and ACCEPT or REJECT: the raw "
+                            "score against threshold, or with calibration_file the LLR against the "
+                            "p_target (or target_fa_rate) threshold")
     modes.add_argument("--extract", nargs=2, metavar=("LIST", "OUTDIR"), default=None,
                        help="write OUTDIR/<path with / -> _>.npy for every audio path in LIST "
                             "(one per line; relative paths are relative to LIST's folder)")
 
 
-def load_extractor(config):
-    """The embedding network of the config with the weights of model_path, ready to extract."""
-    device = init_context(config)
-    network = build_embedding_network(config, conv_impl(config, device))
+def load_extractor(config, distributed=False):
+    """The embedding network of the config with the weights of model_path, ready to extract.
+
+    ``distributed``: this process is one rank of a launch (see src/runtime.py init_context).
+    """
+    device = init_context(config, distributed)
+    impl = conv_impl(config, device)
+    network = build_embedding_network(config, impl)
     load_embedding_weights(config.model_path, network)
-    logger.info("loaded %s on %s", config.model_path, device)
-    return EmbeddingExtractor(network, config.in_channels)
+    folded = fold_batch_norm(network, config, impl) if config.fold_batch_norm else None
+    logger.info("loaded %s on %s%s", config.model_path, device, "" if folded is None else ", batch norm folded")
+    return EmbeddingExtractor(network if folded is None else folded, config.in_channels)
 
 
 def verify(config, path_a, path_b):
-    """Print the cosine score of two audio files and ACCEPT (score >= threshold) or REJECT.
+    """Print the score of two audio files, the LLR with a calibration_file, and ACCEPT or REJECT.
 
-    Both files are read and checked (readable, enough speech) before the model is loaded.
+    Both files, the cohort and the calibration file are checked (readable, enough speech,
+    fitting the settings) before the model is loaded (see src/evaluation/extract.py).
     """
     wave_a, wave_b = read_verification_audio(path_a), read_verification_audio(path_b)
-    score = verify_pair(load_extractor(config), path_a, wave_a, path_b, wave_b)
-    decision = "ACCEPT" if score >= config.threshold else "REJECT"
-    print(f"score = {score:.4f}  threshold = {config.threshold:g}  {decision}")
+    setup = prepare_verification(config)
+    for line in verify_pair(config, setup, load_extractor(config), path_a, wave_a, path_b, wave_b):
+        print(line)
 
 
 def extract(config, list_path, out_dir):
@@ -73,7 +83,17 @@ def evaluate_trials(config):
     logger.info("settings:\n%s", format_config(config))
     inputs = prepare_inputs(config)
     check_writable_folder(config.eval_output_dir, "eval_output_dir")
-    for line in run_evaluation(config, load_extractor(config), inputs):
+    distributed = launched_distributed()
+    extractor = load_extractor(config, distributed)
+    shards = None
+    if distributed:
+        rank, size = join_process_group()
+        shards = Shards(rank, size, config.eval_output_dir, model_fingerprint(config.model_path, extractor.network))
+    lines = run_evaluation(config, extractor, inputs, shards)
+    if shards is not None and not shards.gathers:
+        logger.info("rank %d of %d: %s; rank 0 scores the trials", shards.rank, shards.size, "; ".join(lines))
+        return
+    for line in lines:
         print(line)
     print(f"outputs in {config.eval_output_dir}")
 
@@ -82,6 +102,9 @@ def main(argv=None):
     """Parse the settings and run the requested mode; ``argv`` defaults to the command line."""
     config, options = load_config(argv, description=__doc__.splitlines()[0], add_arguments=add_arguments)
     require_files(config, "model_path")
+    if (options.verify or options.extract) and launched_distributed():
+        raise InputError("--verify and --extract run as one process; only trial-list evaluation is "
+                         "split over the processes of a launcher")
     if options.verify:
         verify(config, *options.verify)
     elif options.extract:

@@ -5,8 +5,10 @@ log-mel, batching; worker threads). The step is the one bench_train_step.py time
 default network (channels 1024), SpeakerLoss + Adam in a TrainStep cell, GRAPH_MODE. Measured:
 
 1. pipeline alone: samples/s delivered by the dataset iterator, augmentation on and off,
-   for each ``--workers`` count (``--warmup`` batches, then ``--repeats`` windows of
-   ``--batches`` batches; median window);
+   for each ``--workers`` count and each ``--kinds`` of worker (threads, processes:
+   ``worker_processes``) (``--warmup`` batches, then ``--repeats`` windows of
+   ``--batches`` batches; median window); ``--speed_perturb 0.9,1.0,1.1`` adds speed
+   perturbation;
 2. step alone: samples/s of the step on one fixed, pre-loaded batch (median step);
 3. both on the same cores, as in training:
    - steps fed by the pipeline against steps on the fixed batch, alternating: the
@@ -24,7 +26,8 @@ chunks and exponentially decaying impulse responses. Usage:
 
     python benchmarks/bench_pipeline.py [--train_list LIST --train_path DIR]
         [--musan_path DIR] [--rir_path DIR] [--batch 16] [--segment_frames 200]
-        [--workers 1 2] [--channels 1024] [--pipeline_only]
+        [--workers 1 2] [--kinds threads processes] [--speed_perturb 0.9,1.0,1.1]
+        [--channels 1024] [--pipeline_only]
 """
 import argparse
 import os
@@ -42,7 +45,6 @@ from benchmarks.bench_augment import make_material  # noqa: E402
 from benchmarks.bench_train_step import build_step  # noqa: E402
 from src.config import load_config  # noqa: E402
 from src.data.dataset import create_train_dataset  # noqa: E402
-from src.data.lists import read_train_list  # noqa: E402
 from src.demo_corpus import generate_demo_corpus  # noqa: E402
 from src.runtime import init_context  # noqa: E402
 
@@ -74,13 +76,13 @@ def prepare_data(args, scratch):
     return train_list, train_path, musan_path, rir_path
 
 
-def make_config(data, args, augment, workers):
+def make_config(data, args, augment, workers, processes=False):
     """Project settings for this benchmark, checked by load_config."""
     train_list, train_path, musan_path, rir_path = data
     overrides = {"train_list": train_list, "train_path": train_path, "musan_path": musan_path,
-                 "rir_path": rir_path, "class_num": len(read_train_list(train_list).speakers),
+                 "rir_path": rir_path, "class_num": "auto", "speed_perturb": args.speed_perturb,
                  "minibatch_size": args.batch, "segment_frames": args.segment_frames,
-                 "augment": augment, "num_workers": workers, "num_epochs": 100000,
+                 "augment": augment, "num_workers": workers, "worker_processes": processes, "num_epochs": 100000,
                  "channels": args.channels, "device_target": args.device_target}
     config, _ = load_config([f"--{key}={value}" for key, value in overrides.items()])
     return config
@@ -213,6 +215,9 @@ def parse_arguments(argv=None):
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--segment_frames", type=int, default=200)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="num_workers to try")
+    parser.add_argument("--kinds", nargs="+", default=["threads"], choices=("threads", "processes"),
+                        help="worker kinds to try (worker_processes false / true)")
+    parser.add_argument("--speed_perturb", default="", help="speed_perturb setting, e.g. 0.9,1.0,1.1")
     parser.add_argument("--warmup", type=int, default=3, help="batches before timing")
     parser.add_argument("--batches", type=int, default=20, help="batches per timed window")
     parser.add_argument("--repeats", type=int, default=3, help="timed windows per setting")
@@ -234,13 +239,15 @@ def report_pipeline_alone(data, args):
     print(f"pipeline alone (median of {args.repeats} windows of {args.batches} batches):")
     alone = {}
     for augment in (False, True):
-        for workers in args.workers:
-            rates = pipeline_rates(make_config(data, args, augment, workers), args.warmup,
-                                   args.batches, args.repeats)
-            alone[augment, workers] = statistics.median(rates)
-            print(rate_line(f"augment {'on ' if augment else 'off'}, num_workers {workers}",
-                            alone[augment, workers], load_average(),
-                            f"(windows {min(rates):.1f}-{max(rates):.1f})"))
+        for kind in args.kinds:
+            for workers in args.workers:
+                config = make_config(data, args, augment, workers, kind == "processes")
+                rates = pipeline_rates(config, args.warmup, args.batches, args.repeats)
+                median = statistics.median(rates)
+                if kind == args.kinds[0]:
+                    alone[augment, workers] = median
+                print(rate_line(f"augment {'on ' if augment else 'off'}, {workers} worker {kind}", median,
+                                load_average(), f"(windows {min(rates):.1f}-{max(rates):.1f})"))
     return alone
 
 

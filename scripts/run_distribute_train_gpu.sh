@@ -2,4 +2,4 @@
 # Data-parallel training with DEVICE_NUM GPU worker processes started by msrun:
 #   bash run_distribute_train_gpu.sh DEVICE_NUM [--key=value ...]
 # Worker logs in ./train_parallel_logs/worker_<rank>.log; minibatch_size is the global batch.
-exec "${PYTHON:-python}" "$(dirname "$0")/launch_train.py" --launcher="$(basename "$0")" msrun GPU "$@"
+exec "${PYTHON:-python}" "$(dirname "$0")/launch.py" --launcher="$(basename "$0")" msrun GPU "$@"

@@ -1,4 +1,4 @@
 #!/bin/bash
 # Train on one CPU device: bash run_standalone_train_cpu.sh DEVICE_ID [--key=value ...]
-# Output also goes to ./train_standalone/train.log; checkpoints to ckpt_save_dir (see launch_train.py).
-exec "${PYTHON:-python}" "$(dirname "$0")/launch_train.py" --launcher="$(basename "$0")" standalone CPU "$@"
+# Output also goes to ./train_standalone/train.log; checkpoints to ckpt_save_dir (see launch.py).
+exec "${PYTHON:-python}" "$(dirname "$0")/launch.py" --launcher="$(basename "$0")" standalone CPU "$@"

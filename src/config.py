@@ -25,13 +25,15 @@ class Setting:
     """One configuration key: default value, Python type, help text and an optional check.
 
     ``check`` returns an error message (str) for an impossible value, or None.
-    ``choices`` restricts string settings to a fixed set.
+    ``choices`` restricts string settings to a fixed set. ``words`` are strings accepted
+    as they are besides values of ``kind`` (e.g. 'auto' for an integer found at run time).
     """
     default: object
     kind: type
     help: str
     check: object = None
     choices: tuple = ()
+    words: tuple = ()
 
 
 def _positive(value):
@@ -40,6 +42,35 @@ def _positive(value):
 
 def _non_negative(value):
     return None if value >= 0 else "must be >= 0"
+
+
+def _probability(value):
+    return None if 0 <= value <= 1 else "must be between 0 and 1"
+
+
+def parse_speed_factors(text):
+    """Speed factors of ``speed_perturb`` ('0.9,1.0,1.1') as a tuple of floats, 1.0 first.
+
+    '' means (1.0,), no perturbation. Raises ValueError for a malformed list, a factor
+    outside (0.5, 2), a repeated factor, or a list without 1.0.
+    """
+    try:
+        factors = [float(word) for word in str(text).replace(",", " ").split()] or [1.0]
+    except ValueError:
+        raise ValueError("expected comma-separated speed factors such as '0.9,1.0,1.1'") from None
+    if not all(0.5 < factor < 2.0 for factor in factors) or len(set(factors)) != len(factors):
+        raise ValueError("factors must be distinct and between 0.5 and 2")
+    if 1.0 not in factors:
+        raise ValueError("the factors must include 1.0 (the original speed)")
+    return (1.0, *(factor for factor in factors if factor != 1.0))
+
+
+def _speed_factors(value):
+    try:
+        parse_speed_factors(value)
+    except ValueError as error:
+        return str(error)
+    return None
 
 
 SETTINGS = {
@@ -65,8 +96,16 @@ SETTINGS = {
     "se_channels": Setting(128, int, "Bottleneck channels of squeeze-excitation", _positive),
     "scale": Setting(8, int, "Res2Net scale (channel groups) of each block", _positive),
     "emb_size": Setting(192, int, "Speaker embedding dimension", _positive),
-    "class_num": Setting(5994, int, "Training speakers; must equal the speakers in train_list", _positive),
-    "aam_margin": Setting(0.2, float, "Additive angular margin m (radians)", _non_negative),
+    "class_num": Setting("auto", int, "Classes of the margin head; auto = the speakers in train_list times "
+                         "the speed_perturb factors; a number must equal that", _positive, words=("auto",)),
+    "aam_margin": Setting(0.2, float, "Additive angular margin m (radians); the final one with a warm-up",
+                          _non_negative),
+    "aam_margin_start": Setting(0.0, float, "AAM margin before the margin warm-up", _non_negative),
+    "margin_warmup_start": Setting(0, int, "Epoch at which the margin starts rising from aam_margin_start",
+                                   _non_negative),
+    "margin_warmup_end": Setting(0, int, "Epoch from which the margin is aam_margin (exponential rise "
+                                 "in between, per step); 0 = no warm-up, the margin is always aam_margin",
+                                 _non_negative),
     "aam_scale": Setting(30.0, float, "Logit scale s of AAM-softmax", _positive),
     # Data
     "train_list": Setting("dataset/Voxceleb2/train.txt", str, "Training list '<spk> <spk>/<video>/<n>.wav'"),
@@ -76,13 +115,24 @@ SETTINGS = {
     "musan_path": Setting("dataset/Others/musan_split", str, "MUSAN cut into chunks; '' disables"),
     "rir_path": Setting("dataset/Others/RIRS_NOISES/simulated_rirs", str, "Room impulse responses; '' disables"),
     "segment_frames": Setting(200, int, "Frames (10 ms each) of the random training crop", _positive),
+    "speed_perturb": Setting("", str, "Speed factors, e.g. '0.9,1.0,1.1': each perturbed speed of a speaker "
+                             "is a class of its own; '' or '1.0' = off", _speed_factors),
+    "speed_perturb_prob": Setting(0.667, float, "Share of samples played at a perturbed speed (drawn "
+                                  "uniformly among the factors other than 1.0)", _probability),
+    "valid_list": Setting("", str, "Trial list scored during training (cosine EER); '' = no validation"),
+    "valid_path": Setting("", str, "Folder the valid_list paths are relative to"),
     "augment": Setting(True, bool, "Apply MUSAN/RIR augmentation during training"),
     "aug_clean": Setting(1.0, float, "Relative weight of leaving a sample clean", _non_negative),
     "aug_reverb": Setting(1.0, float, "Relative weight of RIR reverberation", _non_negative),
     "aug_noise": Setting(1.0, float, "Relative weight of MUSAN noise (0-15 dB)", _non_negative),
     "aug_babble": Setting(1.0, float, "Relative weight of MUSAN babble (3-8 talkers, 13-20 dB)", _non_negative),
     "aug_music": Setting(1.0, float, "Relative weight of MUSAN music (5-15 dB)", _non_negative),
-    "num_workers": Setting(2, int, "Data-loading worker threads per device", _positive),
+    "num_workers": Setting(2, int, "Data-loading workers per device (threads, or processes with "
+                           "worker_processes)", _positive),
+    "check_train_files": Setting(True, bool, "Check at start-up that every train_list file exists; "
+                                 "false finds missing files when first drawn (counted by max_bad_audio)"),
+    "worker_processes": Setting(False, bool, "Run the num_workers data workers as processes (fork) instead "
+                                "of threads: no interpreter lock, for accelerator-rate loading"),
     "max_bad_audio": Setting(10, int, "Unreadable training files skipped before training stops",
                              _non_negative),
     # Optimisation
@@ -107,6 +157,9 @@ SETTINGS = {
                                      "in ckpt_save_dir (otherwise it stops)"),
     "log_interval": Setting(20, int, "Log a line every this many steps", _positive),
     "max_steps": Setting(0, int, "Stop after this many steps in total; 0 = run all epochs", _non_negative),
+    "init_from": Setting("", str, "Start a fresh run from the network and head weights of this checkpoint "
+                         "(new optimizer and schedule); '' = random initialisation"),
+    "valid_interval": Setting(1, int, "Score valid_list every this many epochs", _positive),
     # Evaluation and inference
     "model_path": Setting("", str, "Checkpoint (training or exported) used by eval.py"),
     "eval_output_dir": Setting("./eval_output", str, "Folder for scores, plots and the cache"),
@@ -117,10 +170,36 @@ SETTINGS = {
     "cohort_size": Setting(6000, int, "Cohort utterances (one per listed utterance, spread over speakers)",
                            _positive),
     "top_n": Setting(300, int, "Cohort scores per side used by AS-norm", _positive),
-    "threshold": Setting(0.5, float, "Cosine score at or above which --verify accepts"),
+    "threshold": Setting(0.5, float, "Raw score at or above which --verify accepts when no "
+                         "calibration_file is given (an uncalibrated decision)"),
+    "score_calibration": Setting("none", str, "Fit a calibration of the scores to LLRs on the calibration "
+                                 "list and apply it (after AS-norm): linear (score) or qmf (score, "
+                                 "durations, embedding norms)", choices=("none", "linear", "qmf")),
+    "calibration_file": Setting("", str, "Calibration JSON (eval_output_dir/calibration.json of a fit) "
+                                "applied by eval.py, postprocess.py and --verify"),
+    "cal_list": Setting("", str, "Calibration trial list '<1|0> <utt_a> <utt_b>'; '' = built from "
+                        "train_list (cal_trials speaker-balanced pairs)"),
+    "cal_path": Setting("", str, "Folder the cal_list paths are relative to; '' = train_path"),
+    "cal_trials": Setting(4000, int, "Trials of the automatic calibration list (half target)",
+                          lambda value: None if value >= 2 else "must be >= 2"),
+    "cal_prior": Setting(0.5, float, "Target prior of the calibration fit",
+                         lambda value: None if 0 < value < 1 else "must lie strictly between 0 and 1"),
+    "p_target": Setting(0.01, float, "Target prior of the --verify decision with a calibration_file "
+                        "(accept when LLR >= log((1 - p_target) / p_target))",
+                        lambda value: None if 0 < value < 1 else "must lie strictly between 0 and 1"),
+    "target_fa_rate": Setting(0.0, float, "If > 0, --verify accepts at the LLR threshold giving this "
+                              "false-accept rate on the calibration list instead of p_target",
+                              lambda value: None if 0 <= value < 1 else "must be >= 0 and < 1"),
     "length": Setting(1199, int, "Frames of the fixed-length exported model input", _positive),
     "file_name": Setting("ecapatdnn", str, "Exported model file name, without extension"),
     "file_format": Setting("MINDIR", str, "Export format", choices=("MINDIR", "AIR", "ONNX")),
+    "fold_batch_norm": Setting(True, bool, "eval.py extracts with batch norm folded into the linear layers "
+                               "(same embeddings, faster)"),
+    "windows": Setting("first", str, "Fixed-length inputs of an utterance: first = its first length frames, "
+                       "all = windows of length frames covering it (embeddings averaged)",
+                       choices=("first", "all")),
+    "window_hop": Setting(0, int, "Frames between the starts of windows (windows: all); 0 = length // 2",
+                          _non_negative),
 }
 
 _TRUE_WORDS = {"true", "yes", "1", "on"}
@@ -146,6 +225,8 @@ def _coerce(key, value, source):
     setting = SETTINGS[key]
     kind = setting.kind
     where = f"{key} (from {source})"
+    if isinstance(value, str) and value in setting.words:
+        return value
     if kind is bool:
         if isinstance(value, bool):
             return value
@@ -182,10 +263,13 @@ def _check(values):
         setting = SETTINGS[key]
         if setting.choices and value not in setting.choices:
             raise ConfigError(f"{key}: {value!r} is not one of {', '.join(setting.choices)}")
-        if setting.check is not None:
+        if setting.check is not None and value not in setting.words:
             problem = setting.check(value)
             if problem:
                 raise ConfigError(f"{key}: {value!r} {problem}")
+    if values["margin_warmup_end"] and values["margin_warmup_end"] < values["margin_warmup_start"]:
+        raise ConfigError(f"margin_warmup_end: {values['margin_warmup_end']} is before margin_warmup_start "
+                          f"{values['margin_warmup_start']}")
     if values["base_lrate"] > values["max_lrate"]:
         raise ConfigError(f"base_lrate: {values['base_lrate']} is above max_lrate {values['max_lrate']}")
     weights = ("aug_clean", "aug_reverb", "aug_noise", "aug_babble", "aug_music")
@@ -218,7 +302,8 @@ def build_parser(description, add_arguments=None):
         add_arguments(parser)
     group = parser.add_argument_group("settings (also accepted in the YAML file)")
     for key, setting in SETTINGS.items():
-        group.add_argument(f"--{key}", default=argparse.SUPPRESS, metavar=setting.kind.__name__.upper(),
+        metavar = "|".join((setting.kind.__name__.upper(), *setting.words))
+        group.add_argument(f"--{key}", default=argparse.SUPPRESS, metavar=metavar,
                            help=f"{setting.help} (default: {setting.default!r})")
     return parser
 

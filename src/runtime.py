@@ -79,13 +79,19 @@ def launcher_device_id():
     return int(value) if value is not None else None
 
 
-def init_data_parallel():
-    """Join the process group and switch on data parallelism; returns (rank, group_size)."""
+def join_process_group():
+    """Join the process group of this launch; returns (rank, group_size)."""
     from mindspore.communication import get_group_size, get_rank, init
 
     init()
-    ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True)
     return get_rank(), get_group_size()
+
+
+def init_data_parallel():
+    """Join the process group and switch on data parallelism; returns (rank, group_size)."""
+    rank, group_size = join_process_group()
+    ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True)
+    return rank, group_size
 
 
 def conv_impl_for_device(device_target):

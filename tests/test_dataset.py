@@ -6,8 +6,8 @@ import pytest
 
 from fixtures import training_settings, write_tone_corpus
 from src.data.audio import SAMPLE_RATE, write_audio
-from src.data.dataset import (DataError, DrawSampler, TrainingSamples, create_train_dataset,
-                              load_training_list)
+from src.data.dataset import (BadAudioRegister, DataError, DrawSampler, TrainingSamples, create_train_dataset,
+                              load_training_list, missing_files, training_batches)
 from src.data.features import log_mel
 from src.data.lists import ListFormatError
 
@@ -134,3 +134,125 @@ def test_repeated_list_lines_are_counted_in_a_warning(tmp_path, caplog):
         utterances, _ = load_training_list(_config(tmp_path, list_path, class_num=2))
     assert len(utterances) == 7
     assert "3 lines repeat an utterance listed before (e.g. id00000/v0/00000.wav)" in caplog.text
+
+
+def test_unchecked_missing_files_are_found_when_drawn_and_counted(tmp_path):
+    list_path = write_tone_corpus(tmp_path, num_speakers=2, utterances=3)
+    os.remove(os.path.join(tmp_path, "train", "wav", "id00001", "v0", "00002.wav"))
+    settings = _config(tmp_path, list_path, class_num=2, max_bad_audio=1, check_train_files=False)
+    utterances, labels = load_training_list(settings)
+    assert len(utterances) == 6
+    samples = TrainingSamples(utterances, labels, settings.train_path, segment_frames=50, seed=0, max_bad_audio=1)
+    features, label = samples[5]  # the missing file: the next utterance (wrapping round) stands in
+    assert label == labels[0] and features.shape == (50, 80)
+    assert samples.bad_files == {os.path.join(settings.train_path, "id00001/v0/00002.wav")}
+
+
+def test_parallel_existence_check_matches_a_plain_one(tmp_path):
+    names = [f"f{index}.wav" for index in range(103)]
+    for index, name in enumerate(names):
+        if index % 7:
+            (tmp_path / name).write_bytes(b"")
+    assert missing_files(str(tmp_path), names, threads=5) == [index for index in range(103) if index % 7 == 0]
+    assert missing_files(str(tmp_path), [], threads=5) == []
+
+
+# ---- speed perturbation ----
+
+def _peak_frequency(wave):
+    spectrum = np.abs(np.fft.rfft(wave * np.hanning(len(wave))))
+    return np.argmax(spectrum) * SAMPLE_RATE / len(wave)
+
+
+@pytest.mark.parametrize("factor", [0.9, 1.1])
+def test_speed_perturbed_crop_scales_the_frequency_and_keeps_the_length(factor, rng):
+    from src.data.speed_perturb import SpeedPerturb
+
+    tone = np.sin(2 * np.pi * 400.0 * np.arange(3 * SAMPLE_RATE) / SAMPLE_RATE).astype(np.float32)
+    speed = SpeedPerturb((1.0, factor), 1.0)
+    crop = speed.crop(tone, 16000, 1, rng)
+    assert crop.shape == (16000,) and crop.dtype == np.float32
+    assert abs(_peak_frequency(crop) - 400.0 * factor) < 2.0
+    # The filter's edge stays outside the crop: the ends keep the tone's full level.
+    assert np.abs(crop[:200]).max() > 0.95 and np.abs(crop[-200:]).max() > 0.95
+
+
+def test_speed_classes_follow_the_documented_mapping_and_are_deterministic(tmp_path):
+    from src.data.speed_perturb import SpeedPerturb
+
+    list_path = write_tone_corpus(tmp_path, num_speakers=3, utterances=4)
+    utterances, labels = load_training_list(_config(tmp_path, list_path, class_num=9), num_speeds=3)
+    train_path = os.path.join(tmp_path, "train", "wav")
+
+    def samples(probability):
+        return TrainingSamples(utterances, labels, train_path, segment_frames=50, seed=5,
+                               speed=SpeedPerturb((1.0, 0.9, 1.1), probability), num_speakers=3)
+
+    always, half = samples(1.0), samples(0.5)
+    drawn = [int(half[draw][1]) for draw in range(240)]
+    speed_of = [label // 3 for label in drawn]
+    assert all(drawn[draw] % 3 == labels[draw % len(labels)] for draw in range(240))
+    assert 0.35 < speed_of.count(0) / 240 < 0.65 and speed_of.count(1) > 40 and speed_of.count(2) > 40
+    assert all(int(always[draw][1]) >= 3 for draw in range(24))
+    for draw in (0, 7, 130):
+        first, label = half[draw]
+        again, same_label = samples(0.5)[draw]
+        np.testing.assert_array_equal(first, again)
+        assert label == same_label
+
+
+def test_class_num_auto_counts_speakers_times_speeds(tmp_path):
+    list_path = write_tone_corpus(tmp_path, num_speakers=3, utterances=4)
+    settings = _config(tmp_path, list_path, class_num="auto", speed_perturb="0.9,1.0,1.1", minibatch_size=4)
+    dataset, _ = create_train_dataset(settings)
+    assert dataset.class_num == 9
+    labels = np.concatenate([batch[1].asnumpy() for batch in dataset.create_tuple_iterator(num_epochs=1)])
+    assert labels.min() >= 0 and labels.max() < 9
+    settings.class_num = 3
+    with pytest.raises(DataError, match=r"class_num: set to 3 but .*train.txt has 3 speakers x 3 speeds = 9 "
+                                        r"classes$"):
+        create_train_dataset(settings)
+    settings.class_num, settings.speed_perturb = "auto", ""
+    assert create_train_dataset(settings)[0].class_num == 3
+
+
+def test_worker_processes_give_the_batches_of_threads(tmp_path):
+    """Per-draw seeding: 1 thread, 2 threads and 2 processes deliver the same batches, also resumed."""
+    list_path = write_tone_corpus(tmp_path, num_speakers=4, utterances=3)
+    runs = {}
+    for name, workers, processes, start_step in (("thread", 1, False, 0), ("threads", 2, False, 0),
+                                                 ("processes", 2, True, 0), ("resumed", 2, True, 2)):
+        config = _config(tmp_path, list_path, num_workers=workers, worker_processes=processes)
+        dataset, _ = create_train_dataset(config, start_step=start_step)
+        runs[name] = list(dataset.create_tuple_iterator(num_epochs=1, output_numpy=True))
+    assert len(runs["thread"]) == 6 and len(runs["resumed"]) == 4
+    for name in ("threads", "processes"):
+        for (features, labels), (expected_features, expected_labels) in zip(runs[name], runs["thread"]):
+            np.testing.assert_array_equal(features, expected_features)
+            np.testing.assert_array_equal(labels, expected_labels)
+    for (features, _), (expected, _) in zip(runs["resumed"], runs["thread"][2:]):
+        np.testing.assert_array_equal(features, expected)
+
+
+def test_worker_processes_count_each_bad_file_once_across_processes(tmp_path):
+    list_path = write_tone_corpus(tmp_path, num_speakers=4, utterances=3)
+    for name in ("id00001/v0/00000.wav", "id00002/v0/00002.wav"):
+        (tmp_path / "train" / "wav" / name).write_bytes(b"not audio")
+    config = _config(tmp_path, list_path, num_workers=2, worker_processes=True, max_bad_audio=2, num_epochs=3)
+    dataset, _ = create_train_dataset(config)
+    assert len(list(training_batches(dataset))) == 9
+    assert len(dataset.training_samples.bad_files) == 2
+    strict = _config(tmp_path, list_path, num_workers=2, worker_processes=True, max_bad_audio=1)
+    dataset, _ = create_train_dataset(strict)
+    with pytest.raises(DataError, match=r"^2 unreadable training files \(max_bad_audio is 1\); last: .*cannot read"):
+        list(training_batches(dataset))
+
+
+def test_bad_audio_register_counts_distinct_files_up_to_its_limit():
+    register = BadAudioRegister(limit=2)
+    assert not register.add(5, "five") and not register.add(5, "five again")
+    assert 5 in register and 7 not in register and register.stop_error() is None
+    assert not register.add(7, "seven")
+    assert register.add(9, "nine") and register.indices() == [5, 7, 9]
+    assert str(register.stop_error()) == "3 unreadable training files (max_bad_audio is 2); last: nine"
+

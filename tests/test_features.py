@@ -1,4 +1,5 @@
 """log_mel against an independent numpy computation, plus shapes and edge cases."""
+import os
 import warnings
 
 import librosa
@@ -149,3 +150,21 @@ def test_audio_shorter_than_a_window(samples, frames, rng):
 def test_bad_shapes_raise(wave):
     with pytest.raises(ValueError, match="1-D"):
         log_mel(wave)
+
+
+def test_features_do_not_depend_on_the_number_of_threads(tmp_path):
+    """The same bits with one BLAS thread and with several (distributed runs differ in threads)."""
+    import subprocess
+    import sys
+
+    program = ("import sys, numpy as np; sys.path.insert(0, sys.argv[2]); from src.data.features import log_mel; "
+               "wave = np.random.default_rng(0).standard_normal(48000).astype(np.float32) * 0.1; "
+               "np.save(sys.argv[1], log_mel(wave))")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    results = []
+    for threads in ("1", "2"):
+        environment = dict(os.environ, OPENBLAS_NUM_THREADS=threads, OMP_NUM_THREADS=threads)
+        path = tmp_path / f"threads{threads}.npy"
+        subprocess.run([sys.executable, "-c", program, str(path), repo], env=environment, check=True, timeout=120)
+        results.append(np.load(path))
+    np.testing.assert_array_equal(results[0], results[1])

@@ -14,21 +14,23 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
+import two_machines
 from fixtures import REPO_ROOT, TINY_NETWORK_ARGS, write_tone_corpus
 from src.launch import rank_table
 from src.launch.processes import RankGroup, run_in_foreground
 
 SCRIPTS = os.path.join(REPO_ROOT, "scripts")
 RANK_TABLE_SCRIPT = os.path.join(SCRIPTS, "rank_table.py")
-LAUNCH_TRAIN = os.path.join(SCRIPTS, "launch_train.py")
+LAUNCH = os.path.join(SCRIPTS, "launch.py")
 
 STUB = """#!/bin/bash
 # Stands in for the training interpreter: train.py and -m (msrun) calls are recorded, the rest
-# (the launcher program scripts/launch_train.py itself) goes to the real interpreter.
+# (the launcher program scripts/launch.py itself) goes to the real interpreter.
 case "$1" in
-  train.py|-m) ;;
+  train.py|eval.py|-m) ;;
   *) exec {python} "$@" ;;
 esac
 {{
@@ -130,9 +132,33 @@ def test_bad_master_port_is_refused(stub, tmp_path, port):
     assert os.listdir(records) == []
 
 
+@pytest.mark.parametrize("variables, message", [
+    ({"LOCAL_WORKER_NUM": "3"}, "LOCAL_WORKER_NUM must be an integer from 1 to DEVICE_NUM (2), got '3'"),
+    ({"LOCAL_WORKER_NUM": "1", "NODE_RANK": "1"}, "MASTER_PORT must be set when the workers run on several machines"),
+    ({"LOCAL_WORKER_NUM": "1", "MASTER_PORT": "23456"}, "NODE_RANK must be set when the workers run on several"),
+    ({"NODE_RANK": "x", "MASTER_PORT": "23456"}, "NODE_RANK must be a non-negative integer, got 'x'"),
+])
+def test_inconsistent_multi_machine_settings_are_refused(stub, tmp_path, variables, message):
+    env, records = stub
+    result = _launch("run_distribute_train_cpu.sh", 2, cwd=tmp_path, env=dict(env, **variables))
+    assert result.returncode == 1
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith(f"error: {message}"), result.stderr
+    assert os.listdir(records) == []
+
+
+def test_msrun_on_several_machines_passes_the_node_options(stub, tmp_path):
+    env, records = stub
+    variables = dict(MASTER_ADDR="10.1.2.3", MASTER_PORT="23456", NODE_RANK="1", LOCAL_WORKER_NUM="8")
+    result = _launch("run_distribute_train_gpu.sh", 16, cwd=tmp_path, env=dict(env, **variables))
+    assert result.returncode == 0, result.stderr
+    assert _records(records)["single"]["args"].startswith(
+        "-m mindspore.parallel.cluster.run --worker_num=16 --local_worker_num=8 --node_rank=1 "
+        "--master_addr=10.1.2.3 --master_port=23456 ")
+
+
 def _launch_train(*arguments, cwd, env):
-    """scripts/launch_train.py run directly (not through a shell launcher)."""
-    return subprocess.run([sys.executable, LAUNCH_TRAIN, *map(str, arguments)], cwd=cwd, env=env,
+    """scripts/launch.py run directly (not through a shell launcher)."""
+    return subprocess.run([sys.executable, LAUNCH, *map(str, arguments)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=60)
 
 
@@ -141,7 +167,7 @@ def test_the_launch_program_run_directly_shows_its_own_usage(stub, tmp_path):
     result = _launch_train("msrun", "CPU", cwd=tmp_path, env=env)
     assert result.returncode == 1
     assert result.stderr.splitlines()[:2] == ["error: DEVICE_NUM is missing",
-                                              "usage: launch_train.py msrun CPU DEVICE_NUM [--key=value ...]"]
+                                              "usage: launch.py msrun CPU DEVICE_NUM [--key=value ...]"]
     result = _launch_train("msrun", "Ascend", "2", cwd=tmp_path, env=env)
     assert result.returncode == 1
     assert result.stderr.startswith("error: argument target: invalid choice: 'Ascend'")
@@ -263,7 +289,7 @@ def test_standalone_launcher_runs_train_py_from_the_repository_root(stub, tmp_pa
 
 @pytest.mark.parametrize("script,status,message", [
     ("run_standalone_train_cpu.sh", 3, None),
-    ("run_distribute_train_cpu.sh", 1, "error: training failed; see {tmp_path}/train_parallel_logs/worker_<rank>.log"),
+    ("run_distribute_train_cpu.sh", 1, "error: train.py failed; see {tmp_path}/train_parallel_logs/worker_<rank>.log"),
 ])
 def test_a_failed_training_fails_the_launcher(stub, tmp_path, script, status, message):
     env, records = stub
@@ -459,6 +485,8 @@ def tiny_runs(tmp_path_factory):
         command = ["bash", os.path.join(SCRIPTS, script), argument, *data, f"--ckpt_save_dir={folder}/ckpt"]
         runs[name] = (folder, subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.PIPE,
                                                stderr=subprocess.STDOUT, text=True))
+    if two_machines.available():
+        runs.update(two_machines.start(root, data, env))
     results = {}
     for name, (folder, process) in runs.items():
         output, _ = process.communicate(timeout=600)
@@ -496,3 +524,83 @@ def test_two_worker_cpu_run_ends_with_one_model_on_the_single_device_schedule(ti
     # Same steps per epoch and learning-rate curve as the single-device run: (1e-2 - 1e-4) / 4 + 1e-4.
     standalone_log = (tiny_runs["standalone"][0] / "train_standalone" / "train.log").read_text()
     assert _lr_at_step_2(logs[0]) == _lr_at_step_2(standalone_log) == "2.575e-03"
+
+
+@pytest.mark.skipif(not two_machines.available(), reason=two_machines.UNAVAILABLE)
+def test_two_machines_train_the_same_model_as_one_machine_with_two_workers(tiny_runs):
+    """Two msrun launches, one per "machine" (the second in its own network namespace)."""
+    logs = []
+    for rank in range(2):
+        folder, returncode, output = tiny_runs[f"node{rank}"]
+        assert returncode == 0, output[-3000:]
+        logs.append((folder / "train_parallel_logs" / f"worker_{rank}.log").read_text())
+    assert "rank 1 of 2" in logs[1]
+    one_machine = (tiny_runs["distributed"][0] / "train_parallel_logs" / "worker_0.log").read_text()
+    assert _finished(logs[0]) == _finished(logs[1]) == _finished(one_machine)
+    assert sorted(os.listdir(tiny_runs["node0"][0].parent / "nodes_ckpt")) == ["best", "ecapa-1_2.ckpt", "last"]
+
+
+# ---- a rank killed in a 2-process run ----
+
+KILL_RUN = [*TINY_RUN[:3], "--num_epochs=40", *TINY_RUN[4:], "--save_checkpoint_steps=2"]
+
+
+def _worker_pid(marker, node_id):
+    """The process id of msrun worker ``node_id`` whose environment holds KILL_TEST=marker, or None."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as handle:
+                variables = dict(item.split(b"=", 1) for item in handle.read().split(b"\0") if b"=" in item)
+        except OSError:
+            continue
+        if (variables.get(b"KILL_TEST") == marker.encode() and variables.get(b"MS_ROLE") == b"MS_WORKER"
+                and variables.get(b"MS_NODE_ID") == str(node_id).encode()):
+            return int(entry)
+    return None
+
+
+def test_a_killed_rank_stops_the_run_and_resume_reaches_the_uninterrupted_weights(tmp_path):
+    from src.checkpoint import read_checkpoint
+
+    corpus = tmp_path / "corpus"
+    write_tone_corpus(corpus, num_speakers=4, utterances=2)
+    data = [f"--train_list={corpus}/train.txt", f"--train_path={corpus}/train/wav", *KILL_RUN]
+    def launch(name, *extra):
+        folder = tmp_path / name
+        folder.mkdir(exist_ok=True)
+        command = ["bash", os.path.join(SCRIPTS, "run_distribute_train_cpu.sh"), "2", *data,
+                   f"--ckpt_save_dir={tmp_path / name / 'ckpt'}", *extra]
+        env = dict(os.environ, PYTHON=sys.executable, KILL_TEST=str(folder))
+        return subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+
+    straight = launch("straight")
+    killed = launch("killed")
+    deadline = time.time() + 300
+    while not (tmp_path / "killed" / "ckpt" / "ecapa-5_2.ckpt").exists():
+        assert killed.poll() is None and time.time() < deadline, killed.stdout.read()[-3000:]
+        time.sleep(0.05)
+    os.kill(_worker_pid(str(tmp_path / "killed"), 1), signal.SIGKILL)
+    killed_at = time.time()
+    output, _ = killed.communicate(timeout=180)
+    assert killed.returncode == 1, output[-3000:]
+    assert time.time() - killed_at < 90, "the surviving rank did not stop within the heartbeat timeout"
+    assert output.rstrip().splitlines()[-1].startswith("error: train.py failed; see ")
+    assert not (tmp_path / "killed" / "ckpt" / "ecapa-40_2.ckpt").exists()
+
+    resumed = launch("killed", "--resume=auto")
+    output, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, output[-3000:]
+    log = (tmp_path / "killed" / "train_parallel_logs" / "worker_0.log").read_text()
+    assert re.search(r"resumed from .*ecapa-\d+_2\.ckpt at step \d+", log)
+    output, _ = straight.communicate(timeout=300)
+    assert straight.returncode == 0, output[-3000:]
+    expected = read_checkpoint(str(tmp_path / "straight" / "ckpt" / "ecapa-40_2.ckpt"))
+    actual = read_checkpoint(str(tmp_path / "killed" / "ckpt" / "ecapa-40_2.ckpt"))
+    names = [name for name in expected if name.startswith(("embedding_network.", "head.", "moment"))]
+    assert len(names) > 20
+    for name in names:
+        np.testing.assert_allclose(actual[name].asnumpy(), expected[name].asnumpy(), rtol=1e-5, atol=1e-6,
+                                   err_msg=name)

@@ -1,16 +1,18 @@
-"""Training data: train list -> random crops -> augmentation -> log-mel -> mindspore.dataset.
+"""Training data: train list -> random crops (optionally speed-perturbed) -> augmentation -> log-mel
+-> mindspore.dataset.
 
 Every sample is addressed by a *draw*: ``draw = epoch * num_utterances + position``.
 The sampler lists the draws of the epochs still to run, each epoch a seeded permutation
 of the utterances sharded over the ranks, so that a resumed run continues with exactly
-the draws an uninterrupted run would have made. A sample's crop offset and augmentation
-come from a generator seeded by (seed, draw), so they do not depend on worker count or
+the draws an uninterrupted run would have made. A sample's speed, crop offset and
+augmentation come from a generator seeded by (seed, draw), so they do not depend on worker count or
 scheduling.
 """
 import logging
+import multiprocessing
 import os
-import threading
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -18,21 +20,37 @@ from src.data.audio import AudioError, crop_or_pad, read_audio
 from src.data.augment import Augmenter
 from src.data.features import log_mel, samples_for_frames
 from src.data.lists import read_train_list
+from src.data.speed_perturb import SpeedPerturb, speed_class
 from src.data.speech_content import RULE, measure
 from src.errors import InputError
 
 LOGGER = logging.getLogger(__name__)
+# Threads that check the listed training files exist.
+CHECK_THREADS = 16
+# Bytes kept of the last unusable file's error message.
+MESSAGE_BYTES = 1024
 
 
 class DataError(InputError):
     """Training data that cannot be used (labels, missing or too many unreadable files)."""
 
 
-def load_training_list(config):
-    """Read train_list, check class_num against its speakers and that every file exists.
+def load_training_list(config, num_speeds=1):
+    """Utterances and labels of :func:`read_training_list`."""
+    utterances, labels, _ = read_training_list(config, num_speeds)
+    return utterances, labels
+
+
+def read_training_list(config, num_speeds=1):
+    """Read train_list, check class_num against its classes and that every file exists.
+
+    The classes are the speakers times ``num_speeds`` (see src/data/speed_perturb.py);
+    ``class_num: auto`` takes that number. Returns (utterances, speaker labels, number of speakers).
 
     Missing files are dropped with a warning while there are at most ``max_bad_audio``
-    of them; more stop training with an error listing the first ones. Lines that repeat
+    of them; more stop training with an error listing the first ones. With
+    ``check_train_files`` off nothing is checked here: a missing file is then found when it
+    is first drawn and counted against ``max_bad_audio`` like an unreadable one. Lines that repeat
     an utterance are kept (it is drawn as often as listed) and counted in a warning.
     """
     train_list = read_train_list(config.train_list)
@@ -41,11 +59,12 @@ def load_training_list(config):
         first = next(utterance for utterance, count in Counter(train_list.utterances).items() if count > 1)
         LOGGER.warning("%s: %d lines repeat an utterance listed before (e.g. %s); each line is trained on",
                        config.train_list, repeated, first)
-    if len(train_list.speakers) != config.class_num:
+    classes = len(train_list.speakers) * num_speeds
+    if config.class_num not in ("auto", classes):
+        speeds = f" x {num_speeds} speeds = {classes} classes" if num_speeds > 1 else ""
         raise DataError(f"class_num: set to {config.class_num} but {config.train_list} has "
-                        f"{len(train_list.speakers)} speakers")
-    missing = [index for index, utterance in enumerate(train_list.utterances)
-               if not os.path.isfile(os.path.join(config.train_path, utterance))]
+                        f"{len(train_list.speakers)} speakers{speeds}")
+    missing = missing_files(config.train_path, train_list.utterances) if config.check_train_files else []
     if len(missing) > config.max_bad_audio:
         examples = ", ".join(train_list.utterances[index] for index in missing[:3])
         raise DataError(f"{config.train_list}: {len(missing)} listed files are missing under "
@@ -54,7 +73,25 @@ def load_training_list(config):
         LOGGER.warning("%s: %s not found under %s; skipped", config.train_list,
                        train_list.utterances[index], config.train_path)
     keep = sorted(set(range(len(train_list.utterances))) - set(missing))
-    return [train_list.utterances[i] for i in keep], [train_list.labels[i] for i in keep]
+    return ([train_list.utterances[i] for i in keep], [train_list.labels[i] for i in keep],
+            len(train_list.speakers))
+
+
+def missing_files(root, relative_paths, threads=CHECK_THREADS):
+    """Indices of the ``relative_paths`` (below ``root``) that are not files, in order.
+
+    The checks run on ``threads`` threads in contiguous chunks: a file-status call releases
+    the interpreter lock, which matters on network file systems, where each one waits.
+    """
+    def check(chunk):
+        start, stop = chunk
+        return [index for index in range(start, stop)
+                if not os.path.isfile(os.path.join(root, relative_paths[index]))]
+
+    size = -(-len(relative_paths) // threads) or 1
+    chunks = [(start, min(start + size, len(relative_paths))) for start in range(0, len(relative_paths), size)]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return [index for found in pool.map(check, chunks) for index in found]
 
 
 class DrawSampler:
@@ -97,8 +134,62 @@ class DrawSampler:
         return max(0, epochs * per_rank - self.skip_batches * (self.global_batch // self.group_size))
 
 
+class BadAudioRegister:
+    """The distinct unusable training files of a run, shared by every data worker.
+
+    Up to ``limit + 1`` utterance indices and the last error message live in shared
+    memory under one lock, so worker processes (``worker_processes: true``, started by
+    fork, MindSpore's default on Linux) count each file once, as worker threads do.
+    """
+
+    def __init__(self, limit):
+        self.limit = limit
+        self._lock = multiprocessing.Lock()
+        self._indices = multiprocessing.Array("q", limit + 1, lock=False)
+        self._count = multiprocessing.Value("q", 0, lock=False)
+        self._message = multiprocessing.Array("c", MESSAGE_BYTES, lock=False)
+
+    def __deepcopy__(self, memo):
+        # mindspore.dataset deep-copies the pipeline; the copies must share this register.
+        return self
+
+    def _known(self):
+        return self._indices[:min(self._count.value, self.limit + 1)]
+
+    def add(self, index, message):
+        """Record utterance ``index`` as unusable (once); True when that makes too many."""
+        with self._lock:
+            if index not in self._known():
+                if self._count.value <= self.limit:
+                    self._indices[self._count.value] = index
+                self._count.value += 1
+                self._message.value = message.encode("utf-8", "replace")[:MESSAGE_BYTES - 1]
+            return self._count.value > self.limit
+
+    def __contains__(self, index):
+        with self._lock:
+            return index in self._known()
+
+    def indices(self):
+        """The recorded utterance indices, in the order they were found."""
+        with self._lock:
+            return list(self._known())
+
+    def stop_error(self):
+        """The DataError that stops training when there are too many, else None."""
+        with self._lock:
+            count, message = self._count.value, self._message.value.decode("utf-8", "replace")
+        if count <= self.limit:
+            return None
+        return DataError(f"{count} unreadable training files (max_bad_audio is {self.limit}); last: {message}")
+
+
 class TrainingSamples:
     """Random-access source: draw -> (log-mel (segment_frames, 80) float32, label int32).
+
+    With ``speed`` (a :class:`~src.data.speed_perturb.SpeedPerturb`) each draw first picks
+    its speed; the label is then the speaker's class at that speed (speaker label + speed
+    index * ``num_speakers``).
 
     An unreadable file, or one without any active speech (silence, see
     :mod:`src.data.speech_content`), is logged and replaced by the next utterance of the
@@ -108,28 +199,29 @@ class TrainingSamples:
     """
 
     def __init__(self, utterances, labels, train_path, segment_frames, seed, augmenter=None,
-                 max_bad_audio=0):
+                 max_bad_audio=0, speed=None, num_speakers=0):
         self.utterances = utterances
         self.labels = np.asarray(labels, dtype=np.int32)
         self.train_path = train_path
         self.segment_samples = samples_for_frames(segment_frames)
         self.seed = seed
         self.augmenter = augmenter
+        self.speed = speed
+        self.num_speakers = num_speakers
         self.max_bad_audio = max_bad_audio
-        self.bad_files = set()
-        self.stop_error = None
+        self.bad_audio = BadAudioRegister(max_bad_audio)
         self._checked_files = set()
-        self._lock = threading.Lock()
 
-    def _note_bad(self, path, error):
-        with self._lock:
-            if path not in self.bad_files:
-                self.bad_files.add(path)
-                LOGGER.warning("skipping unreadable training audio: %s", error)
-            if len(self.bad_files) > self.max_bad_audio:
-                self.stop_error = DataError(f"{len(self.bad_files)} unreadable training files (max_bad_audio "
-                                            f"is {self.max_bad_audio}); last: {error}")
-                raise self.stop_error
+    @property
+    def bad_files(self):
+        """Paths of the unusable files found so far, by any worker."""
+        return {os.path.join(self.train_path, self.utterances[index]) for index in self.bad_audio.indices()}
+
+    def _note_bad(self, index, error):
+        if index not in self.bad_audio:
+            LOGGER.warning("skipping unreadable training audio: %s", error)
+        if self.bad_audio.add(index, str(error)):
+            raise self.bad_audio.stop_error()
 
     def _read_usable(self, path):
         """The waveform of ``path``; AudioError if it is unreadable or holds no active speech."""
@@ -145,23 +237,27 @@ class TrainingSamples:
     def sample(self, draw):
         """Features and label of one draw."""
         rng = np.random.default_rng([self.seed, draw])
+        speed_index = self.speed.draw(rng) if self.speed is not None else 0
         index = draw % len(self.utterances)
         for attempt in range(len(self.utterances)):
             candidate = (index + attempt) % len(self.utterances)
             path = os.path.join(self.train_path, self.utterances[candidate])
-            if path in self.bad_files:
+            if candidate in self.bad_audio:
                 continue
             try:
                 wave = self._read_usable(path)
                 break
             except AudioError as error:
-                self._note_bad(path, error)
+                self._note_bad(candidate, error)
         else:
             raise DataError(f"none of the {len(self.utterances)} training files is usable audio")
-        segment = crop_or_pad(wave, self.segment_samples, rng)
+        if self.speed is not None:
+            segment = self.speed.crop(wave, self.segment_samples, speed_index, rng)
+        else:
+            segment = crop_or_pad(wave, self.segment_samples, rng)
         if self.augmenter is not None:
             segment = self.augmenter(segment, rng)
-        return log_mel(segment), self.labels[candidate]
+        return log_mel(segment), np.int32(speed_class(self.labels[candidate], speed_index, self.num_speakers))
 
     def __getitem__(self, draw):
         return self.sample(int(draw))
@@ -175,42 +271,47 @@ def create_train_dataset(config, rank=0, group_size=1, start_step=0):
 
     ``minibatch_size`` is the global batch; each of ``group_size`` ranks gets an equal
     share. ``start_step`` (global steps already done) makes a resumed run skip what was
-    already trained. Returns (dataset, steps_per_epoch).
+    already trained. Returns (dataset, steps_per_epoch); ``dataset.class_num`` is the number
+    of classes the labels cover (speakers x speeds).
     """
     import mindspore.dataset as ds
 
     if config.minibatch_size % group_size:
         raise DataError(f"minibatch_size: {config.minibatch_size} is not divisible by the "
                         f"{group_size} devices")
-    utterances, labels = load_training_list(config)
+    speed = SpeedPerturb.from_config(config)
+    num_speeds = speed.num_speeds if speed is not None else 1
+    utterances, labels, num_speakers = read_training_list(config, num_speeds)
     steps_per_epoch = len(utterances) // config.minibatch_size
     if steps_per_epoch == 0:
         raise DataError(f"minibatch_size: {config.minibatch_size} exceeds the {len(utterances)} "
                         f"utterances of {config.train_list}")
     augmenter = Augmenter.from_config(config) if config.augment else None
     samples = TrainingSamples(utterances, labels, config.train_path, config.segment_frames,
-                              config.seed, augmenter, config.max_bad_audio)
+                              config.seed, augmenter, config.max_bad_audio, speed, num_speakers)
     sampler = DrawSampler(len(utterances), config.minibatch_size, config.num_epochs, config.seed,
                           rank, group_size, start_epoch=start_step // steps_per_epoch,
                           skip_batches=start_step % steps_per_epoch)
     dataset = ds.GeneratorDataset(samples, column_names=["features", "labels"], sampler=sampler,
-                                  num_parallel_workers=config.num_workers, python_multiprocessing=False)
+                                  num_parallel_workers=config.num_workers,
+                                  python_multiprocessing=config.worker_processes)
     dataset = dataset.batch(config.minibatch_size // group_size, drop_remainder=True)
     dataset.training_samples = samples
+    dataset.class_num = num_speakers * num_speeds
     return dataset, steps_per_epoch
 
 
 def training_batches(dataset):
     """Iterate the (features, labels) batches of :func:`create_train_dataset`'s dataset once.
 
-    MindSpore wraps an error raised inside the pipeline into a RuntimeError with its own
-    stack; when the samples stopped training (too many bad files), that DataError is
-    raised instead, so the user sees its one-line message.
+    MindSpore wraps an error raised inside the pipeline (a worker thread or process) into
+    a RuntimeError with its own stack; when the samples stopped training (too many bad
+    files), that DataError is raised instead, so the user sees its one-line message.
     """
     try:
         yield from dataset.create_tuple_iterator(num_epochs=1)
     except RuntimeError:
-        stop_error = dataset.training_samples.stop_error
+        stop_error = dataset.training_samples.bad_audio.stop_error()
         if stop_error is None:
             raise
         raise stop_error from None

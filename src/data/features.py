@@ -6,11 +6,17 @@ pre-emphasis 0.97, 512-point FFT of 400-sample (25 ms) Hamming windows every 160
 samples (10 ms), centred frames (n_fft // 2 samples of reflect padding at both ends),
 power spectrum, 80 mel bands (Slaney scale and area normalisation, 20-7600 Hz),
 ``log(x + 1e-6)`` and subtraction of the per-utterance mean of each band.
+
+The features of a waveform are the same bits whatever the number of threads: the mel
+projection is a sparse product (scipy, one thread) rather than a BLAS matrix product,
+whose summation order changes with the thread count. So a distributed evaluation, whose
+processes run with other thread counts, embeds exactly what a single process does.
 """
 import functools
 
 import librosa
 import numpy as np
+import scipy.sparse
 
 from src.data.audio import SAMPLE_RATE
 
@@ -26,9 +32,9 @@ LOG_FLOOR = 1e-6
 
 @functools.lru_cache(maxsize=4)
 def mel_matrix(n_mels=N_MELS):
-    """Mel filterbank (n_mels, N_FFT // 2 + 1) mapping a power spectrum to mel bands."""
-    return librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=n_mels,
-                               fmin=F_MIN, fmax=F_MAX).astype(np.float32)
+    """Mel filterbank (n_mels, N_FFT // 2 + 1), a sparse CSR matrix, mapping a power spectrum to mel bands."""
+    return scipy.sparse.csr_matrix(librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=n_mels,
+                                                       fmin=F_MIN, fmax=F_MAX).astype(np.float32))
 
 
 def samples_for_frames(frames):

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import mindspore as ms
 import numpy as np
+import soundfile
 from mindspore import Tensor
 
 from src.data import features
@@ -186,11 +187,14 @@ class EmbeddingCache:
     File arrays: ``fingerprint`` (0-d str), ``paths`` (U,) str, ``stamps`` (U,) str
     (see :func:`file_stamp`), ``embeddings`` (U, D) float32. A file of another
     fingerprint, or one that cannot be read, is ignored and replaced on :meth:`save`.
+    A ``read_only`` cache is read but never written (the non-gathering ranks of a
+    distributed evaluation).
     """
 
-    def __init__(self, path, fingerprint):
+    def __init__(self, path, fingerprint, read_only=False):
         self.path = os.fspath(path)
         self.fingerprint = fingerprint
+        self.read_only = read_only
         self.entries = {}  # absolute path -> (stamp, (D,) float32)
         self._load()
 
@@ -224,7 +228,9 @@ class EmbeddingCache:
         self.entries[key] = (file_stamp(key), np.asarray(embedding, dtype=np.float32))
 
     def save(self):
-        """Write all entries to the cache file atomically."""
+        """Write all entries to the cache file atomically (nothing for a read-only cache)."""
+        if self.read_only:
+            return
         paths = sorted(self.entries)
         with atomic_write(self.path) as temporary:
             with open(temporary, "wb") as out:
@@ -259,6 +265,23 @@ def require_audio_files(names, root, source, shown=5):
         where = f" under {root!r}" if root else ""
         raise AudioError(f"{source}: {len(missing)} of {len(set(names))} audio files not found{where}, "
                          f"first: {', '.join(missing[:shown])}")
+
+
+def audio_durations(names, root=""):
+    """Durations in seconds (len(names),) float64 of audio files ``names`` (relative to ``root``).
+
+    Read from the file headers, so they cost no decoding and need no cache entry; they
+    equal the length of the audio that :func:`extract_embeddings` embeds. Raises
+    AudioError naming an unreadable file.
+    """
+    durations = np.empty(len(names))
+    for index, name in enumerate(names):
+        path = os.path.join(root, name)
+        try:
+            durations[index] = soundfile.info(path).duration
+        except RuntimeError as error:
+            raise AudioError(f"{path}: cannot read the audio header ({error})") from None
+    return durations
 
 
 def extract_embeddings(extractor, names, root="", cache=None, description="embeddings",

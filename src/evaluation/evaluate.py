@@ -6,10 +6,18 @@ training utterances (``cohort_list``, default ``train_list``, paths relative to
 cosine, and ``score_norm: asnorm`` applies adaptive symmetric score normalisation
 with the ``top_n`` best cohort scores of each utterance (see src/evaluation/scoring.py).
 
-Files written to ``eval_output_dir``: ``scores.txt`` (see src/evaluation/report.py),
-``det.png``, ``score_hist.png``, ``embeddings.npz`` (the cache, when ``embedding_cache``)
-and ``eval.log``, to which every run appends a block with its settings and results.
+Calibration (after AS-norm): ``score_calibration`` linear or qmf fits a calibration of the
+scores to log-likelihood ratios on a calibration list and applies it
+(src/evaluation/calibrate.py); ``calibration_file`` applies a saved one instead. The
+metrics of the raw scores are reported beside those of the LLRs.
+
+Files written to ``eval_output_dir``: ``scores.txt`` (see src/evaluation/report.py; LLRs
+when calibrated), ``det.png``, ``score_hist.png``, ``embeddings.npz`` (the cache, when
+``embedding_cache``), ``calibration.json`` and ``calibration_trials.txt`` (when a
+calibration is fitted on the automatic list) and ``eval.log``, to which every run appends
+a block with its settings and results.
 """
+import functools
 import logging
 import os
 import time
@@ -18,12 +26,14 @@ from dataclasses import dataclass
 from src.config import ConfigError
 from src.data.lists import read_train_list, read_trial_list, trial_utterances
 from src.errors import InputError
+from src.evaluation.calibrate import apply_calibration, calibration_scores, fit_and_save, prepare_calibration
+from src.evaluation.calibration import check_applicable, load_calibration
 from src.evaluation.embeddings import (CACHE_FILE_NAME, EmbeddingCache, extract_embeddings,
-                                       model_fingerprint, require_audio_files)
+                                       file_sha256, model_fingerprint, require_audio_files)
 from src.evaluation.metrics import evaluate
 from src.evaluation.plots import plot_det_curve, plot_score_histograms
-from src.evaluation.report import format_summary, write_scores
-from src.evaluation.scoring import mean_embedding, score_trials, trial_labels
+from src.evaluation.report import UNCALIBRATED_NOTE, format_summary, write_scores
+from src.evaluation.scoring import EmbeddingTable, mean_embedding, score_trials, trial_labels
 
 SCORES_FILE = "scores.txt"
 DET_FILE = "det.png"
@@ -42,11 +52,17 @@ class EvalInputs:
     """Checked inputs of one evaluation.
 
     trials: the parsed trial list; utterances: its unique utterances (relative to
-    eval_path); cohort: cohort utterances (relative to train_path), empty when unused.
+    eval_path); cohort: cohort utterances (relative to train_path), empty when unused;
+    cohort_speakers: their speaker ids; calibration: the calibration trials of a fit
+    (src/evaluation/calibrate.py) or None; applied: the loaded ``calibration_file``
+    (src/evaluation/calibration.py) or None.
     """
     trials: list
     utterances: list
     cohort: list
+    cohort_speakers: list = ()
+    calibration: object = None
+    applied: object = None
 
 
 def uses_cohort(config):
@@ -73,17 +89,34 @@ def select_cohort(train_list, cohort_size):
     return chosen
 
 
-def _cohort_utterances(config):
-    """Cohort utterances (relative to train_path) chosen from cohort_list or train_list."""
+def cohort_utterances(config):
+    """``(utterances, speaker ids)`` of the cohort (relative to train_path), from cohort_list or train_list.
+
+    Both lists are empty when neither mean subtraction nor AS-norm is configured.
+    """
+    if not uses_cohort(config):
+        return [], []
     key = "cohort_list" if config.cohort_list else "train_list"
     path = getattr(config, key)
     if not os.path.isfile(path):
         raise ConfigError(f"{key}: file {path!r} not found (the cohort of mean_subtraction/asnorm)")
-    cohort = select_cohort(read_train_list(path), config.cohort_size)
+    train = read_train_list(path)
+    cohort = select_cohort(train, config.cohort_size)
     require_audio_files(cohort, config.train_path, f"{key} {path}")
     if config.score_norm == "asnorm" and not 2 <= config.top_n <= len(cohort):
         raise ConfigError(f"top_n: {config.top_n} must be between 2 and the cohort size {len(cohort)}")
-    return cohort
+    speaker_of = {utterance: train.speakers[label] for utterance, label in zip(train.utterances, train.labels)}
+    return cohort, [speaker_of[utterance] for utterance in cohort]
+
+
+def load_applicable_calibration(config, cohort_size):
+    """The ``calibration_file`` checked against the scoring and model of ``config``, or None."""
+    if not config.calibration_file:
+        return None
+    calibration = load_calibration(config.calibration_file)
+    check_applicable(calibration, config.calibration_file, scoring_description(config, cohort_size),
+                     file_sha256(config.model_path))
+    return calibration
 
 
 def prepare_inputs(config):
@@ -97,8 +130,10 @@ def prepare_inputs(config):
                               f"{'non-target' if targets == 0 else 'target'} trials; EER needs both kinds")
     utterances = trial_utterances(trials)
     require_audio_files(utterances, config.eval_path, f"eval_list {config.eval_list}")
-    cohort = _cohort_utterances(config) if uses_cohort(config) else []
-    return EvalInputs(trials=trials, utterances=utterances, cohort=cohort)
+    cohort, cohort_speakers = cohort_utterances(config)
+    calibration = prepare_calibration(config)
+    return EvalInputs(trials=trials, utterances=utterances, cohort=cohort, cohort_speakers=cohort_speakers,
+                      calibration=calibration, applied=load_applicable_calibration(config, len(cohort)))
 
 
 def scoring_description(config, cohort_size):
@@ -111,14 +146,75 @@ def scoring_description(config, cohort_size):
     return ", ".join(parts)
 
 
-def score(config, inputs, trial_table, cohort_table):
-    """Scores (num_trials,) of the trials under the configured scoring."""
+def score(config, trials, trial_table, cohort_table, source):
+    """Scores (num_trials,) of ``trials`` under the configured scoring; ``source`` names them in errors."""
     mean = mean_embedding(cohort_table) if config.mean_subtraction else None
     cohort = cohort_table if config.score_norm == "asnorm" else None
     try:
-        return score_trials(trial_table, inputs.trials, mean=mean, cohort=cohort, top_n=config.top_n)
+        return score_trials(trial_table, trials, mean=mean, cohort=cohort, top_n=config.top_n)
     except ValueError as error:
-        raise EvaluationError(f"{config.eval_list}: cannot score the trials: {error}") from None
+        raise EvaluationError(f"{source}: cannot score the trials: {error}") from None
+
+
+def open_cache(config, extractor, read_only=False):
+    """The embedding cache of eval_output_dir for this model, or None when embedding_cache is off."""
+    if not config.embedding_cache:
+        return None
+    return EmbeddingCache(os.path.join(config.eval_output_dir, CACHE_FILE_NAME),
+                          model_fingerprint(config.model_path, extractor.network), read_only)
+
+
+def _subtable(table, names):
+    return EmbeddingTable(names, table.matrix[table.rows(names)])
+
+
+def _training_embeddings(config, extract, inputs, cache, complete=True):
+    """Cohort and calibration embeddings ``(cohort table or None, calibration table or None, log lines)``.
+
+    ``extract`` is :func:`extract_embeddings` or a distributed run's ``Shards.extract``;
+    ``complete`` is False where it returns only this rank's share (the tables are then None).
+    Utterances of both under train_path are extracted once.
+    """
+    calibration = inputs.calibration
+    cal_names = trial_utterances(calibration.trials) if calibration else []
+    shared = calibration is not None and calibration.root == config.train_path
+    jobs = []
+    if inputs.cohort or shared:
+        description = "cohort and calibration utterances" if inputs.cohort and shared else (
+            "calibration utterances" if shared else "cohort utterances")
+        jobs.append((inputs.cohort + (cal_names if shared else []), config.train_path, description))
+    if calibration is not None and not shared:
+        jobs.append((cal_names, calibration.root, "calibration utterances"))
+    tables, lines = [], []
+    for names, root, description in jobs:
+        table, stats = extract(names, root, cache, description=description)
+        logger.info("%s: %s", description, stats.describe())
+        lines.append(f"{description}: {stats.describe()}")
+        tables.append(table)
+    if not complete:
+        return None, None, lines
+    cohort_table = _subtable(tables[0], inputs.cohort) if inputs.cohort else None
+    cal_table = _subtable(tables[-1], cal_names) if calibration else None
+    return cohort_table, cal_table, lines
+
+
+def _calibrate(config, inputs, trial_table, cohort_table, cal_table, scores, scoring):
+    """``(calibration or None, LLRs or raw scores (N,), log lines)`` of the evaluation trials."""
+    calibration, lines = inputs.applied, []
+    if inputs.calibration is not None:
+        mean = mean_embedding(cohort_table) if config.mean_subtraction else None
+        asnorm_cohort = cohort_table if config.score_norm == "asnorm" else None
+        try:
+            cal_scores = calibration_scores(inputs.calibration, cal_table, mean, asnorm_cohort,
+                                            inputs.cohort_speakers, config.top_n)
+        except ValueError as error:
+            raise EvaluationError(f"calibration trials: cannot score them: {error}") from None
+        calibration, lines = fit_and_save(config, inputs.calibration, cal_table, cal_scores, scoring)
+    elif calibration is not None:
+        lines = [f"calibration: {calibration.kind} from {config.calibration_file}"]
+    if calibration is None:
+        return None, scores, lines
+    return calibration, apply_calibration(calibration, inputs.trials, scores, trial_table, config.eval_path), lines
 
 
 def _append_log(path, header, lines):
@@ -127,42 +223,54 @@ def _append_log(path, header, lines):
         log.writelines(f"  {line}\n" for line in lines)
 
 
-def run_evaluation(config, extractor, inputs):
-    """Extract, score, compute metrics and write every output file; return the summary lines.
+def calibration_summary(calibration, raw_result):
+    """Lines saying what the scores are: LLRs of ``calibration`` (then the raw scores' metrics
+    on one line) or, when it is None, uncalibrated raw scores."""
+    if calibration is None:
+        return [UNCALIBRATED_NOTE]
+    raw = ", ".join(format_summary(raw_result))
+    return [f"scores are LLRs of the {calibration.kind} calibration",
+            f"before calibration (raw scores read as LLRs): {raw}"]
 
-    The summary lines are those of :func:`src.evaluation.report.format_summary`
-    (``EER = x.xx%`` then one minDCF line per p_target) followed by the extraction line.
+
+def run_evaluation(config, extractor, inputs, shards=None):
+    """Extract, score, calibrate, compute metrics and write every output file; return the summary lines.
+
+    The summary lines are those of :func:`src.evaluation.report.format_summary` (``EER =
+    x.xx%`` first) for the final scores, then :func:`calibration_summary`, the calibration
+    lines of a fit and the extraction lines. In a distributed run (``shards``, see
+    src/evaluation/sharding.py) every rank extracts its share; the ranks other than 0 then
+    return their extraction lines only.
     """
     output_dir = config.eval_output_dir
     os.makedirs(output_dir, exist_ok=True)
-    cache = None
-    if config.embedding_cache:
-        cache = EmbeddingCache(os.path.join(output_dir, CACHE_FILE_NAME),
-                               model_fingerprint(config.model_path, extractor.network))
-    trial_table, stats = extract_embeddings(extractor, inputs.utterances, config.eval_path, cache,
-                                            description="trial utterances")
+    cache = open_cache(config, extractor, read_only=shards is not None and not shards.gathers)
+    extract = functools.partial(extract_embeddings if shards is None else shards.extract, extractor)
+    trial_table, stats = extract(inputs.utterances, config.eval_path, cache, description="trial utterances")
     logger.info("trial utterances: %s", stats.describe())
-    extraction_lines = [f"trial utterances: {stats.describe()}"]
-    cohort_table = None
-    if inputs.cohort:
-        cohort_table, cohort_stats = extract_embeddings(extractor, inputs.cohort, config.train_path,
-                                                        cache, description="cohort utterances")
-        logger.info("cohort utterances: %s", cohort_stats.describe())
-        extraction_lines.append(f"cohort utterances: {cohort_stats.describe()}")
+    gathers = shards is None or shards.gathers
+    cohort_table, cal_table, training_lines = _training_embeddings(config, extract, inputs, cache, gathers)
+    extraction_lines = [f"trial utterances: {stats.describe()}"] + training_lines
+    if not gathers:
+        return extraction_lines
 
-    scores = score(config, inputs, trial_table, cohort_table)
-    result = evaluate(scores, trial_labels(inputs.trials))
+    scoring = scoring_description(config, len(inputs.cohort))
+    labels = trial_labels(inputs.trials)
+    raw_scores = score(config, inputs.trials, trial_table, cohort_table, config.eval_list)
+    calibration, scores, calibration_lines = _calibrate(config, inputs, trial_table, cohort_table,
+                                                        cal_table, raw_scores, scoring)
+    result = evaluate(scores, labels)
     write_scores(os.path.join(output_dir, SCORES_FILE), inputs.trials, scores)
     plot_det_curve(result.roc, os.path.join(output_dir, DET_FILE))
-    plot_score_histograms(scores, trial_labels(inputs.trials), result.eer_threshold,
-                          os.path.join(output_dir, HISTOGRAM_FILE))
+    plot_score_histograms(scores, labels, result.eer_threshold, os.path.join(output_dir, HISTOGRAM_FILE))
 
     summary = format_summary(result)
+    summary += calibration_summary(calibration, evaluate(raw_scores, labels) if calibration else None)
     details = [f"model_path: {config.model_path}",
                f"eval_list: {config.eval_list} ({len(inputs.trials)} trials, "
                f"{result.roc.num_targets} target, {len(inputs.utterances)} utterances)",
-               f"scoring: {scoring_description(config, len(inputs.cohort))}",
+               f"scoring: {scoring}",
                f"EER threshold: {result.eer_threshold:.6g}"]
     _append_log(os.path.join(output_dir, LOG_FILE), f"== {time.strftime('%Y-%m-%d %H:%M:%S')}",
-                details + summary + extraction_lines)
-    return summary + extraction_lines
+                details + summary + calibration_lines + extraction_lines)
+    return summary + calibration_lines + extraction_lines

@@ -1,4 +1,4 @@
-"""The three ways the training launchers start train.py (README, "Training").
+"""The three ways the launchers start train.py, and two of them eval.py (README, "Training").
 
 - :func:`run_standalone`: one train.py on one device; its output goes to the screen and to
   ./train_standalone/train.log.
@@ -12,7 +12,9 @@ In every mode train.py runs from the repository root (relative paths in settings
 relative to it) under the interpreter PYTHON names, the run folders are made in the folder
 the launcher was called from (:attr:`Launcher.run_base`), and the launcher variables a
 previous run may have left in the environment (:data:`LAUNCHER_VARIABLES`) are dropped, so
-train.py never takes one kind of run for another. Each ``run_*`` function returns the
+train.py never takes one kind of run for another. With ``Launcher.script`` = eval.py the rank-table
+and msrun modes run a distributed evaluation instead, with run folders named eval_*. Each
+``run_*`` function returns the
 launcher's exit status; bad arguments raise :class:`LaunchError`.
 """
 import os
@@ -70,6 +72,12 @@ class Launcher:
     command: str
     run_base: str
     python: str = "python"
+    script: str = "train.py"
+
+    @property
+    def kind(self):
+        """'train' or 'eval': the prefix of the run folders."""
+        return os.path.splitext(self.script)[0]
 
     def usage_error(self, parameter, message):
         """A LaunchError with ``message``, then the usage of a launcher taking ``parameter``."""
@@ -91,8 +99,8 @@ class Launcher:
         return value
 
     def log_file(self, folder):
-        """The path of ``train.log`` in the run folder ``folder`` of :attr:`run_base`, checked writable."""
-        return os.path.join(check_writable_folder(os.path.join(self.run_base, folder)), "train.log")
+        """The path of ``<kind>.log`` in the run folder ``folder`` of :attr:`run_base`, checked writable."""
+        return os.path.join(check_writable_folder(os.path.join(self.run_base, folder)), f"{self.kind}.log")
 
     def interpreter(self):
         """The absolute path of the interpreter :attr:`python` names; LaunchError if there is none."""
@@ -134,8 +142,8 @@ def run_rank_table(launcher, arguments, server_id=""):
     servers = read_rank_table(table)
     size = rank_size(servers)
     ranks = local_ranks(local_server(servers, table, server_id))
-    command = [launcher.interpreter(), "train.py", "--device_target=Ascend", *settings]
-    log_paths = {rank_id: launcher.log_file(f"train_parallel{rank_id}") for rank_id, _ in ranks}
+    command = [launcher.interpreter(), launcher.script, "--device_target=Ascend", *settings]
+    log_paths = {rank_id: launcher.log_file(f"{launcher.kind}_parallel{rank_id}") for rank_id, _ in ranks}
     with RankGroup() as group:
         for rank_id, device_id in ranks:
             log_path = log_paths[rank_id]
@@ -174,28 +182,70 @@ def write_python_wrapper(folder, interpreter):
     return path
 
 
-def run_msrun(launcher, target, arguments, master_port=""):
-    """``arguments`` = DEVICE_NUM [--key=value ...]: DEVICE_NUM workers on this machine, joined.
+@dataclass(frozen=True)
+class Nodes:
+    """Where this machine stands in an msrun job over several machines (all '' on one machine).
 
-    The scheduler listens on ``master_port`` (MASTER_PORT; default: a free port). The
-    workers run the launcher's interpreter: a wrapper named ``python`` comes first on their
-    PATH while msrun runs. Returns 0, or 1 when training failed.
+    local_workers (LOCAL_WORKER_NUM): workers started here, default all of DEVICE_NUM;
+    node_rank (NODE_RANK): this machine's index, 0 for the one running the scheduler;
+    master_addr (MASTER_ADDR): the scheduler's address, default 127.0.0.1.
+    """
+    local_workers: str = ""
+    node_rank: str = ""
+    master_addr: str = ""
+
+    @classmethod
+    def from_environment(cls, environment):
+        return cls(environment.get("LOCAL_WORKER_NUM", ""), environment.get("NODE_RANK", ""),
+                   environment.get("MASTER_ADDR", ""))
+
+    def msrun_options(self, workers, master_port):
+        """msrun's options for ``workers`` workers in all; LaunchError for inconsistent values."""
+        local = self.local_workers or workers
+        if not _POSITIVE.fullmatch(local) or int(local) > int(workers):
+            raise LaunchError(f"LOCAL_WORKER_NUM must be an integer from 1 to DEVICE_NUM ({workers}), got '{local}'")
+        options = [f"--worker_num={workers}", f"--local_worker_num={local}"]
+        several = int(local) < int(workers)
+        if several and not master_port:
+            raise LaunchError("MASTER_PORT must be set when the workers run on several machines "
+                              "(LOCAL_WORKER_NUM < DEVICE_NUM): every machine needs the scheduler's port")
+        if self.node_rank:
+            if not _NON_NEGATIVE.fullmatch(self.node_rank):
+                raise LaunchError(f"NODE_RANK must be a non-negative integer, got '{self.node_rank}'")
+            options.append(f"--node_rank={self.node_rank}")
+        elif several:
+            raise LaunchError("NODE_RANK must be set when the workers run on several machines (0 on the "
+                              "machine of MASTER_ADDR, then 1, 2, ...)")
+        if self.master_addr:
+            options.append(f"--master_addr={self.master_addr}")
+        return options
+
+
+def run_msrun(launcher, target, arguments, master_port="", nodes=Nodes()):
+    """``arguments`` = DEVICE_NUM [--key=value ...]: DEVICE_NUM workers in all, joined.
+
+    On one machine all DEVICE_NUM workers run here. Over several, each machine runs the
+    launcher with the same DEVICE_NUM, settings, MASTER_ADDR and MASTER_PORT, and its own
+    ``nodes`` (LOCAL_WORKER_NUM, NODE_RANK). The scheduler listens on ``master_port``
+    (MASTER_PORT; default on one machine: a free port). The workers run the launcher's
+    interpreter: a wrapper named ``python`` comes first on their PATH while msrun runs.
+    Returns 0, or 1 when training failed.
     """
     parameter = device_num(target)
     workers, settings = launcher.split(parameter, arguments)
     launcher.check_number(parameter, workers, _POSITIVE, "an integer >= 1")
+    node_options = nodes.msrun_options(workers, master_port)
     port = scheduler_port(master_port)
     python = launcher.interpreter()
-    log_dir = os.path.join(launcher.run_base, "train_parallel_logs")
-    command = [python, "-m", "mindspore.parallel.cluster.run", f"--worker_num={workers}",
-               f"--local_worker_num={workers}", f"--master_port={port}", f"--log_dir={log_dir}", "--join=True",
-               "train.py", f"--device_target={target}", *settings]
-    with tempfile.TemporaryDirectory(prefix="launch_train_") as wrapper_folder:
+    log_dir = os.path.join(launcher.run_base, f"{launcher.kind}_parallel_logs")
+    command = [python, "-m", "mindspore.parallel.cluster.run", *node_options, f"--master_port={port}",
+               f"--log_dir={log_dir}", "--join=True", launcher.script, f"--device_target={target}", *settings]
+    with tempfile.TemporaryDirectory(prefix="launch_") as wrapper_folder:
         write_python_wrapper(wrapper_folder, python)
         environment = launch_environment(PATH=os.pathsep.join([wrapper_folder, os.environ.get("PATH", os.defpath)]))
         print(f"msrun: {workers} {target} workers, scheduler on port {port}; logs in {log_dir}", flush=True)
         status = run_in_foreground(command, environment, REPO_ROOT)
     if status:
-        print(f"error: training failed; see {log_dir}/worker_<rank>.log", file=sys.stderr)
+        print(f"error: {launcher.script} failed; see {log_dir}/worker_<rank>.log", file=sys.stderr)
         return 1
     return 0

@@ -1,0 +1,6 @@
+#!/bin/bash
+# Distributed evaluation on Ascend: bash run_distribute_eval_ascend.sh RANK_TABLE_FILE CKPT [--key=value ...]
+# Each process extracts its share of the utterances; rank 0 scores the trials and writes eval_output_dir
+# (logs in ./eval_parallel*). CKPT may be relative to the current folder.
+. "$(cd "$(dirname "$0")" && pwd)/distribute_eval_common.sh"
+distribute_eval rank_table "$@"
