@@ -1,11 +1,15 @@
 #!/bin/bash
 # Steps shared by run_infer_310.sh, run_infer_cpu.sh and run_infer_onnx.sh; sourced, not run.
-# Expects REPO (repository root), PYTHON and a usage function (printing the usage lines) from
-# the sourcing script. Every output goes to the current folder:
+# REPO (repository root) and PYTHON default to this file's repository and 'python'; the
+# sourcing script defines a usage function (printing the usage lines), or infer_on_cpu does.
+# Every output goes to the current folder:
 #   preprocess_Result/  feat/*.bin, utt_list.txt or windows.txt, eval.txt   (only when DATA is a dataset)
 #   result_Files/*.bin  embeddings     time_Result/  timing report
 #   acc.log             EER/minDCF, appended     scores.txt   one scored trial a line
 #   preprocess.log infer.log postprocess.log     what each step printed
+
+REPO=${REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
+PYTHON=${PYTHON:-python}
 
 # fail_usage MESSAGE: print "error: MESSAGE" and the usage on stderr, exit 1.
 fail_usage() {
@@ -78,4 +82,29 @@ score_results() {
   fi
   "$PYTHON" "$REPO/postprocess.py" --result_path ./result_Files --eval_list "$TRIAL_LIST" \
     --mindir_path "$1" "${windows[@]}" --log_file ./acc.log --score_file ./scores.txt 2>&1 | tee postprocess.log
+}
+
+# infer_on_cpu NAME EXTENSION RUNNER OPTION MEANING "$@": the whole of run_infer_cpu.sh and
+# run_infer_onnx.sh. Checks the arguments MODEL DATA (MODEL, called NAME in the usage and
+# described by MEANING, ends with EXTENSION), then preprocesses DATA, embeds every feature file
+# with scripts/RUNNER (the model given as --OPTION) and scores the embeddings into ./acc.log.
+infer_on_cpu() {
+  local name=$1 extension=$2 runner=$3 option=$4 meaning=$5
+  shift 5
+  usage() {
+    echo "usage: bash $0 $name DATA"
+    printf '  %-7s %s\n' "$name" "$meaning" DATA "dataset folder with eval.txt and eval/wav/, or a folder preprocess.py filled"
+    echo "          (feat/, utt_list.txt or windows.txt, eval.txt)"
+  }
+  if [ $# -ne 2 ]; then
+    fail_usage "expected 2 arguments ($name DATA), got $#"
+  fi
+  local model=$1 data=$2
+  check_model_file "$model" "$name" "$extension"
+  check_data "$data"
+  prepare_features "$model" "$data"
+  rm -rf ./result_Files
+  "$PYTHON" "$REPO/scripts/$runner" "--$option=$model" --input_path="$FEATURE_DIR" \
+    --result_path=./result_Files --time_file=./time_Result/test_perform_static.txt 2>&1 | tee infer.log
+  score_results "$model"
 }

@@ -1,34 +1,9 @@
 #!/bin/bash
 # Fixed-length inference of an exported MindIR on the CPU, with the same files and steps as
-# run_infer_310.sh (preprocess -> MindSpore-Python runner -> postprocess -> acc.log).
+# run_infer_310.sh (preprocess -> MindSpore-Python runner -> postprocess -> acc.log):
+#   bash run_infer_cpu.sh MINDIR DATA
 # Outputs go to the current folder (see infer_common.sh).
 set -euo pipefail
-
-usage() {
-  echo "usage: bash $0 MINDIR DATA"
-  echo "  MINDIR  model written by export.py, e.g. ecapatdnn.mindir"
-  echo "  DATA    dataset folder with eval.txt and eval/wav/, or a folder preprocess.py filled"
-  echo "          (feat/, utt_list.txt, eval.txt)"
-}
-if [ $# -ne 2 ]; then
-  echo "error: expected 2 arguments (MINDIR DATA), got $#" >&2
-  usage >&2
-  exit 1
-fi
-
-SCRIPT_DIR=$(cd "$(dirname "$0")" && pwd)
-REPO=$(dirname "$SCRIPT_DIR")
-PYTHON=${PYTHON:-python}
 # shellcheck source=infer_common.sh
-source "$SCRIPT_DIR/infer_common.sh"
-
-MINDIR=$1
-DATA=$2
-check_model "$MINDIR"
-check_data "$DATA"
-
-prepare_features "$MINDIR" "$DATA"
-rm -rf ./result_Files
-"$PYTHON" "$REPO/scripts/infer_cpu.py" --mindir_path="$MINDIR" --input_path="$FEATURE_DIR" \
-  --result_path=./result_Files --time_file=./time_Result/test_perform_static.txt 2>&1 | tee infer.log
-score_results "$MINDIR"
+source "$(cd "$(dirname "$0")" && pwd)/infer_common.sh"
+infer_on_cpu MINDIR .mindir infer_cpu.py mindir_path "model written by export.py, e.g. ecapatdnn.mindir" "$@"

@@ -17,6 +17,19 @@ from src.data.lists import Trial
 DRAWS_PER_SPEAKER = 100
 
 
+def round_robin(groups, limit):
+    """Up to ``limit`` items taken one from each of ``groups`` (lists) in turn: every group's
+    first, then every group's second, and so on, skipping groups that ran out."""
+    chosen = []
+    for rank in range(max((len(group) for group in groups), default=0)):
+        for group in groups:
+            if rank < len(group):
+                chosen.append(group[rank])
+                if len(chosen) == limit:
+                    return chosen
+    return chosen
+
+
 def _target_pairs(per_speaker, count, rng):
     """Up to ``count`` distinct same-speaker pairs, round-robin over the speakers."""
     queues = []
@@ -24,14 +37,7 @@ def _target_pairs(per_speaker, count, rng):
         first, second = np.triu_indices(len(utterances), k=1)
         order = rng.permutation(first.size)
         queues.append([(utterances[first[i]], utterances[second[i]]) for i in order])
-    pairs = []
-    for rank in range(max((len(queue) for queue in queues), default=0)):
-        for queue in queues:
-            if rank < len(queue):
-                pairs.append(queue[rank])
-                if len(pairs) == count:
-                    return pairs
-    return pairs
+    return round_robin(queues, count)
 
 
 def _nontarget_pairs(per_speaker, count, rng):

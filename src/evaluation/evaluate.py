@@ -28,6 +28,7 @@ from src.data.lists import read_train_list, read_trial_list, trial_utterances
 from src.errors import InputError
 from src.evaluation.calibrate import apply_calibration, calibration_scores, fit_and_save, prepare_calibration
 from src.evaluation.calibration import check_applicable, load_calibration
+from src.evaluation.calibration_trials import round_robin
 from src.evaluation.embeddings import (CACHE_FILE_NAME, EmbeddingCache, extract_embeddings,
                                        file_sha256, model_fingerprint, require_audio_files)
 from src.evaluation.metrics import evaluate
@@ -79,14 +80,7 @@ def select_cohort(train_list, cohort_size):
     per_speaker = [[] for _ in train_list.speakers]
     for utterance, label in zip(train_list.utterances, train_list.labels):
         per_speaker[label].append(utterance)
-    chosen = []
-    for rank in range(max(len(utterances) for utterances in per_speaker)):
-        for utterances in per_speaker:
-            if rank < len(utterances):
-                chosen.append(utterances[rank])
-                if len(chosen) == cohort_size:
-                    return chosen
-    return chosen
+    return round_robin(per_speaker, cohort_size)
 
 
 def cohort_utterances(config):

@@ -28,6 +28,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn
 
 from src.model import build_embedding_network
+from src.model.registry import registering
 from src.model.layers import ChannelBatchNorm, TDNNBlock, tile_rows
 
 FOLDING_RULES = {}
@@ -35,12 +36,7 @@ FOLDING_RULES = {}
 
 def register_folding(model_name):
     """Decorator registering ``rule(network)``, which folds a copy of ``model_name`` in place."""
-    def decorate(rule):
-        if model_name in FOLDING_RULES:
-            raise ValueError(f"model {model_name!r} has two folding rules")
-        FOLDING_RULES[model_name] = rule
-        return rule
-    return decorate
+    return registering(FOLDING_RULES, model_name, "folding rule of model")
 
 
 class ChannelAffine(nn.Cell):

@@ -51,11 +51,17 @@ def register_head(name):
 
     The head maps (embeddings (N, E), labels (N,)) to (logits (N, K), cosines (N, K)).
     """
-    def decorate(build):
-        if name in HEADS:
-            raise ValueError(f"head {name!r} is registered twice")
-        HEADS[name] = build
-        return build
+    return registering(HEADS, name, "head")
+
+
+def registering(table, name, what):
+    """A decorator that puts the function it decorates into ``table[name]``, once; ``what``
+    names the kind of entry for the error when ``name`` is taken."""
+    def decorate(function):
+        if name in table:
+            raise ValueError(f"{what} {name!r} is registered twice")
+        table[name] = function
+        return function
     return decorate
 
 
