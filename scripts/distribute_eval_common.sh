@@ -11,9 +11,13 @@ distribute_eval() {
     words+=("$1")
     shift
   fi
+  local name=RANK_TABLE_FILE
+  if [ "${words[0]}" = msrun ]; then
+    name=DEVICE_NUM
+  fi
   if [ $# -lt 2 ]; then
-    echo "error: expected the launcher argument and CKPT, got $# arguments" >&2
-    echo "usage: bash $(basename "$0") $([ "${words[0]}" = msrun ] && echo DEVICE_NUM || echo RANK_TABLE_FILE) CKPT [--key=value ...]" >&2
+    echo "error: $name and CKPT are needed, got only $# of them" >&2
+    echo "usage: bash $(basename "$0") $name CKPT [--key=value ...]" >&2
     exit 1
   fi
   local argument=$1 ckpt=$2

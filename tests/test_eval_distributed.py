@@ -96,3 +96,16 @@ def test_a_missing_shard_is_an_error_after_the_wait(tmp_path):
     with pytest.raises(ShardError, match=r"rank 1 wrote no embeddings to .* within 0\.3 s; did it fail"):
         Shards(0, 2, str(tmp_path), "model", wait_seconds=0.3).extract(_Extractor(), ["a.wav", "b.wav"],
                                                                      str(tmp_path))
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["2"], "error: DEVICE_NUM and CKPT are needed, got only 1 of them"),
+    (["2", "missing.ckpt"], "error: CKPT 'missing.ckpt' is not a file"),
+])
+def test_bad_arguments_of_the_distributed_eval_launcher_are_one_error_line(tmp_path, arguments, message):
+    completed = subprocess.run(["bash", os.path.join(SCRIPTS, "run_distribute_eval_cpu.sh"), *arguments],
+                               cwd=tmp_path, env=dict(os.environ, PYTHON=sys.executable), capture_output=True,
+                               text=True, timeout=60)
+    assert completed.returncode == 1
+    assert completed.stderr.splitlines()[0] == message
+    assert not [name for name in os.listdir(tmp_path) if name.startswith("eval_parallel")]
