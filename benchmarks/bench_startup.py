@@ -19,7 +19,6 @@ rir_list.txt, and a few MUSAN noise chunks. Then it prints:
 """
 import argparse
 import os
-import re
 import shutil
 import subprocess
 import sys
