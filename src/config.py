@@ -6,6 +6,7 @@ line. Unknown keys, values of the wrong type and impossible values stop the prog
 with a one-line :class:`ConfigError` that names the key.
 """
 import argparse
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -63,6 +64,34 @@ def parse_speed_factors(text):
     if 1.0 not in factors:
         raise ValueError("the factors must include 1.0 (the original speed)")
     return (1.0, *(factor for factor in factors if factor != 1.0))
+
+
+def parse_range(text):
+    """A 'low,high' setting (e.g. noise_snr '0,15') as two floats; ValueError unless low <= high."""
+    try:
+        low, high = (float(word) for word in str(text).split(","))
+    except ValueError:
+        raise ValueError("expected two numbers 'low,high'") from None
+    if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+        raise ValueError("expected finite numbers with low <= high")
+    return low, high
+
+
+def _range(value):
+    try:
+        parse_range(value)
+    except ValueError as error:
+        return str(error)
+    return None
+
+
+def _talker_range(value):
+    problem = _range(value)
+    if problem is None:
+        low, high = parse_range(value)
+        if low < 1 or low != int(low) or high != int(high):
+            problem = "expected whole numbers >= 1"
+    return problem
 
 
 def _speed_factors(value):
@@ -127,6 +156,10 @@ SETTINGS = {
     "aug_noise": Setting(1.0, float, "Relative weight of MUSAN noise (0-15 dB)", _non_negative),
     "aug_babble": Setting(1.0, float, "Relative weight of MUSAN babble (3-8 talkers, 13-20 dB)", _non_negative),
     "aug_music": Setting(1.0, float, "Relative weight of MUSAN music (5-15 dB)", _non_negative),
+    "noise_snr": Setting("0,15", str, "SNR range 'low,high' (dB) of MUSAN noise", _range),
+    "babble_snr": Setting("13,20", str, "SNR range 'low,high' (dB) of each babble talker", _range),
+    "babble_talkers": Setting("3,8", str, "Range 'low,high' of the number of babble talkers", _talker_range),
+    "music_snr": Setting("5,15", str, "SNR range 'low,high' (dB) of MUSAN music", _range),
     "num_workers": Setting(2, int, "Data-loading workers per device (threads, or processes with "
                            "worker_processes)", _positive),
     "check_train_files": Setting(True, bool, "Check at start-up that every train_list file exists; "

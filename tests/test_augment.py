@@ -309,9 +309,29 @@ def test_weight_on_one_kind_always_gives_that_kind(tree, kind):
 def test_from_config_reads_paths_and_weights(tree):
     musan, rirs = tree
     config = SimpleNamespace(musan_path=musan, rir_path=rirs, aug_clean=0.0, aug_reverb=1.0,
-                             aug_noise=3.0, aug_babble=0.0, aug_music=0.0)
+                             aug_noise=3.0, aug_babble=0.0, aug_music=0.0, noise_snr="0,15",
+                             babble_snr="13,20", babble_talkers="3,8", music_snr="5,15")
     augmenter = Augmenter.from_config(config)
     assert augmenter.probabilities == {"reverb": 0.25, "noise": 0.75}
+    assert augmenter.snr_ranges == {"noise": (0.0, 15.0), "babble": (13.0, 20.0), "music": (5.0, 15.0)}
+    assert augmenter.babble_count == (3, 8)
+
+
+def test_snr_and_talker_ranges_come_from_the_settings(tree):
+    from src.config import load_config
+
+    musan, rirs = tree
+    config, _ = load_config([f"--musan_path={musan}", f"--rir_path={rirs}", "--noise_snr=5,20",
+                             "--babble_snr=15,20", "--babble_talkers=1,3", "--music_snr=10,10"])
+    augmenter = Augmenter.from_config(config)
+    assert augmenter.snr_ranges == {"noise": (5.0, 20.0), "babble": (15.0, 20.0), "music": (10.0, 10.0)}
+    assert augmenter.babble_count == (1, 3)
+    rng = np.random.default_rng(8)
+    wave = speech(12)
+    for _ in range(10):
+        mixed = augmenter.apply(wave, "noise", rng)
+        snr = 10 * np.log10(np.mean(wave.astype(np.float64) ** 2) / np.mean((mixed - wave).astype(np.float64) ** 2))
+        assert 5.0 - 1e-6 <= snr <= 20.0 + 1e-6
 
 
 def test_choice_frequencies_follow_weights(tree):

@@ -130,6 +130,10 @@ def test_wrong_type_in_yaml_names_key_and_file(tmp_path):
     (["--device_target=TPU"], "device_target"),
     (["--aug_noise=-1"], "aug_noise"),
     (["--segment_frames=0"], "segment_frames"),
+    (["--noise_snr=15,0"], "noise_snr"),                     # low above high
+    (["--babble_snr=13"], "babble_snr"),                     # one number
+    (["--babble_talkers=0,3"], "babble_talkers"),            # no talker
+    (["--babble_talkers=2.5,3"], "babble_talkers"),          # not a whole number
 ], ids=lambda item: " ".join(item) if isinstance(item, list) else item)
 def test_impossible_values_name_the_key(argv, key):
     assert config_error(argv).startswith(key)

@@ -32,6 +32,7 @@ from collections import OrderedDict
 import numpy as np
 from scipy.signal import fftconvolve
 
+from src.config import parse_range
 from src.data.audio import AudioError, crop_or_pad, read_audio
 from src.errors import InputError
 from src.fileio import list_files
@@ -198,9 +199,12 @@ class Augmenter:
 
     @classmethod
     def from_config(cls, config):
-        """Build from settings ``musan_path``, ``rir_path`` and ``aug_<kind>`` weights."""
+        """Build from settings ``musan_path``, ``rir_path``, the ``aug_<kind>`` weights and the
+        ranges ``noise_snr``, ``babble_snr``, ``babble_talkers``, ``music_snr``."""
         weights = {kind: getattr(config, f"aug_{kind}") for kind in KINDS}
-        return cls(config.musan_path, config.rir_path, weights)
+        return cls(config.musan_path, config.rir_path, weights, noise_snr=parse_range(config.noise_snr),
+                   babble_snr=parse_range(config.babble_snr), music_snr=parse_range(config.music_snr),
+                   babble_count=parse_range(config.babble_talkers))
 
     def __getstate__(self):
         state = dict(self.__dict__)
