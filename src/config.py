@@ -77,29 +77,23 @@ def parse_range(text):
     return low, high
 
 
-def _range(value):
-    try:
-        parse_range(value)
-    except ValueError as error:
-        return str(error)
-    return None
+def parse_talker_range(text):
+    """A 'low,high' count range (babble_talkers) as two floats holding whole numbers >= 1."""
+    low, high = parse_range(text)
+    if low < 1 or low != int(low) or high != int(high):
+        raise ValueError("expected whole numbers >= 1")
+    return low, high
 
 
-def _talker_range(value):
-    problem = _range(value)
-    if problem is None:
-        low, high = parse_range(value)
-        if low < 1 or low != int(low) or high != int(high):
-            problem = "expected whole numbers >= 1"
-    return problem
-
-
-def _speed_factors(value):
-    try:
-        parse_speed_factors(value)
-    except ValueError as error:
-        return str(error)
-    return None
+def _parses(parse):
+    """A Setting check: the message of the ValueError that ``parse(value)`` raises, or None."""
+    def check(value):
+        try:
+            parse(value)
+        except ValueError as error:
+            return str(error)
+        return None
+    return check
 
 
 SETTINGS = {
@@ -145,7 +139,7 @@ SETTINGS = {
     "rir_path": Setting("dataset/Others/RIRS_NOISES/simulated_rirs", str, "Room impulse responses; '' disables"),
     "segment_frames": Setting(200, int, "Frames (10 ms each) of the random training crop", _positive),
     "speed_perturb": Setting("", str, "Speed factors, e.g. '0.9,1.0,1.1': each perturbed speed of a speaker "
-                             "is a class of its own; '' or '1.0' = off", _speed_factors),
+                             "is a class of its own; '' or '1.0' = off", _parses(parse_speed_factors)),
     "speed_perturb_prob": Setting(0.667, float, "Share of samples played at a perturbed speed (drawn "
                                   "uniformly among the factors other than 1.0)", _probability),
     "valid_list": Setting("", str, "Trial list scored during training (cosine EER); '' = no validation"),
@@ -156,10 +150,12 @@ SETTINGS = {
     "aug_noise": Setting(1.0, float, "Relative weight of MUSAN noise (0-15 dB)", _non_negative),
     "aug_babble": Setting(1.0, float, "Relative weight of MUSAN babble (3-8 talkers, 13-20 dB)", _non_negative),
     "aug_music": Setting(1.0, float, "Relative weight of MUSAN music (5-15 dB)", _non_negative),
-    "noise_snr": Setting("0,15", str, "SNR range 'low,high' (dB) of MUSAN noise", _range),
-    "babble_snr": Setting("13,20", str, "SNR range 'low,high' (dB) of each babble talker", _range),
-    "babble_talkers": Setting("3,8", str, "Range 'low,high' of the number of babble talkers", _talker_range),
-    "music_snr": Setting("5,15", str, "SNR range 'low,high' (dB) of MUSAN music", _range),
+    "noise_snr": Setting("0,15", str, "SNR range 'low,high' (dB) of MUSAN noise", _parses(parse_range)),
+    "babble_snr": Setting("13,20", str, "SNR range 'low,high' (dB) of each babble talker",
+                          _parses(parse_range)),
+    "babble_talkers": Setting("3,8", str, "Range 'low,high' of the number of babble talkers",
+                              _parses(parse_talker_range)),
+    "music_snr": Setting("5,15", str, "SNR range 'low,high' (dB) of MUSAN music", _parses(parse_range)),
     "num_workers": Setting(2, int, "Data-loading workers per device (threads, or processes with "
                            "worker_processes)", _positive),
     "check_train_files": Setting(True, bool, "Check at start-up that every train_list file exists; "

@@ -32,7 +32,7 @@ from collections import OrderedDict
 import numpy as np
 from scipy.signal import fftconvolve
 
-from src.config import parse_range
+from src.config import parse_range, parse_talker_range
 from src.data.audio import AudioError, crop_or_pad, read_audio
 from src.errors import InputError
 from src.fileio import list_files
@@ -204,7 +204,7 @@ class Augmenter:
         weights = {kind: getattr(config, f"aug_{kind}") for kind in KINDS}
         return cls(config.musan_path, config.rir_path, weights, noise_snr=parse_range(config.noise_snr),
                    babble_snr=parse_range(config.babble_snr), music_snr=parse_range(config.music_snr),
-                   babble_count=parse_range(config.babble_talkers))
+                   babble_count=parse_talker_range(config.babble_talkers))
 
     def __getstate__(self):
         state = dict(self.__dict__)

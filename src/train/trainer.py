@@ -1,6 +1,5 @@
 """The training run: builds everything from the config, loops, logs, validates and checkpoints."""
 import logging
-import os
 import sys
 import time
 
@@ -115,7 +114,7 @@ def train(config):
 def _resume_path_of_worker(config):
     """The checkpoint a rank other than 0 resumes from: the one rank 0 resumes (it checks the folder)."""
     if config.resume == "auto":
-        return last_checkpoint(config.ckpt_save_dir) if os.path.isdir(config.ckpt_save_dir) else None
+        return last_checkpoint(config.ckpt_save_dir)
     return config.resume or None
 
 
