@@ -124,12 +124,12 @@ SETTINGS = {
     "aam_margin": Setting(0.2, float, "Additive angular margin m (radians); the final one with a warm-up",
                           _non_negative),
     "aam_margin_start": Setting(0.0, float, "AAM margin before the margin warm-up", _non_negative),
-    "margin_warmup_start": Setting(0, int, "Epoch at which the margin starts rising from aam_margin_start",
+    "margin_warmup_start": Setting(16, int, "Epoch at which the margin starts rising from aam_margin_start",
                                    _non_negative),
-    "margin_warmup_end": Setting(0, int, "Epoch from which the margin is aam_margin (exponential rise "
+    "margin_warmup_end": Setting(32, int, "Epoch from which the margin is aam_margin (exponential rise "
                                  "in between, per step); 0 = no warm-up, the margin is always aam_margin",
                                  _non_negative),
-    "aam_scale": Setting(30.0, float, "Logit scale s of AAM-softmax", _positive),
+    "aam_scale": Setting(32.0, float, "Logit scale s of AAM-softmax", _positive),
     # Data
     "train_list": Setting("dataset/Voxceleb2/train.txt", str, "Training list '<spk> <spk>/<video>/<n>.wav'"),
     "train_path": Setting("dataset/Voxceleb2/train/wav", str, "Folder the train_list paths are relative to"),
@@ -138,18 +138,18 @@ SETTINGS = {
     "musan_path": Setting("dataset/Others/musan_split", str, "MUSAN cut into chunks; '' disables"),
     "rir_path": Setting("dataset/Others/RIRS_NOISES/simulated_rirs", str, "Room impulse responses; '' disables"),
     "segment_frames": Setting(200, int, "Frames (10 ms each) of the random training crop", _positive),
-    "speed_perturb": Setting("", str, "Speed factors, e.g. '0.9,1.0,1.1': each perturbed speed of a speaker "
+    "speed_perturb": Setting("0.9,1.0,1.1", str, "Speed factors, e.g. '0.9,1.0,1.1': each perturbed speed of a speaker "
                              "is a class of its own; '' or '1.0' = off", _parses(parse_speed_factors)),
     "speed_perturb_prob": Setting(0.667, float, "Share of samples played at a perturbed speed (drawn "
                                   "uniformly among the factors other than 1.0)", _probability),
     "valid_list": Setting("", str, "Trial list scored during training (cosine EER); '' = no validation"),
     "valid_path": Setting("", str, "Folder the valid_list paths are relative to"),
     "augment": Setting(True, bool, "Apply MUSAN/RIR augmentation during training"),
-    "aug_clean": Setting(1.0, float, "Relative weight of leaving a sample clean", _non_negative),
+    "aug_clean": Setting(2.0, float, "Relative weight of leaving a sample clean", _non_negative),
     "aug_reverb": Setting(1.0, float, "Relative weight of RIR reverberation", _non_negative),
     "aug_noise": Setting(1.0, float, "Relative weight of MUSAN noise (0-15 dB)", _non_negative),
-    "aug_babble": Setting(1.0, float, "Relative weight of MUSAN babble (3-8 talkers, 13-20 dB)", _non_negative),
-    "aug_music": Setting(1.0, float, "Relative weight of MUSAN music (5-15 dB)", _non_negative),
+    "aug_babble": Setting(0.5, float, "Relative weight of MUSAN babble (3-8 talkers, 13-20 dB)", _non_negative),
+    "aug_music": Setting(0.5, float, "Relative weight of MUSAN music (5-15 dB)", _non_negative),
     "noise_snr": Setting("0,15", str, "SNR range 'low,high' (dB) of MUSAN noise", _parses(parse_range)),
     "babble_snr": Setting("13,20", str, "SNR range 'low,high' (dB) of each babble talker",
                           _parses(parse_range)),
@@ -165,19 +165,19 @@ SETTINGS = {
     "max_bad_audio": Setting(10, int, "Unreadable training files skipped before training stops",
                              _non_negative),
     # Optimisation
-    "num_epochs": Setting(80, int, "Training epochs", _positive),
-    "minibatch_size": Setting(100, int, "Global batch size (split over devices)", _positive),
+    "num_epochs": Setting(120, int, "Training epochs", _positive),
+    "minibatch_size": Setting(128, int, "Global batch size (split over devices)", _positive),
     "base_lrate": Setting(1e-6, float, "Lowest learning rate of the cycle", _positive),
     "max_lrate": Setting(1e-4, float, "Highest learning rate of the cycle", _positive),
     "lr_step_size": Setting(0, int, "Steps per half-cycle of the cyclic LR; 0 = two epochs",
                             _non_negative),
-    "lr_mode": Setting("triangular", str, "Cyclic LR policy", choices=("triangular", "triangular2")),
+    "lr_mode": Setting("triangular2", str, "Cyclic LR policy", choices=("triangular", "triangular2")),
     "weight_decay": Setting(2e-6, float, "L2 weight decay of Adam", _non_negative),
     "grad_clip": Setting(5.0, float, "Clip the global gradient norm to this; 0 disables", _non_negative),
     "loss_scale": Setting(65536.0, float, "Initial dynamic loss scale when amp is on", _positive),
     # Checkpoints and logs
     "ckpt_save_dir": Setting("./ckpt/", str, "Folder for checkpoints"),
-    "keep_checkpoint_max": Setting(80, int, "Checkpoints kept (oldest deleted first)", _positive),
+    "keep_checkpoint_max": Setting(10, int, "Checkpoints kept (oldest deleted first)", _positive),
     "save_checkpoint_steps": Setting(0, int, "Also save every this many steps; 0 = per epoch only",
                                      _non_negative),
     "resume": Setting("", str, "'' starts fresh; 'auto' resumes the checkpoint that ckpt_save_dir/last "

@@ -26,14 +26,28 @@ def config_error(argv):
     return str(caught.value)
 
 
-def test_defaults_are_the_reference_recipe():
+def test_defaults_are_the_voxceleb_recipe():
     config, _ = load_config([])
     expected = {"in_channels": 80, "channels": 1024, "emb_size": 192, "base_lrate": 1e-6,
-                "max_lrate": 1e-4, "weight_decay": 2e-6, "num_epochs": 80,
-                "minibatch_size": 100, "keep_checkpoint_max": 80, "length": 1199,
-                "mfa_channels": 1536, "segment_frames": 200}
+                "max_lrate": 1e-4, "weight_decay": 2e-6, "num_epochs": 120, "minibatch_size": 128,
+                "keep_checkpoint_max": 10, "length": 1199, "mfa_channels": 1536, "segment_frames": 200,
+                "speed_perturb": "0.9,1.0,1.1", "margin_warmup_start": 16, "margin_warmup_end": 32,
+                "aam_scale": 32.0, "lr_mode": "triangular2", "aug_clean": 2.0}
     assert {key: getattr(config, key) for key in expected} == expected
     assert type(config.channels) is int and type(config.base_lrate) is float
+    # configs/voxceleb.yaml writes the defaults out, and adds AS-norm for its evaluation.
+    voxceleb = load_config(["--config", os.path.join(REPO_ROOT, "configs", "voxceleb.yaml")])[0].as_dict()
+    differences = {key for key, value in config.as_dict().items() if voxceleb[key] != value}
+    assert differences == {"score_norm"}
+
+
+def test_zoo_config_is_the_zoo_recipe():
+    zoo = load_config(["--config", os.path.join(REPO_ROOT, "configs", "zoo.yaml")])[0]
+    expected = {"channels": 1024, "num_epochs": 80, "minibatch_size": 100, "keep_checkpoint_max": 80,
+                "speed_perturb": "", "margin_warmup_end": 0, "aam_margin": 0.2, "aam_scale": 30.0,
+                "lr_mode": "triangular", "max_lrate": 1e-4, "aug_clean": 1.0, "aug_reverb": 1.0,
+                "aug_noise": 1.0, "aug_babble": 1.0, "aug_music": 1.0, "score_norm": "none"}
+    assert {key: getattr(zoo, key) for key in expected} == expected
 
 
 def test_yaml_overrides_defaults_and_command_line_overrides_yaml(tmp_path):

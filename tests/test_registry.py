@@ -12,6 +12,7 @@ import pytest
 from mindspore import nn, ops
 
 from eval_support import write_corpus, write_train_list, write_trials
+from fixtures import PLAIN_RECIPE_ARGS
 from src.checkpoint import read_checkpoint
 from src.config import load_config
 from src.evaluation.embeddings import model_fingerprint
@@ -88,7 +89,7 @@ def test_a_registered_toy_model_trains_evaluates_and_exports(toy_model, tmp_path
     _load_script("train").main([
         *settings, f"--train_list={data}/train.txt", f"--train_path={data}/train", "--class_num=4",
         "--minibatch_size=4", "--segment_frames=40", "--num_epochs=2", "--augment=false",
-        "--num_workers=1", "--log_interval=1", f"--ckpt_save_dir={tmp_path}/ckpt"])
+        "--num_workers=1", "--log_interval=1", f"--ckpt_save_dir={tmp_path}/ckpt", *PLAIN_RECIPE_ARGS])
     checkpoints = sorted(name for name in os.listdir(tmp_path / "ckpt") if name.endswith(".ckpt"))
     assert checkpoints == ["toy-1_4.ckpt", "toy-2_4.ckpt"]
     entries = read_checkpoint(str(tmp_path / "ckpt" / "toy-2_4.ckpt"))

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from mindspore import Tensor, nn
 
-from fixtures import REPO_ROOT, TINY_NETWORK_ARGS, tiny_network, write_tone_corpus
+from fixtures import PLAIN_RECIPE_ARGS, REPO_ROOT, TINY_NETWORK_ARGS, tiny_network, write_tone_corpus
 from src.checkpoint import read_checkpoint
 from src.model.aam_softmax import AAMSoftmax
 from src.model.speaker_loss import SpeakerLoss
@@ -82,7 +82,7 @@ def _train_command(root, ckpt_dir, *extra):
             f"--train_path={root}/train/wav", "--class_num=4", "--minibatch_size=4", "--segment_frames=60",
             "--num_epochs=2", "--augment=false", "--log_interval=1", f"--ckpt_save_dir={ckpt_dir}",
             "--base_lrate=1e-4", "--max_lrate=1e-2", "--lr_step_size=2", "--num_workers=1",
-            *TINY_NETWORK_ARGS, *extra]
+            *TINY_NETWORK_ARGS, *PLAIN_RECIPE_ARGS, *extra]
 
 
 def _run(command, cwd, **kwargs):

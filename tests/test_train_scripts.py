@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import two_machines
-from fixtures import REPO_ROOT, TINY_NETWORK_ARGS, write_tone_corpus
+from fixtures import PLAIN_RECIPE_ARGS, REPO_ROOT, TINY_NETWORK_ARGS, write_tone_corpus
 from src.launch import rank_table
 from src.launch.processes import RankGroup, run_in_foreground
 
@@ -457,7 +457,7 @@ def test_msrun_launcher_command_and_worker_interpreter(stub, tmp_path, script, t
 
 TINY_RUN = ["--class_num=4", "--minibatch_size=4", "--segment_frames=60", "--num_epochs=1", "--augment=false",
             "--num_workers=1", "--log_interval=1", "--base_lrate=1e-4", "--max_lrate=1e-2", "--lr_step_size=4",
-            "--conv_impl=native", *TINY_NETWORK_ARGS, "--scale=2"]
+            "--conv_impl=native", *TINY_NETWORK_ARGS, "--scale=2", *PLAIN_RECIPE_ARGS]
 
 
 @pytest.fixture(scope="module")

@@ -82,6 +82,11 @@ def train(config):
     margins = MarginSchedule.from_config(config, steps_per_epoch)
     if not margins.fixed and not hasattr(loss_net.head, "set_margin"):
         raise ConfigError(f"margin_warmup_end: the {config.head} head has no margin to schedule")
+    if not margins.fixed and config.margin_warmup_end > config.num_epochs:
+        LOGGER.warning("margin_warmup_end %d is after the last epoch (num_epochs %d): the margin ends at "
+                       "%.3f, not aam_margin %g; shorten the warm-up for a short run (margin_warmup_end 0 "
+                       "fixes the margin)", config.margin_warmup_end, config.num_epochs,
+                       margins(steps_per_epoch * config.num_epochs - 1), config.aam_margin)
     if state is None and config.init_from:
         LOGGER.info("%s", initialise_from(config.init_from, loss_net))
     run_settings = {"minibatch_size": config.minibatch_size, "num_epochs": config.num_epochs,
