@@ -53,8 +53,11 @@ def load_extractor(config, distributed=False):
     network = build_embedding_network(config, impl)
     load_embedding_weights(config.model_path, network)
     folded = fold_batch_norm(network, config, impl) if config.fold_batch_norm else None
-    logger.info("loaded %s on %s%s", config.model_path, device, "" if folded is None else ", batch norm folded")
-    return EmbeddingExtractor(network if folded is None else folded, config.in_channels)
+    extractor = EmbeddingExtractor(network if folded is None else folded, config.in_channels,
+                                   config.extraction_graphs)
+    logger.info("loaded %s on %s%s, %s graphs", config.model_path, device,
+                "" if folded is None else ", batch norm folded", extractor.graphs)
+    return extractor
 
 
 def verify(config, path_a, path_b):

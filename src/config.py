@@ -224,6 +224,10 @@ SETTINGS = {
     "file_format": Setting("MINDIR", str, "Export format", choices=("MINDIR", "AIR", "ONNX")),
     "fold_batch_norm": Setting(True, bool, "eval.py extracts with batch norm folded into the linear layers "
                                "(same embeddings, faster)"),
+    "extraction_graphs": Setting("dynamic", str, "eval.py's full-length graphs: dynamic = one graph with a "
+                                 "dynamic time axis; buckets = static graphs of padded bucket lengths "
+                                 "with a frame mask (same embeddings; one compilation per bucket)",
+                                 choices=("dynamic", "buckets")),
     "windows": Setting("first", str, "Fixed-length inputs of an utterance: first = its first length frames, "
                        "all = windows of length frames covering it (embeddings averaged)",
                        choices=("first", "all")),

@@ -12,6 +12,15 @@ input; nothing is padded, cropped or batched. The price is a slower call: on CPU
 dynamic-shape call takes 1.4-2x the time of a static-shape graph's call for 10 s of audio
 (benchmarks/bench_extract.py --static), far less than compiling a graph per length.
 
+With ``buckets`` (the ``extraction_graphs: buckets`` setting) a network that takes a frame
+mask (``accepts_frame_mask``, as ECAPA-TDNN does) runs static-shape graphs instead: the
+features are zero-padded at the end to the next length of a geometric ladder of buckets
+(:func:`bucket_frames`, at most :data:`BUCKET_RATIO` longer than the utterance) and the
+network is told which frames are real, so the embedding equals the unpadded one up to float
+rounding (src/model/ecapa_tdnn.py). Each bucket compiles once, at its first utterance; the
+choice depends on the utterance's length alone, so every process of a distributed
+evaluation embeds an utterance identically.
+
 The cache (:class:`EmbeddingCache`) is an ``.npz`` file keyed by absolute audio path. It
 is tied to a fingerprint of the model file's content and of the network and feature
 settings, so another checkpoint or another network size never reuses stale vectors; an
@@ -20,7 +29,9 @@ entry is also dropped when its audio file's size or modification time changed.
 import hashlib
 import json
 import logging
+import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,7 +39,7 @@ from dataclasses import dataclass, field
 import mindspore as ms
 import numpy as np
 import soundfile
-from mindspore import Tensor
+from mindspore import Tensor, nn
 
 from src.data import features
 from src.data.audio import SAMPLE_RATE, AudioError, read_audio
@@ -44,6 +55,12 @@ FEATURE_CONSTANTS = ("N_FFT", "WIN_LENGTH", "HOP_LENGTH", "N_MELS", "F_MIN", "F_
                      "PRE_EMPHASIS", "LOG_FLOOR")
 # Length of the input that compiles the graph before the first utterance.
 WARM_UP_FRAMES = 200
+# Static-shape buckets: lengths BUCKET_MIN_FRAMES * BUCKET_RATIO ** k, rounded up to a
+# multiple of BUCKET_ALIGN frames; padding adds at most BUCKET_RATIO - 1 of the length.
+BUCKET_MIN_FRAMES = 100
+BUCKET_RATIO = 1.2
+BUCKET_ALIGN = 8
+EXTRACTION_GRAPHS = ("dynamic", "buckets")
 # Without a terminal, progress is logged about this many times per extraction.
 PROGRESS_LOG_STEPS = 10
 # Utterances with too little speech named in the extraction summary.
@@ -64,28 +81,64 @@ def finite_embedding(vector, source):
     return vector
 
 
+def bucket_frames(frames):
+    """The static length (frames) an utterance of ``frames`` frames is padded to: >= frames."""
+    length = BUCKET_MIN_FRAMES
+    while length < frames:
+        length = math.ceil(length * BUCKET_RATIO / BUCKET_ALIGN) * BUCKET_ALIGN
+    return length
+
+
+class _MaskedNetwork(nn.Cell):
+    """``network(features, mask)`` as a cell of its own, so it compiles apart from the dynamic graph."""
+
+    def __init__(self, network):
+        super().__init__()
+        self.network = network
+
+    def construct(self, features, mask):
+        return self.network(features, mask)
+
+
 class EmbeddingExtractor:
-    """Embeds one utterance at a time with ``network`` compiled once for any length.
+    """Embeds one utterance at a time with ``network``, without recompiling per length.
 
     network: a Cell mapping (1, T, n_mels) float32 features to (1, D) embeddings. It is
         switched to inference mode and its time axis is declared dynamic.
+    graphs: 'dynamic' (one graph for every length) or 'buckets' (static graphs of padded
+        lengths, see the module docstring; 'dynamic' for a network without a frame mask).
     """
 
-    def __init__(self, network, n_mels=features.N_MELS):
+    def __init__(self, network, n_mels=features.N_MELS, graphs="dynamic"):
+        if graphs not in EXTRACTION_GRAPHS:
+            raise ValueError(f"graphs must be one of {EXTRACTION_GRAPHS}, got {graphs!r}")
         self.network = network
         self.n_mels = n_mels
         self.compiled = False
         network.set_train(False)
         network.set_inputs(Tensor(shape=[1, None, n_mels], dtype=ms.float32))
+        self.masked = _MaskedNetwork(network) if graphs == "buckets" and getattr(
+            network, "accepts_frame_mask", False) else None
+        self.buckets = set()  # lengths (frames) whose static graph is compiled
+        self.bucket_compile_seconds = 0.0
+
+    @property
+    def graphs(self):
+        """'buckets' when static bucket graphs are used, else 'dynamic'."""
+        return "buckets" if self.masked is not None else "dynamic"
 
     @property
     def compiled_graphs(self):
-        """Number of graphs compiled for the network so far (1 after any number of lengths)."""
+        """Number of graphs compiled so far: the dynamic graph (1 after any number of lengths), or
+        one per bucket used."""
+        if self.masked is not None:
+            return len(self.buckets)
         return len(getattr(self.network, "compile_cache", ()))
 
     def compile(self):
-        """Compile the graph (by embedding WARM_UP_FRAMES of silence) unless done; return seconds spent."""
-        if self.compiled:
+        """Compile the dynamic graph (by embedding WARM_UP_FRAMES of silence) unless done or static
+        buckets are used (they compile at their first utterance); return seconds spent."""
+        if self.compiled or self.masked is not None:
             return 0.0
         start = time.perf_counter()
         self.embed_features(np.zeros((WARM_UP_FRAMES, self.n_mels), dtype=np.float32))
@@ -97,7 +150,24 @@ class EmbeddingExtractor:
         feats = np.asarray(feats, dtype=np.float32)
         if feats.ndim != 2 or feats.shape[1] != self.n_mels or feats.shape[0] == 0:
             raise ValueError(f"expected features of shape (T, {self.n_mels}), got {feats.shape}")
-        return self.network(Tensor(feats[np.newaxis])).asnumpy()[0]
+        if self.masked is None:
+            return self.network(Tensor(feats[np.newaxis])).asnumpy()[0]
+        frames = feats.shape[0]
+        length = bucket_frames(frames)
+        if length not in self.buckets:
+            start = time.perf_counter()
+            self._embed_padded(np.zeros((1, self.n_mels), np.float32), length)
+            self.bucket_compile_seconds += time.perf_counter() - start
+            self.buckets.add(length)
+        return self._embed_padded(feats, length)
+
+    def _embed_padded(self, feats, length):
+        """Embedding (D,) of features (T, n_mels) zero-padded to ``length`` frames, with their mask."""
+        padded = np.zeros((1, length, self.n_mels), np.float32)
+        padded[0, :feats.shape[0]] = feats
+        mask = np.zeros((1, length, 1), np.float32)
+        mask[0, :feats.shape[0]] = 1.0
+        return self.masked(Tensor(padded), Tensor(mask)).asnumpy()[0]
 
     def embed_wave(self, wave):
         """Embedding (D,) float32 of a 16 kHz waveform (S,)."""
@@ -240,6 +310,20 @@ class EmbeddingCache:
                          embeddings=np.stack([self.entries[path][1] for path in paths]))
 
 
+def copy_cache(source_folder, target_folder):
+    """Start the embedding cache of ``target_folder`` from that of ``source_folder``.
+
+    For several evaluations of one model (other trial lists, scorings or calibrations) in
+    their own output folders; the fingerprint inside still decides whether it is used.
+    Nothing happens when ``source_folder`` has no cache.
+    """
+    source = os.path.join(source_folder, CACHE_FILE_NAME)
+    if os.path.isfile(source):
+        os.makedirs(target_folder, exist_ok=True)
+        with atomic_write(os.path.join(target_folder, CACHE_FILE_NAME)) as temporary:
+            shutil.copyfile(source, temporary)
+
+
 def _progress(items, description):
     """Iterate ``items`` with a tqdm bar on a terminal, else with a few log lines."""
     if sys.stderr.isatty():
@@ -311,6 +395,7 @@ def extract_embeddings(extractor, names, root="", cache=None, description="embed
     start = time.perf_counter()
     if pending:
         stats.compile_seconds = extractor.compile()
+    bucket_compile_start = getattr(extractor, "bucket_compile_seconds", 0.0)
     try:
         for name in _progress(pending, description):
             path = os.path.join(root, name)
@@ -328,5 +413,8 @@ def extract_embeddings(extractor, names, root="", cache=None, description="embed
     finally:
         if cache is not None and stats.extracted:
             cache.save()
+    bucket_compile = getattr(extractor, "bucket_compile_seconds", 0.0) - bucket_compile_start
+    stats.compile_seconds += bucket_compile
+    stats.network_seconds -= bucket_compile
     stats.total_seconds = time.perf_counter() - start
     return EmbeddingTable(names, np.stack([vectors[name] for name in names])), stats

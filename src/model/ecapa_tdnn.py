@@ -9,6 +9,15 @@ log-mel (N, T, 80)
 
 Activations are time-major (N, T, C); see src/model/layers.py for why, and for why sums
 over time and repetitions over time are batched products with ones.
+
+Padded batches. ``ECAPA_TDNN(features, mask)`` embeds utterances that were zero-padded at
+the end to a common length: ``mask`` (N, T, 1) is 1 at real frames and 0 at padding. Every
+step that mixes frames then sees exactly what it sees in the unpadded utterance: the input
+of each kernel-k convolution is zero past the real frames (as its own zero padding is), the
+time averages of squeeze-excitation and of the pooling statistics run over the real frames
+only, and the attention softmax gives padded frames weight 0. The embeddings equal those of
+the unpadded utterances up to float rounding, so one compiled static-shape graph can serve
+every length up to T.
 """
 from mindspore import nn, ops
 
@@ -16,11 +25,18 @@ from src.model.layers import ChannelBatchNorm, TDNNBlock, TimeConv1d
 from src.model.registry import register_model
 
 VARIANCE_FLOOR = 1e-4
+# Attention logit of padded frames: exp(-1e4 - max) is 0 in float16 and float32.
+PADDED_LOGIT = -1e4
 
 
 def time_sum(x):
     """Sum over frames: (N, T, C) -> (N, 1, C), as a batched product with ones."""
     return ops.bmm(ops.ones((x.shape[0], 1, x.shape[1]), x.dtype), x)
+
+
+def channel_mask(mask, channels):
+    """A frame mask (N, T, 1) repeated over ``channels``: (N, T, channels), for same-shape products."""
+    return ops.tile(mask, (1, 1, channels))
 
 
 def repeat_frames(x, frames):
@@ -44,13 +60,24 @@ class Res2Conv(nn.Cell):
         self.blocks = nn.CellList([TDNNBlock(width, width, kernel_size, dilation, impl)
                                    for _ in range(scale - 1)])
 
-    def construct(self, x):
-        groups = ops.split(x, x.shape[2] // self.scale, axis=2)
+    def construct(self, x, mask=None):
+        """x (N, T, C); mask (N, T, 1) of real frames or None (see the module docstring)."""
+        width = x.shape[2] // self.scale
+        if mask is None:
+            return self._groups(x, width, None)
+        return self._groups(x * channel_mask(mask, x.shape[2]), width, channel_mask(mask, width))
+
+    def _groups(self, x, width, group_mask):
+        """The multi-scale sums over groups of ``width`` channels; outputs of the group convolutions
+        times ``group_mask`` (N, T, width) unless None, so the next convolution sees zeros past the end."""
+        groups = ops.split(x, width, axis=2)
         outputs = [groups[0]]
         previous = groups[0]
         for index in range(1, self.scale):
             current = groups[index] if index == 1 else groups[index] + previous
             previous = self.blocks[index - 1](current)
+            if group_mask is not None:
+                previous = previous * group_mask
             outputs.append(previous)
         return ops.concat(outputs, axis=2)
 
@@ -65,9 +92,14 @@ class SqueezeExcitation(nn.Cell):
         self.relu = nn.ReLU()
         self.sigmoid = nn.Sigmoid()
 
-    def construct(self, x):
+    def construct(self, x, mask=None):
+        """x (N, T, C); mask (N, T, 1) of real frames or None: the average is over the real frames."""
         frames = x.shape[1]
-        summary = time_sum(x) / frames
+        if mask is None:
+            summary = time_sum(x) / frames
+        else:
+            real = channel_mask(mask, x.shape[2])
+            summary = time_sum(x * real) / time_sum(real)
         gates = self.sigmoid(self.excite(self.relu(self.squeeze(summary))))
         return x * repeat_frames(gates, frames)
 
@@ -82,8 +114,9 @@ class SERes2Block(nn.Cell):
         self.tdnn2 = TDNNBlock(channels, channels, 1, impl=impl)
         self.se = SqueezeExcitation(channels, se_channels, impl)
 
-    def construct(self, x):
-        return self.se(self.tdnn2(self.res2(self.tdnn1(x)))) + x
+    def construct(self, x, mask=None):
+        """x (N, T, C); mask (N, T, 1) of real frames or None."""
+        return self.se(self.tdnn2(self.res2(self.tdnn1(x), mask)), mask) + x
 
 
 def _mean_and_std(weighted_sum, weighted_square_sum, total_weight):
@@ -128,10 +161,21 @@ class AttentiveStatsPooling(nn.Cell):
                   + repeat_frames(utterance_part.reshape(batch, 1, -1), frames))
         return self.attention.norm(self.attention.relu(hidden))
 
-    def construct(self, x):
+    def construct(self, x, mask=None):
+        """x (N, T, C); mask (N, T, 1) of real frames or None: statistics and softmax over the real frames."""
+        if mask is None:
+            return self._pool(x, x, x.shape[1], None)
+        real = channel_mask(mask, x.shape[2])
+        return self._pool(x, x * real, time_sum(real), real)
+
+    def _pool(self, x, real_x, count, real):
+        """Pooled (N, 2C) of x (N, T, C); real_x: x with padded frames zeroed, count: real frames
+        (a number or (N, 1, C)), real: (N, T, C) mask or None."""
         frames = x.shape[1]
-        mean, std = _mean_and_std(time_sum(x), time_sum(x * x), frames)
+        mean, std = _mean_and_std(time_sum(real_x), time_sum(real_x * real_x), count)
         logits = self.logits(self.tanh(self._attention_hidden(x, mean, std)))
+        if real is not None:
+            logits = logits * real + (1 - real) * PADDED_LOGIT
         # exp(logit - its maximum over time): the softmax numerators, at most 1.
         peak = ops.stop_gradient(logits.max(axis=1, keepdims=True))
         numerators = ops.exp(logits - ops.tile(peak, (1, frames, 1)))
@@ -144,8 +188,11 @@ class ECAPA_TDNN(nn.Cell):
     """The embedding network: log-mel (N, T, in_channels) -> embeddings (N, emb_size).
 
     ``impl`` selects the convolution formulation ('shifted' for CPU, 'native' for
-    Ascend/GPU); parameters are identical either way.
+    Ascend/GPU); parameters are identical either way. ``accepts_frame_mask``: it embeds
+    zero-padded batches exactly given their frame mask (module docstring).
     """
+
+    accepts_frame_mask = True
 
     def __init__(self, in_channels=80, channels=1024, mfa_channels=1536, attention_channels=128,
                  se_channels=128, scale=8, emb_size=192, impl="shifted"):
@@ -160,13 +207,17 @@ class ECAPA_TDNN(nn.Cell):
         self.fc = nn.Dense(2 * mfa_channels, emb_size)
         self.embedding_norm = ChannelBatchNorm(emb_size)
 
-    def construct(self, features):
+    def construct(self, features, mask=None):
+        """features (N, T, in_channels) -> (N, emb_size); mask (N, T, 1) of real frames (1) and
+        end padding (0), or None for unpadded input (see the module docstring)."""
+        if mask is not None:
+            features = features * channel_mask(mask, features.shape[2])
         out1 = self.layer1(features)
-        out2 = self.layer2(out1)
-        out3 = self.layer3(out2)
-        out4 = self.layer4(out3)
+        out2 = self.layer2(out1, mask)
+        out3 = self.layer3(out2, mask)
+        out4 = self.layer4(out3, mask)
         aggregated = self.mfa.of_concatenation([out2, out3, out4])
-        pooled = self.pooling_norm(self.pooling(aggregated))
+        pooled = self.pooling_norm(self.pooling(aggregated, mask))
         return self.embedding_norm(self.fc(pooled))
 
 
