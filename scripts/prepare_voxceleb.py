@@ -85,7 +85,7 @@ def run_train(args):
         print(f"left out {len(result.excluded_speakers)} speaker(s) "
               f"({result.excluded_utterances} utterances) found in {args.exclude_trials}")
     print(f"wrote {list_path}: {result.speakers} speakers, {result.utterances} utterances")
-    print(f"set train_list={list_path} train_path={wav_root} class_num={result.speakers}")
+    print(f"set train_list={list_path} train_path={wav_root} (class_num auto: {result.speakers} speakers)")
     return 0
 
 

@@ -23,7 +23,6 @@ RIR folders come from the config, or from the environment variables MUSAN_PATH a
 RIR_PATH when set. Programs run from the repository root under this interpreter.
 """
 import os
-import shutil
 import subprocess
 import sys
 
@@ -34,7 +33,8 @@ import yaml  # noqa: E402
 
 from src.cli import ArgumentParser, run_main  # noqa: E402
 from src.errors import InputError  # noqa: E402
-from src.fileio import atomic_write, write_lines  # noqa: E402
+from src.evaluation.embeddings import copy_cache  # noqa: E402
+from src.fileio import write_lines  # noqa: E402
 
 STAGES = {1: "train", 2: "finetune", 3: "average", 4: "evaluate", 5: "export"}
 SCORINGS = (("cosine", "none"), ("AS-norm", "asnorm"))
@@ -155,7 +155,7 @@ class Recipe:
         for title, norm in SCORINGS:
             folder = os.path.join(self.out, f"eval_{norm if norm != 'none' else 'cosine'}")
             if previous is not None:
-                reuse_embeddings(previous, folder)
+                copy_cache(previous, folder)
             output = self.run(4, title, self.script(
                 "eval.py", "--config", self.args.config, f"--model_path={self.model}",
                 f"--eval_list={self.args.eval_dir}/eval.txt", f"--eval_path={self.args.eval_dir}/eval/wav",
@@ -197,15 +197,6 @@ def last_checkpoint(folder):
         raise RecipeError(f"stage 2 needs the checkpoints of stage 1: {pointer} not found")
     with open(pointer, encoding="utf-8") as handle:
         return os.path.join(folder, handle.read().split()[0])
-
-
-def reuse_embeddings(source, target):
-    """Start the embedding cache of ``target`` from that of ``source`` (same model: same fingerprint)."""
-    cache = os.path.join(source, "embeddings.npz")
-    if os.path.isfile(cache):
-        os.makedirs(target, exist_ok=True)
-        with atomic_write(os.path.join(target, "embeddings.npz")) as temporary:
-            shutil.copyfile(cache, temporary)
 
 
 def main(argv=None):

@@ -342,7 +342,7 @@ def test_cli_train_on_a_wav_tree_prints_class_num(tmp_path, capsys):
     output = capsys.readouterr().out
     assert status == 0
     assert "left out 1 speaker(s) (2 utterances)" in output
-    assert f"train_path={tmp_path / 'vox1'} class_num=2" in output
+    assert f"train_path={tmp_path / 'vox1'} (class_num auto: 2 speakers)" in output
     assert len((tmp_path / "data" / "train.txt").read_text().splitlines()) == 4
 
 
@@ -357,7 +357,7 @@ def test_cli_train_exit_status_follows_strict_and_total_failure(m4a_tree, tmp_pa
     assert cli.main(arguments) == 0
     output = capsys.readouterr().out
     assert "converted 0, already done 4, failed 1 of 5 files" in output
-    assert f"train_path={out / 'train' / 'wav'} class_num=2" in output
+    assert f"train_path={out / 'train' / 'wav'} (class_num auto: 2 speakers)" in output
     assert len((out / "train.txt").read_text().splitlines()) == 4
     failures = (out / "train_convert_failures.txt").read_text().splitlines()
     assert [line.split("\t")[0] for line in failures] == [CORRUPT]
@@ -415,4 +415,4 @@ def test_shell_script_prepares_train_and_eval(m4a_tree, tmp_path):
     assert os.path.realpath(out / "eval" / "wav") == os.path.realpath(tmp_path / "vox1")
     assert (out / "eval.txt").read_text() == TRIALS
     assert len((out / "train.txt").read_text().splitlines()) == 4
-    assert "class_num=2" in result.stdout
+    assert "(class_num auto: 2 speakers)" in result.stdout
