@@ -337,3 +337,17 @@ def test_validation_during_training_is_logged_and_moves_the_best_pointer(corpus,
     best_epoch = min(eers, key=lambda epoch: (eers[epoch], epoch))
     assert name == f"ecapa-{best_epoch}_3.ckpt" and metric == "valid_eer"
     assert abs(100 * float(value) - eers[best_epoch]) < 0.006
+
+
+def test_losses_read_at_log_lines_equal_those_read_every_step(corpus, tmp_path):
+    """Step outputs are read only at log lines and checkpoints; the logged means do not change."""
+    losses = {}
+    for interval in (1, 3):
+        result = _run(_train_command(corpus, tmp_path / f"every_{interval}", "--num_threads=1", "--seed=11",
+                                     f"--log_interval={interval}"), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-2000:]
+        losses[interval] = [float(value) for value in
+                            re.findall(r"\(global \d+\) loss (\d+\.\d+) acc", result.stderr)]
+    # Every step of epoch 1 but the first (graph compilation) is logged one by one, then epoch 2.
+    assert len(losses[1]) == 5 and len(losses[3]) == 2
+    np.testing.assert_allclose(losses[3], [np.mean(losses[1][:2]), np.mean(losses[1][2:])], atol=2e-4)

@@ -152,27 +152,40 @@ def _loop(config, step_cell, optimizer, rates, dataset, steps_per_epoch, step, t
     first_step = step
     head = step_cell.loss_net.head
     margin = None
+    # Device outputs of the steps not read yet: (loss, correct, was_skipped, samples). Reading a
+    # value waits for its step, so they are read only where a log line, checkpoint or
+    # validation needs them; in between, an accelerator queues step after step.
+    unread = []
     for features, labels in training_batches(dataset):
         if step >= total_steps:
             break
         margin = _set_margin(head, margins(step), margin)
         loss, correct, was_skipped, scale = step_cell(features, labels)
-        loss_value = float(loss.asnumpy())
-        skipped += int(was_skipped.asnumpy())
+        unread.append((loss, correct, was_skipped, features.shape[0] * group_size))
         step += 1
-        if step == first_step + 1:
-            # Log windows start after the first step so samples/s excludes graph compilation.
-            LOGGER.info("first step, including graph compilation, took %.1f s", time.perf_counter() - window.started)
-            window.reset()
-        else:
-            window.add(loss_value, float(correct.asnumpy()), features.shape[0] * group_size)
-        epoch_losses.append(loss_value)
         epoch, step_in_epoch = divmod(step - 1, steps_per_epoch)
         epoch, step_in_epoch = epoch + 1, step_in_epoch + 1
+        end_of_epoch = step_in_epoch == steps_per_epoch
+        periodic = config.save_checkpoint_steps and step % config.save_checkpoint_steps == 0
+        logging_step = step % config.log_interval == 0 or step == total_steps
+        if step == first_step + 1 or logging_step or end_of_epoch or periodic:
+            for index, (loss, correct, was_skipped, samples) in enumerate(unread):
+                loss_value = float(loss.asnumpy())
+                skipped += int(was_skipped.asnumpy())
+                epoch_losses.append(loss_value)
+                if step > first_step + 1 or index > 0:
+                    window.add(loss_value, float(correct.asnumpy()), samples)
+            unread = []
+            if step == first_step + 1:
+                # Log windows start after the first step so samples/s excludes graph compilation.
+                LOGGER.info("first step, including graph compilation, took %.1f s",
+                            time.perf_counter() - window.started)
+                window.reset()
+            if bar is not None:
+                bar.set_postfix(loss=f"{loss_value:.3f}", epoch=epoch)
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{loss_value:.3f}", epoch=epoch)
-        if (step % config.log_interval == 0 or step == total_steps) and window.steps:
+        if logging_step and window.steps:
             elapsed = time.perf_counter() - window.started
             position = min(int(optimizer.global_step.asnumpy()[0]), len(rates)) - 1
             LOGGER.info("epoch %d step %d/%d (global %d) loss %.4f acc %.2f%% lr %.3e samples/s %.1f "
@@ -181,8 +194,6 @@ def _loop(config, step_cell, optimizer, rates, dataset, steps_per_epoch, step, t
                         rates[max(position, 0)], window.samples / elapsed, skipped, float(scale.asnumpy()),
                         margin)
             window.reset()
-        end_of_epoch = step_in_epoch == steps_per_epoch
-        periodic = config.save_checkpoint_steps and step % config.save_checkpoint_steps == 0
         validating = validator is not None and end_of_epoch and validator.due(epoch)
         valid_eer = _validate(validator, step_cell, epoch, window) if validating else None
         if manager is not None and (end_of_epoch or periodic or step == total_steps):
@@ -191,6 +202,7 @@ def _loop(config, step_cell, optimizer, rates, dataset, steps_per_epoch, step, t
             LOGGER.info("saved %s", saved)
         if end_of_epoch:
             epoch_losses = []
+    skipped += sum(int(was_skipped.asnumpy()) for _, _, was_skipped, _ in unread)
     if bar is not None:
         bar.close()
     if skipped:
