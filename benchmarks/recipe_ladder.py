@@ -2,18 +2,19 @@
 
 Rows, each adding one part to the row above it (every row is a training or a scoring of
 ``scripts/run_recipe.py`` with CONFIG, normally configs/small.yaml, with the parts below it
-switched off by settings):
+switched off and augmentation switched on or off by settings):
 
     a  zoo recipe: fixed margin, no speed perturbation, no augmentation
     b  + MUSAN/RIR augmentation at the default settings (every kind weight 1, noise 0-15 dB,
          babble 3-8 talkers at 13-20 dB each)
-    b' + augmentation as CONFIG sets it instead of the defaults
+    b' + augmentation at CONFIG's settings instead of the defaults
     c  + speed perturbation (CONFIG's factors; speakers x 3 classes)
-    d  + margin schedule (CONFIG's warm-up)            = CONFIG's training stage
+    d  + margin schedule (CONFIG's warm-up)
     e  + large-margin fine-tuning (configs/lm_finetune.yaml), last checkpoint
     f  + average of the last 3 fine-tuning checkpoints
-    g  + AS-norm (training list as cohort)              = the full recipe's final system
-    h  g without augmentation (CONFIG's recipe with augment false, all stages)
+    g  + AS-norm (training list as cohort)
+    h  g without augmentation: all stages of CONFIG's recipe with augment false (the final
+         system of configs/small.yaml, which keeps augmentation off)
 
 Rows a-e score the last checkpoint of their run with cosine scoring. Each (seed, row) result
 goes to OUT_DIR/results.json as soon as it is known, and a run that is started again skips
@@ -57,9 +58,10 @@ TRAININGS = {
     "a": ("zoo recipe (fixed margin, no speed perturbation, no augmentation)",
           ["--augment=false", *NO_SPEED_PERTURBATION, *FIXED_MARGIN]),
     "b": ("+ augmentation at the default settings", [*DEFAULT_AUGMENTATION, *NO_SPEED_PERTURBATION, *FIXED_MARGIN]),
-    "b'": ("+ augmentation as the config sets it (instead of b)", [*NO_SPEED_PERTURBATION, *FIXED_MARGIN]),
-    "c": ("+ speed perturbation", FIXED_MARGIN),
-    "d": ("+ margin schedule", []),
+    "b'": ("+ augmentation at the config's settings (instead of b)",
+           ["--augment=true", *NO_SPEED_PERTURBATION, *FIXED_MARGIN]),
+    "c": ("+ speed perturbation", ["--augment=true", *FIXED_MARGIN]),
+    "d": ("+ margin schedule", ["--augment=true"]),
 }
 # Rows that come from the recipe run of row d: its stages 2-4.
 RECIPE_ROWS = {
@@ -172,7 +174,7 @@ class Ladder:
         if wanted and not self.done(seed, wanted):
             folder = os.path.join(seed_dir, "d")
             os.makedirs(folder, exist_ok=True)
-            final = scores(self.recipe(folder, seeded, (1, 4)))
+            final = scores(self.recipe(folder, [*seeded, *TRAININGS["d"][1]], (1, 4)))
             self.record(seed, "e", self.score_last(os.path.join(folder, "finetune"), seeded,
                                                    os.path.join(folder, "score_finetune.log")))
             self.record(seed, "f", final[0])
