@@ -282,3 +282,9 @@ def test_train_script_help_works_from_any_folder(tmp_path):
     result = run_train(["--help"], cwd=str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "--channels" in result.stdout and "--config" in result.stdout
+
+
+@pytest.mark.parametrize("name", sorted(os.listdir(os.path.join(REPO_ROOT, "configs"))))
+def test_every_shipped_config_loads(name):
+    config, _ = load_config(["--config", os.path.join(REPO_ROOT, "configs", name)])
+    assert config.channels % config.scale == 0
