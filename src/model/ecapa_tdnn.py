@@ -17,7 +17,8 @@ of each kernel-k convolution is zero past the real frames (as its own zero paddi
 time averages of squeeze-excitation and of the pooling statistics run over the real frames
 only, and the attention softmax gives padded frames weight 0. The embeddings equal those of
 the unpadded utterances up to float rounding, so one compiled static-shape graph can serve
-every length up to T.
+every length up to T. This holds in inference mode; in training mode batch norm would count
+the padded frames in its batch statistics.
 """
 from mindspore import nn, ops
 
