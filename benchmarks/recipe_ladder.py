@@ -5,9 +5,9 @@ Rows, each adding one part to the row above it (every row is a training or a sco
 switched off and augmentation switched on or off by settings):
 
     a  zoo recipe: fixed margin, no speed perturbation, no augmentation
-    b  + MUSAN/RIR augmentation at the default settings (every kind weight 1, noise 0-15 dB,
+    b  + MUSAN/RIR augmentation at the zoo's settings (every kind weight 1, noise 0-15 dB,
          babble 3-8 talkers at 13-20 dB each)
-    b' + augmentation at CONFIG's settings instead of the defaults
+    b' + augmentation at CONFIG's milder settings instead
     c  + speed perturbation (CONFIG's factors; speakers x 3 classes)
     d  + margin schedule (CONFIG's warm-up)
     e  + large-margin fine-tuning (configs/lm_finetune.yaml), last checkpoint
@@ -20,9 +20,9 @@ Rows a-e score the last checkpoint of their run with cosine scoring. Each (seed,
 goes to OUT_DIR/results.json as soon as it is known, and a run that is started again skips
 the rows it holds, so an interrupted ladder continues where it stopped (an interrupted
 training resumes from its last checkpoint). Ladders of other seeds may run at the same time
-into the same OUT_DIR (one process per seed uses more cores); results.json merges them. The table printed at
-the end gives, per row, the mean over the seeds and the spread (lowest-highest) of EER and
-minDCF(p=0.01). Usage:
+into the same OUT_DIR (one process per seed uses more cores); results.json merges them. The
+table printed at the end gives, per row, the mean over the seeds and the spread
+(lowest-highest) of EER and minDCF(p=0.01). Usage:
 
     python benchmarks/recipe_ladder.py DATA_DIR OUT_DIR --seeds 1234 7
         [--config configs/small.yaml] [--rows a b ...] [--table] [--key=value ...]
@@ -50,14 +50,14 @@ from src.fileio import write_text  # noqa: E402
 
 FIXED_MARGIN = ["--margin_warmup_end=0"]
 NO_SPEED_PERTURBATION = ["--speed_perturb="]
-DEFAULT_AUGMENTATION = ["--augment=true", "--aug_clean=1", "--aug_reverb=1", "--aug_noise=1",
+ZOO_AUGMENTATION = ["--augment=true", "--aug_clean=1", "--aug_reverb=1", "--aug_noise=1",
                         "--aug_babble=1", "--aug_music=1", "--noise_snr=0,15", "--babble_snr=13,20",
                         "--babble_talkers=3,8"]
 # Row name -> (description, settings over CONFIG for its training run).
 TRAININGS = {
     "a": ("zoo recipe (fixed margin, no speed perturbation, no augmentation)",
           ["--augment=false", *NO_SPEED_PERTURBATION, *FIXED_MARGIN]),
-    "b": ("+ augmentation at the default settings", [*DEFAULT_AUGMENTATION, *NO_SPEED_PERTURBATION, *FIXED_MARGIN]),
+    "b": ("+ augmentation at the zoo's settings", [*ZOO_AUGMENTATION, *NO_SPEED_PERTURBATION, *FIXED_MARGIN]),
     "b'": ("+ augmentation at the config's settings (instead of b)",
            ["--augment=true", *NO_SPEED_PERTURBATION, *FIXED_MARGIN]),
     "c": ("+ speed perturbation", ["--augment=true", *FIXED_MARGIN]),
