@@ -21,6 +21,18 @@ def tiny_network(in_channels=80, impl="shifted", **overrides):
     return ECAPA_TDNN(in_channels=in_channels, impl=impl, **{**TINY_NETWORK, **overrides})
 
 
+def tiny_network_copy(network):
+    """A new tiny_network() with the weights of ``network``, in inference mode, never called yet
+    (so its graphs compile for whatever shapes it gets first)."""
+    import mindspore as ms
+
+    copy = tiny_network()
+    ms.load_param_into_net(copy, {name: ms.Parameter(value.asnumpy().copy(), name=name)
+                                  for name, value in network.parameters_dict().items()})
+    copy.set_train(False)
+    return copy
+
+
 def speaker_wave(speaker, seconds, rng):
     """A voiced-like tone (S,) whose pitch and timbre depend on the speaker index, plus noise."""
     from src.data.audio import SAMPLE_RATE

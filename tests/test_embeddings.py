@@ -1,12 +1,11 @@
 """Full-length embedding extraction, its cache, cohort choice and the evaluation workflow."""
 
-import mindspore as ms
 import numpy as np
 import pytest
 from mindspore import Tensor
 
 from eval_support import write_corpus, write_train_list, write_trials
-from fixtures import TINY_NETWORK_ARGS, speaker_wave, tiny_network
+from fixtures import TINY_NETWORK_ARGS, speaker_wave, tiny_network, tiny_network_copy
 from src.config import ConfigError, load_config
 from src.data.audio import AudioError, read_audio, write_audio
 from src.data.features import log_mel
@@ -30,18 +29,9 @@ def extractor(network):
     return EmbeddingExtractor(network)
 
 
-def fresh_copy(network):
-    """A new network with the same weights, in inference mode, with static input shapes."""
-    copy = tiny_network()
-    ms.load_param_into_net(copy, {name: ms.Parameter(value.asnumpy().copy(), name=name)
-                                  for name, value in network.parameters_dict().items()})
-    copy.set_train(False)
-    return copy
-
-
 def test_one_graph_serves_every_length_and_equals_a_plain_call(network, extractor):
     rng = np.random.default_rng(3)
-    reference = fresh_copy(network)
+    reference = tiny_network_copy(network)
     lengths = (1, 57, 263)
     for frames in lengths:
         feats = rng.standard_normal((frames, 80)).astype(np.float32)

@@ -1,10 +1,9 @@
 """Zero-padded batches with a frame mask, and static-shape bucket graphs for extraction."""
-import mindspore as ms
 import numpy as np
 import pytest
 from mindspore import Tensor, nn
 
-from fixtures import tiny_network
+from fixtures import tiny_network, tiny_network_copy
 from src.evaluation.embeddings import (BUCKET_MIN_FRAMES, BUCKET_RATIO, EmbeddingExtractor, bucket_frames,
                                        extract_embeddings)
 from src.data.audio import write_audio
@@ -20,14 +19,6 @@ def trained_like(network, seed=0):
             parameter.set_data(Tensor((0.5 + rng.random(parameter.shape)).astype(np.float32)))
     network.set_train(False)
     return network
-
-
-def same_weights(network):
-    copy = tiny_network()
-    ms.load_param_into_net(copy, {name: ms.Parameter(value.asnumpy().copy(), name=name)
-                                  for name, value in network.parameters_dict().items()})
-    copy.set_train(False)
-    return copy
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +38,7 @@ def test_masked_padded_batch_equals_each_unpadded_utterance(network):
         mask[row, :frames] = 1.0
     batch[0, lengths[0]:] = 7.0  # whatever sits in the padding is ignored
     padded = network(Tensor(batch), Tensor(mask)).asnumpy()
-    plain = same_weights(network)
+    plain = tiny_network_copy(network)
     for row, utterance in enumerate(feats):
         expected = plain(Tensor(utterance[np.newaxis])).asnumpy()[0]
         np.testing.assert_allclose(padded[row], expected, rtol=1e-5, atol=1e-6)
@@ -69,8 +60,8 @@ def test_bucket_lengths_cover_every_length_with_bounded_padding():
 
 def test_bucket_extractor_equals_the_dynamic_graph_and_compiles_once_per_bucket(network):
     rng = np.random.default_rng(2)
-    dynamic = EmbeddingExtractor(same_weights(network))
-    buckets = EmbeddingExtractor(same_weights(network), graphs="buckets")
+    dynamic = EmbeddingExtractor(tiny_network_copy(network))
+    buckets = EmbeddingExtractor(tiny_network_copy(network), graphs="buckets")
     assert buckets.graphs == "buckets" and buckets.compile() == 0.0
     lengths = (37, 100, 101, 119, 37, 163)
     for frames in lengths:
@@ -87,7 +78,7 @@ def test_extraction_counts_bucket_compilation_apart_from_the_network_time(networ
     for index, seconds in enumerate((0.8, 1.3, 1.35)):
         names.append(f"u{index}.wav")
         write_audio(tmp_path / names[-1], (0.1 * rng.standard_normal(int(16000 * seconds))).astype(np.float32))
-    extractor = EmbeddingExtractor(same_weights(network), graphs="buckets")
+    extractor = EmbeddingExtractor(tiny_network_copy(network), graphs="buckets")
     _, stats = extract_embeddings(extractor, names, str(tmp_path))
     assert stats.extracted == 3 and extractor.compiled_graphs == 2  # 81 frames -> 100; 131, 136 -> 144
     assert stats.compile_seconds == pytest.approx(extractor.bucket_compile_seconds)
