@@ -1,22 +1,24 @@
-"""Speed of full-length embedding extraction (network alone), by utterance length and graph kind.
+"""Speed of full-length embedding extraction (network alone), by utterance length and variant.
 
 Embeds synthetic utterances of about each ``--seconds`` length (each of another length,
 within 5 %, as in a real trial list) one at a time through EmbeddingExtractor, as eval.py
-does (batch norm folded unless ``--fold_batch_norm=false``), with each ``--graphs`` kind:
+does (batch norm folded unless ``--fold_batch_norm=false``). A variant is one ``--graphs``
+kind with one ``--precisions`` matmul precision:
 
 - ``dynamic``: one graph with a dynamic time axis for every length;
-- ``buckets``: static-shape graphs of the padded bucket lengths, with the frame mask.
+- ``buckets``: static-shape graphs of the padded bucket lengths, with the frame mask;
+- ``float32`` / ``bf16``: the network's matrix products (setting ``matmul_precision``).
 
-Variants alternate utterance by utterance, so both see the same machine load. Printed per
-length and kind: the real-time factor of the network alone (RTF = wall seconds / audio
-seconds, median over the utterances), the ratio buckets / dynamic, and the one-off cost of
-compilation (the dynamic graph once; each bucket at its first utterance). Then the largest
-difference between the two kinds' embeddings. Weights are random: speed does not depend on
-them. Settings of the network (``--channels=512``, ``--num_threads=1`` ...) can be added.
-Usage:
+Variants alternate utterance by utterance, so all see the same machine load. Printed per
+length and variant: the real-time factor of the network alone (RTF = wall seconds / audio
+seconds, median over the utterances), its ratio to the first variant's, and the one-off
+cost of compilation (the dynamic graph once; each bucket at its first utterance). Then, per
+variant, the largest difference from the first variant's embeddings and their smallest
+cosine similarity. Weights are random: speed does not depend on them. Settings of the
+network (``--channels=512``, ``--num_threads=1`` ...) can be added. Usage:
 
     python benchmarks/bench_extract.py [--utterances 5] [--seconds 2 5 10 30]
-        [--graphs dynamic buckets] [--key=value ...]
+        [--graphs dynamic buckets] [--precisions float32 bf16] [--key=value ...]
 """
 import argparse
 import os
@@ -34,22 +36,30 @@ from src.data.features import log_mel  # noqa: E402
 from src.evaluation.embeddings import EXTRACTION_GRAPHS, EmbeddingExtractor, bucket_frames  # noqa: E402
 from src.inference.folding import fold_batch_norm  # noqa: E402
 from src.model import build_embedding_network  # noqa: E402
-from src.runtime import conv_impl, init_context  # noqa: E402
+from src.runtime import apply_matmul_precision, conv_impl, init_context  # noqa: E402
 
 
-def build_extractors(config, impl, graphs):
-    """One EmbeddingExtractor per graph kind, each on its own copy of one network (same weights)."""
+def build_extractors(config, impl, device, graphs, precisions):
+    """{(graph kind, precision): EmbeddingExtractor}, each on its own copy of one network (same weights)."""
     network = build_embedding_network(config, impl)
     extractors = {}
     for kind in graphs:
-        copy = build_embedding_network(config, impl)
-        for target, source in zip(copy.get_parameters(), network.get_parameters()):
-            target.set_data(source.data.copy())
-        copy.set_train(False)
-        if config.fold_batch_norm:
-            copy = fold_batch_norm(copy, config, impl) or copy
-        extractors[kind] = EmbeddingExtractor(copy, config.in_channels, kind)
+        for precision in precisions:
+            copy = build_embedding_network(config, impl)
+            for target, source in zip(copy.get_parameters(), network.get_parameters()):
+                target.set_data(source.data.copy())
+            copy.set_train(False)
+            if config.fold_batch_norm:
+                copy = fold_batch_norm(copy, config, impl) or copy
+            copy = apply_matmul_precision(copy, precision, device, config.num_threads)
+            extractors[(kind, precision)] = EmbeddingExtractor(copy, config.in_channels, kind)
     return extractors
+
+
+def cosine(a, b):
+    """Cosine similarity of two embeddings (flattened)."""
+    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 def main():
@@ -57,48 +67,57 @@ def main():
     parser.add_argument("--utterances", type=int, default=5, help="timed utterances per length")
     parser.add_argument("--seconds", type=float, nargs="+", default=[2.0, 5.0, 10.0, 30.0],
                         help="utterance lengths")
-    parser.add_argument("--graphs", nargs="+", default=list(EXTRACTION_GRAPHS), choices=EXTRACTION_GRAPHS)
+    parser.add_argument("--graphs", nargs="+", default=["dynamic"], choices=EXTRACTION_GRAPHS)
+    parser.add_argument("--precisions", nargs="+", default=["float32"], choices=("float32", "bf16"))
     options, settings = parser.parse_known_args()
     config, _ = load_config(settings)
     device = init_context(config)
     impl = conv_impl(config, device)
-    extractors = build_extractors(config, impl, options.graphs)
+    extractors = build_extractors(config, impl, device, options.graphs, options.precisions)
+    names = {variant: "/".join(variant) for variant in extractors}
+    first = next(iter(extractors))
     print(f"device {device}, conv_impl {impl}, channels {config.channels}, batch norm "
           f"{'folded' if config.fold_batch_norm else 'kept'}, threads {config.num_threads or 'all'}, "
           f"{options.utterances} utterances per length, load {os.getloadavg()[0]:.1f}")
-    for kind, extractor in extractors.items():
+    for variant, extractor in extractors.items():
         seconds = extractor.compile()
         if seconds:
-            print(f"  {kind}: graph compilation {seconds:.1f} s (once, for every length)")
+            print(f"  {names[variant]}: graph compilation {seconds:.1f} s (once, for every length)")
 
     rng = np.random.default_rng(0)
-    largest_difference = 0.0
+    largest_difference = {variant: 0.0 for variant in extractors}
+    smallest_cosine = {variant: 1.0 for variant in extractors}
     for length in options.seconds:
-        rates = {kind: [] for kind in extractors}
-        compile_seconds = {kind: 0.0 for kind in extractors}
+        rates = {variant: [] for variant in extractors}
+        compile_seconds = {variant: 0.0 for variant in extractors}
         for _ in range(options.utterances):
             samples = int(length * rng.uniform(0.95, 1.05) * SAMPLE_RATE)
             features = log_mel((0.1 * rng.standard_normal(samples)).astype(np.float32))
-            embeddings = []
-            for kind, extractor in extractors.items():
-                if kind == "buckets" and bucket_frames(features.shape[0]) not in extractor.buckets:
+            reference = None
+            for variant, extractor in extractors.items():
+                if variant[0] == "buckets" and bucket_frames(features.shape[0]) not in extractor.buckets:
                     before = extractor.bucket_compile_seconds
                     extractor.embed_features(features)  # compiles the bucket
-                    compile_seconds[kind] += extractor.bucket_compile_seconds - before
+                    compile_seconds[variant] += extractor.bucket_compile_seconds - before
                 start = time.perf_counter()
-                embeddings.append(extractor.embed_features(features))
-                rates[kind].append((time.perf_counter() - start) * SAMPLE_RATE / samples)
-            largest_difference = max(largest_difference, max(
-                float(np.abs(embedding - embeddings[0]).max()) for embedding in embeddings))
-        line = f"{length:5.1f} s:" + "".join(
-            f"  {kind} RTF {statistics.median(values):.4f}" for kind, values in rates.items())
-        if len(rates) == 2:
-            line += f"  buckets/dynamic {statistics.median(rates['buckets']) / statistics.median(rates['dynamic']):.2f}"
-        if compile_seconds.get("buckets"):
-            line += f"  (bucket compilation {compile_seconds['buckets']:.1f} s)"
+                embedding = extractor.embed_features(features)
+                rates[variant].append((time.perf_counter() - start) * SAMPLE_RATE / samples)
+                reference = embedding if reference is None else reference
+                largest_difference[variant] = max(largest_difference[variant],
+                                                  float(np.abs(embedding - reference).max()))
+                smallest_cosine[variant] = min(smallest_cosine[variant], cosine(embedding, reference))
+        line = f"{length:5.1f} s:"
+        for variant, values in rates.items():
+            line += f"  {names[variant]} RTF {statistics.median(values):.4f}"
+            if variant != first:
+                line += f" ({statistics.median(values) / statistics.median(rates[first]):.2f}x)"
+            if compile_seconds[variant]:
+                line += f" (bucket compilation {compile_seconds[variant]:.1f} s)"
         print(line + f"  load {os.getloadavg()[0]:.1f}", flush=True)
-    if len(extractors) == 2:
-        print(f"largest difference between the kinds' embeddings: {largest_difference:.2e}")
+    for variant in extractors:
+        if variant != first:
+            print(f"{names[variant]} against {names[first]}: largest embedding difference "
+                  f"{largest_difference[variant]:.2e}, smallest cosine {smallest_cosine[variant]:.6f}")
 
 
 if __name__ == "__main__":

@@ -14,8 +14,10 @@ of the forward pass, of the weight gradients and of the input gradients. Element
 work (batch norm, activations, softmax, Adam) is not counted.
 
 Network settings are the config defaults and can be changed like train.py's
-(``--channels 512``, ``--class_num 1211``, ``--num_threads 1``, ...). Usage:
+(``--channels 512``, ``--class_num 1211``, ``--num_threads 1``, ...); ``class_num`` auto means
+VoxCeleb2's 5,994 speakers. Usage:
     python benchmarks/bench_train_step.py [--batches 16 32] [--frames 200] [--runs 10] [--warmup 2]
+        [--precisions float32 bf16]
 """
 import os
 import statistics
@@ -33,11 +35,12 @@ from src.model import build_embedding_network, build_head  # noqa: E402
 from src.model.ecapa_tdnn import SqueezeExcitation  # noqa: E402
 from src.model.layers import TimeConv1d  # noqa: E402
 from src.model.speaker_loss import SpeakerLoss  # noqa: E402
-from src.runtime import amp_level, apply_mixed_precision, conv_impl, init_context  # noqa: E402
+from src.runtime import amp_level, apply_matmul_precision, apply_mixed_precision, conv_impl, init_context  # noqa: E402
 from src.train.step import TrainStep  # noqa: E402
 
 REFERENCE_SHAPE = (3200, 1024, 1024)  # rows, inner size, columns of the reference product
 REFERENCE_CALLS = 3  # reference products timed after each step; the fastest counts
+VOXCELEB2_SPEAKERS = 5994  # classes of the head when class_num is auto
 
 
 def _conv_rows(network, batch, frames):
@@ -103,11 +106,18 @@ def _seconds(function):
     return time.perf_counter() - start
 
 
-def build_step(config, device, batch):
-    """(TrainStep cell, features, labels, network, head) for one batch size."""
+def head_classes(config):
+    """Classes of the timed head: class_num, or VoxCeleb2's speakers when it is auto."""
+    return VOXCELEB2_SPEAKERS if config.class_num == "auto" else config.class_num
+
+
+def build_step(config, device, batch, matmul_precision):
+    """(TrainStep cell, features, labels, network, head) for one batch size and matmul precision."""
     network = apply_mixed_precision(build_embedding_network(config, conv_impl(config, device)),
                                     amp_level(config, device))
-    head = build_head(config, config.class_num)
+    apply_matmul_precision(network, matmul_precision, device, config.num_threads)
+    class_num = head_classes(config)
+    head = build_head(config, class_num)
     loss_net = SpeakerLoss(network, head)
     optimizer = nn.Adam(loss_net.trainable_params(), learning_rate=config.max_lrate,
                         weight_decay=config.weight_decay)
@@ -117,13 +127,13 @@ def build_step(config, device, batch):
     step.set_train(True)
     rng = np.random.default_rng(config.seed)
     features = Tensor(rng.standard_normal((batch, config.segment_frames, config.in_channels), np.float32))
-    labels = Tensor(rng.integers(0, config.class_num, batch).astype(np.int32))
+    labels = Tensor(rng.integers(0, class_num, batch).astype(np.int32))
     return step, features, labels, network, head
 
 
-def measure(config, device, batch, runs, warmup, reference):
-    """Print and return the figures of one batch size; reference = (cell, a, b) product."""
-    step, features, labels, network, head = build_step(config, device, batch)
+def measure(config, device, batch, matmul_precision, runs, warmup, reference):
+    """Print and return the figures of one batch size and matmul precision; reference = (cell, a, b)."""
+    step, features, labels, network, head = build_step(config, device, batch, matmul_precision)
     compile_seconds = _seconds(lambda: step(features, labels)[0].asnumpy())
     for _ in range(max(warmup - 1, 0)):
         step(features, labels)[0].asnumpy()
@@ -141,7 +151,8 @@ def measure(config, device, batch, runs, warmup, reference):
     product_gflops = statistics.median(product_rates)
     utilisation = statistics.median(step_gflop / step_seconds / rate
                                     for step_seconds, rate in zip(step_times, product_rates))
-    print(f"batch {batch} x {config.segment_frames} frames: first step (with compilation) "
+    print(f"batch {batch} x {config.segment_frames} frames, {matmul_precision} products: first step "
+          f"(with compilation) "
           f"{compile_seconds:.1f} s")
     print(f"  step            {seconds:.3f} s median of {runs} (min {min(step_times):.3f}, "
           f"max {max(step_times):.3f})   {batch / seconds:.1f} samples/s")
@@ -158,6 +169,9 @@ def main():
         parser.add_argument("--batches", type=int, nargs="+", default=[16, 32], help="batch sizes to time")
         parser.add_argument("--runs", type=int, default=10, help="timed steps per batch size (median)")
         parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (compilation)")
+        parser.add_argument("--precisions", nargs="+", default=None, choices=("float32", "bf16"),
+                            help="matmul precisions to time, one after the other (default: the "
+                                 "matmul_precision setting)")
 
     config, options = load_config(None, __doc__.splitlines()[0], add_arguments)
     device = init_context(config)
@@ -167,11 +181,12 @@ def main():
                  Tensor(rng.standard_normal((columns, inner), np.float32)))
     reference[0](*reference[1:]).asnumpy()
     print(f"device {device}, conv_impl {conv_impl(config, device)}, amp {amp_level(config, device)}, "
-          f"channels {config.channels}, classes {config.class_num}, threads "
+          f"channels {config.channels}, classes {head_classes(config)}, threads "
           f"{config.num_threads or 'all'} of {os.cpu_count()}; load average "
           f"{os.getloadavg()[0]:.2f} at start")
     for batch in options.batches:
-        measure(config, device, batch, options.runs, options.warmup, reference)
+        for matmul_precision in options.precisions or [config.matmul_precision]:
+            measure(config, device, batch, matmul_precision, options.runs, options.warmup, reference)
     print(f"load average {os.getloadavg()[0]:.2f} at end (other processes share these cores)")
 
 

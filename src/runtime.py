@@ -1,10 +1,11 @@
-"""Where and how MindSpore runs: device, launcher, convolution formulation, mixed precision.
+"""Where and how MindSpore runs: device, launcher, convolution formulation, numeric precision.
 
 Shared by every entry script. Distributed runs are started once per device from an HCCL
 rank table on Ascend (RANK_SIZE, RANK_ID, DEVICE_ID in the environment), or by ``msrun``
 on GPU and CPU (MS_WORKER_NUM and friends); every process holds a full model copy.
 """
 import contextlib
+import logging
 import os
 
 import mindspore as ms
@@ -123,4 +124,30 @@ def apply_mixed_precision(network, level):
     for _, cell in network.cells_and_names():
         if getattr(cell, "keeps_float32", False):
             cell.to_float(ms.float32)
+    return network
+
+
+def apply_matmul_precision(network, precision, device, threads=0):
+    """Run the large matrix products of ``network`` in ``precision``; returns the network.
+
+    'float32' leaves the network as it is. 'bf16' swaps the products named by each cell's
+    ``bf16_products`` (the shifted convolutions' x @ W^T) for src.kernels Bf16Product:
+    bfloat16 inputs, float32 sums and outputs, forward and backward. The rest of the
+    network stays float32. Where the kernels cannot run (not a CPU run, not built, no
+    AVX512-BF16) it logs a warning and leaves the products in float32. ``threads``: the
+    kernels' threads, 0 for all cores.
+    """
+    if precision == "float32":
+        return network
+    from src.kernels.products import Bf16Product, set_kernel_threads, unavailable_reason
+
+    reason = unavailable_reason() if device == "CPU" else f"the bf16 kernels run on CPU, not {device}"
+    if reason is not None:
+        logging.getLogger(__name__).warning("matmul_precision bf16 unavailable, products stay float32: %s",
+                                            reason)
+        return network
+    set_kernel_threads(threads)
+    for _, cell in network.cells_and_names():
+        for attribute in getattr(cell, "bf16_products", ()):
+            setattr(cell, attribute, Bf16Product())
     return network

@@ -142,6 +142,8 @@ class AttentiveStatsPooling(nn.Cell):
     never built, and the softmax's normalisation is applied to the (N, 1, C) sums.
     """
 
+    bf16_products = ("matmul",)
+
     def __init__(self, channels, attention_channels, impl):
         super().__init__()
         self.attention = TDNNBlock(3 * channels, attention_channels, 1, impl=impl)

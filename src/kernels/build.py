@@ -1,0 +1,75 @@
+"""Compile the custom CPU kernels: ``python -m src.kernels.build``.
+
+Builds ``src/kernels/build/libecapa_kernels.so`` from ``bf16_matmul.cc`` with g++, against
+the oneDNN library that MindSpore ships (``mindspore/lib/libdnnl.so.3``) and the oneDNN
+headers of the ``onednn-devel`` package (installed into ``<venv>/include``). Exits with
+status 1 and one line on what is missing when it cannot build; the network then runs its
+products in float32 (see products.py).
+"""
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+
+KERNEL_DIR = os.path.dirname(os.path.abspath(__file__))
+SOURCE = os.path.join(KERNEL_DIR, "bf16_matmul.cc")
+LIBRARY = os.path.join(KERNEL_DIR, "build", "libecapa_kernels.so")
+
+
+def mindspore_onednn():
+    """Path of the oneDNN library MindSpore loads, or None."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mindspore")
+    if spec is None or spec.origin is None:
+        return None
+    path = os.path.join(os.path.dirname(spec.origin), "lib", "libdnnl.so.3")
+    return path if os.path.isfile(path) else None
+
+
+def onednn_headers():
+    """Folder holding ``oneapi/dnnl/dnnl.hpp`` in this environment, or None."""
+    for root in (sysconfig.get_path("data"), sys.prefix):
+        include = os.path.join(root, "include")
+        if os.path.isfile(os.path.join(include, "oneapi", "dnnl", "dnnl.hpp")):
+            return include
+    return None
+
+
+def build_command(output=LIBRARY):
+    """The g++ command that builds the kernels, or raise RuntimeError naming what is missing."""
+    compiler = shutil.which(os.environ.get("CXX", "g++"))
+    library, headers = mindspore_onednn(), onednn_headers()
+    if compiler is None:
+        raise RuntimeError("no C++ compiler (g++, or $CXX) on PATH")
+    if library is None:
+        raise RuntimeError("MindSpore's oneDNN (mindspore/lib/libdnnl.so.3) was not found")
+    if headers is None:
+        raise RuntimeError("the oneDNN headers were not found (pip install onednn-devel)")
+    return [compiler, "-O2", "-std=c++17", "-shared", "-fPIC", f"-I{headers}", SOURCE, "-o", output, library,
+            f"-Wl,-rpath,{os.path.dirname(library)}", "-Wl,--no-undefined", "-lpthread"]
+
+
+def build(output=LIBRARY):
+    """Compile the kernels into ``output``; raises RuntimeError with the compiler's message."""
+    command = build_command(output)
+    os.makedirs(os.path.dirname(output), exist_ok=True)
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"g++ failed on {SOURCE}:\n{result.stderr.strip()}")
+    return output
+
+
+def main():
+    try:
+        path = build()
+    except RuntimeError as error:
+        print(f"custom CPU kernels not built: {error}", file=sys.stderr)
+        return 1
+    print(f"built {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
