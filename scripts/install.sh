@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Create the project's virtual environment (.venv in the repository) and install the
-# pinned requirements into it. With --dev, also the test tools.
+# Create the project's virtual environment (.venv in the repository), install the pinned
+# requirements into it and build the custom CPU kernels (src/kernels/: bfloat16 matrix
+# products, for matmul_precision: bf16). With --dev, also the test tools. A failed kernel
+# build is reported and leaves the products in float32; it does not fail the install.
 # Usage: bash scripts/install.sh [--dev]
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -10,3 +12,5 @@ if [ ! -x "$ROOT/.venv/bin/python" ]; then
     "${PYTHON:-python3}" -m venv "$ROOT/.venv"
 fi
 "$ROOT/.venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQUIREMENTS"
+"$ROOT/.venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -r "$ROOT/requirements-kernels.txt"
+(cd "$ROOT" && .venv/bin/python -m src.kernels.build) || echo "continuing without the bfloat16 kernels"

@@ -127,7 +127,7 @@ def apply_mixed_precision(network, level):
     return network
 
 
-def apply_matmul_precision(network, precision, device, threads=0):
+def apply_matmul_precision(network, precision, device, threads=0, amp="O0"):
     """Run the large matrix products of ``network`` in ``precision``; returns the network.
 
     'float32' leaves the network as it is. 'bf16' swaps the products named by each cell's
@@ -135,10 +135,14 @@ def apply_matmul_precision(network, precision, device, threads=0):
     bfloat16 inputs, float32 sums and outputs, forward and backward. The rest of the
     network stays float32. Where the kernels cannot run (not a CPU run, not built, no
     AVX512-BF16) it logs a warning and leaves the products in float32. ``threads``: the
-    kernels' threads, 0 for all cores.
+    kernels' threads, 0 for all cores. ``amp``: the network's mixed-precision level; the
+    kernels take float32 only, so bf16 on CPU with another level is a ConfigError.
     """
     if precision == "float32":
         return network
+    if device == "CPU" and amp != "O0":
+        raise ConfigError(f"matmul_precision: bf16 needs a float32 network on CPU, but amp_level is {amp} "
+                          "(set amp_level O0, or matmul_precision float32)")
     from src.kernels.products import Bf16Product, set_kernel_threads, unavailable_reason
 
     reason = unavailable_reason() if device == "CPU" else f"the bf16 kernels run on CPU, not {device}"

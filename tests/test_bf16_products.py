@@ -1,0 +1,160 @@
+"""The bfloat16 matrix products (src/kernels) against a numpy emulation, and their fallback."""
+import logging
+
+import numpy as np
+import pytest
+
+import mindspore as ms
+from mindspore import Tensor, nn, ops
+
+from src.kernels import build as kernel_build
+from src.kernels.products import Bf16Product, unavailable_reason
+from src.config import ConfigError
+from src.runtime import apply_matmul_precision
+from tests.fixtures import tiny_network, tiny_network_copy
+
+KERNELS_MISSING = unavailable_reason()
+needs_kernels = pytest.mark.skipif(KERNELS_MISSING is not None, reason=f"bf16 kernels: {KERNELS_MISSING}")
+
+
+def to_bf16(values):
+    """float32 values rounded to the nearest bfloat16 (ties to even), as float64."""
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000).astype(np.uint32)
+    return rounded.view(np.float32).astype(np.float64)
+
+
+class _SquaredSum(nn.Cell):
+    """sum((x @ w.T) ** 2 * weights): a loss whose gradients reach both inputs of the product."""
+
+    def __init__(self, product):
+        super().__init__()
+        self.product = product
+
+    def construct(self, x, w, weights):
+        return (self.product(x, w) * self.product(x, w) * weights).sum()
+
+
+def test_bf16_rounding_emulation_is_round_to_nearest_even():
+    # 1 + 2**-8 lies halfway between 1 and 1 + 2**-7: ties go to the even mantissa (1.0).
+    values = np.array([1.0, 1 + 2 ** -8, 1 + 3 * 2 ** -8, 1 + 2 ** -9, -2.5, 3.0e-3], np.float32)
+    assert to_bf16(values).tolist() == [1.0, 1.0, 1 + 2 ** -6, 1.0, -2.5, to_bf16(np.float32(3.0e-3))]
+    assert to_bf16(np.float32(1 + 2 ** -8 + 2 ** -12)) == 1 + 2 ** -7
+
+
+@needs_kernels
+@pytest.mark.parametrize("rows", [1, 37, 300])
+def test_product_equals_bfloat16_inputs_summed_in_float32(rows):
+    rng = np.random.default_rng(rows)
+    x = rng.standard_normal((rows, 70)).astype(np.float32)
+    w = rng.standard_normal((29, 70)).astype(np.float32)
+    result = Bf16Product()(Tensor(x), Tensor(w)).asnumpy()
+    expected = to_bf16(x) @ to_bf16(w).T
+    # float32 sums of exactly representable bf16 products: error far below bf16 rounding.
+    np.testing.assert_allclose(result, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+    plain = x.astype(np.float64) @ w.T.astype(np.float64)
+    assert np.abs(result - plain).max() > 1e-4 * np.abs(plain).max()  # it did round to bfloat16
+
+
+@needs_kernels
+def test_gradients_are_bfloat16_products_of_the_incoming_gradient():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((41, 24)).astype(np.float32)
+    w = rng.standard_normal((13, 24)).astype(np.float32)
+    weights = rng.uniform(0.5, 1.5, (41, 13)).astype(np.float32)
+    grad_x, grad_w = ms.grad(_SquaredSum(Bf16Product()), grad_position=(0, 1))(Tensor(x), Tensor(w),
+                                                                               Tensor(weights))
+    product = (to_bf16(x) @ to_bf16(w).T).astype(np.float32)
+    incoming = to_bf16(2 * product * weights)  # d loss / d product, rounded by the kernels
+    np.testing.assert_allclose(grad_x.asnumpy(), incoming @ to_bf16(w), rtol=2e-4, atol=2e-3)
+    np.testing.assert_allclose(grad_w.asnumpy(), incoming.T @ to_bf16(x), rtol=2e-4, atol=2e-3)
+
+
+@needs_kernels
+def test_one_graph_serves_inputs_of_every_length():
+    class Rows(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.product = Bf16Product()
+
+        def construct(self, x, w):
+            return self.product(x.reshape(-1, x.shape[2]), w)
+
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((6, 10)).astype(np.float32)
+    cell = Rows()
+    cell.set_inputs(Tensor(shape=[1, None, 10], dtype=ms.float32), Tensor(shape=[6, 10], dtype=ms.float32))
+    for frames in (7, 130, 31):
+        x = rng.standard_normal((1, frames, 10)).astype(np.float32)
+        result = cell(Tensor(x), Tensor(w)).asnumpy()
+        assert result.shape == (frames, 6)
+        np.testing.assert_allclose(result, to_bf16(x[0]) @ to_bf16(w).T, atol=1e-4)
+
+
+@needs_kernels
+def test_bf16_network_matches_float32_and_learns():
+    network = tiny_network()
+    network.set_train(False)
+    features = Tensor(np.random.default_rng(7).standard_normal((2, 60, 80)).astype(np.float32))
+    reference = network(features).asnumpy()
+    bf16 = apply_matmul_precision(tiny_network_copy(network), "bf16", "CPU")
+    swapped = [cell for _, cell in bf16.cells_and_names() if isinstance(cell, Bf16Product)]
+    convs = [cell for _, cell in bf16.cells_and_names() if hasattr(cell, "bf16_products")]
+    assert len(swapped) == len(convs) > 20
+    embeddings = bf16(features).asnumpy()
+    cosine = (embeddings * reference).sum(1) / np.linalg.norm(embeddings, axis=1) / np.linalg.norm(reference, axis=1)
+    assert cosine.min() > 0.999
+    assert np.abs(embeddings - reference).max() > 0  # the products did change
+
+    bf16.set_train(True)
+    head = nn.Dense(8, 3)
+    loss_net = nn.WithLossCell(nn.SequentialCell([bf16, head]), nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean"))
+    step = nn.TrainOneStepCell(loss_net, nn.Adam(loss_net.trainable_params(), learning_rate=1e-2))
+    labels = Tensor(np.array([0, 2], np.int32))
+    losses = [float(step(features, labels).asnumpy()) for _ in range(12)]
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_float32_leaves_the_network_unchanged():
+    network = tiny_network()
+    assert apply_matmul_precision(network, "float32", "CPU") is network
+    assert not any(isinstance(cell, Bf16Product) for _, cell in network.cells_and_names())
+
+
+def test_unavailable_kernels_fall_back_to_float32_with_a_warning(caplog):
+    network = tiny_network()
+    with caplog.at_level(logging.WARNING):
+        apply_matmul_precision(network, "bf16", "GPU")
+    assert "products stay float32" in caplog.text and "CPU, not GPU" in caplog.text
+    assert not any(isinstance(cell, Bf16Product) for _, cell in network.cells_and_names())
+    assert isinstance(network.layer1.conv.matmul, ops.MatMul)
+
+
+def test_bf16_with_mixed_precision_on_cpu_is_a_config_error():
+    with pytest.raises(ConfigError, match="amp_level is O2"):
+        apply_matmul_precision(tiny_network(), "bf16", "CPU", amp="O2")
+
+
+def test_unavailable_reason_names_the_missing_library(tmp_path):
+    missing = str(tmp_path / "libecapa_kernels.so")
+    assert unavailable_reason(missing) == f"{missing} is not built (run: python -m src.kernels.build)"
+    broken = tmp_path / "broken.so"
+    broken.write_bytes(b"not a library")
+    assert unavailable_reason(str(broken)).startswith(f"{broken} does not load:")
+
+
+def test_build_says_what_is_missing(monkeypatch):
+    monkeypatch.setattr(kernel_build, "onednn_headers", lambda: None)
+    with pytest.raises(RuntimeError, match="oneDNN headers were not found"):
+        kernel_build.build_command()
+    monkeypatch.setattr(kernel_build, "mindspore_onednn", lambda: None)
+    with pytest.raises(RuntimeError, match="libdnnl.so.3"):
+        kernel_build.build_command()
+
+
+def test_build_into_a_new_folder(tmp_path):
+    if kernel_build.onednn_headers() is None:
+        pytest.skip("oneDNN headers not installed")
+    output = str(tmp_path / "out" / "libecapa_kernels.so")
+    assert kernel_build.build(output) == output
+    assert unavailable_reason(output) in (None, "this CPU has no native bfloat16 instructions (AVX512-BF16 or AMX)")
