@@ -132,8 +132,9 @@ def apply_matmul_precision(network, precision, device, threads=0, amp="O0"):
 
     'float32' leaves the network as it is. 'bf16' swaps the products named by each cell's
     ``bf16_products`` (the shifted convolutions' x @ W^T) for src.kernels Bf16Product:
-    bfloat16 inputs, float32 sums and outputs, forward and backward. The rest of the
-    network stays float32. Where the kernels cannot run (not a CPU run, not built, no
+    bfloat16 inputs, float32 sums and outputs, forward and backward; in a batch-norm-folded
+    inference copy each TDNN block becomes one fused kernel call (use_bf16_kernels). The
+    rest of the network stays float32. Where the kernels cannot run (not a CPU run, not built, no
     AVX512-BF16) it logs a warning and leaves the products in float32. ``threads``: the
     kernels' threads, 0 for all cores. ``amp``: the network's mixed-precision level; the
     kernels take float32 only, so bf16 on CPU with another level is a ConfigError.
@@ -143,7 +144,7 @@ def apply_matmul_precision(network, precision, device, threads=0, amp="O0"):
     if device == "CPU" and amp != "O0":
         raise ConfigError(f"matmul_precision: bf16 needs a float32 network on CPU, but amp_level is {amp} "
                           "(set amp_level O0, or matmul_precision float32)")
-    from src.kernels.products import Bf16Product, set_kernel_threads, unavailable_reason
+    from src.kernels.products import set_kernel_threads, unavailable_reason, use_bf16_kernels
 
     reason = unavailable_reason() if device == "CPU" else f"the bf16 kernels run on CPU, not {device}"
     if reason is not None:
@@ -151,7 +152,5 @@ def apply_matmul_precision(network, precision, device, threads=0, amp="O0"):
                                             reason)
         return network
     set_kernel_threads(threads)
-    for _, cell in network.cells_and_names():
-        for attribute in getattr(cell, "bf16_products", ()):
-            setattr(cell, attribute, Bf16Product())
+    use_bf16_kernels(network)
     return network

@@ -33,6 +33,23 @@ def tiny_network_copy(network):
     return copy
 
 
+def randomise(network, seed=0, negative_gamma=True):
+    """``network`` in inference mode with random parameters and batch-norm statistics; gammas of
+    both signs unless ``negative_gamma`` is False. Returns the network."""
+    from mindspore import Tensor
+
+    rng = np.random.default_rng(seed)
+    for name, parameter in network.parameters_dict().items():
+        values = 0.3 * rng.standard_normal(parameter.shape)
+        if name.endswith("moving_variance"):
+            values = 0.5 + np.abs(values)
+        elif name.endswith("gamma") and not negative_gamma:
+            values = 0.5 + np.abs(values)
+        parameter.set_data(Tensor(values.astype(np.float32)))
+    network.set_train(False)
+    return network
+
+
 def speaker_wave(speaker, seconds, rng):
     """A voiced-like tone (S,) whose pitch and timbre depend on the speaker index, plus noise."""
     from src.data.audio import SAMPLE_RATE

@@ -8,10 +8,12 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 
 from src.kernels import build as kernel_build
-from src.kernels.products import Bf16Product, unavailable_reason
-from src.config import ConfigError
+from src.inference.folding import ChannelAffine, fold_batch_norm, fold_tdnn_block
+from src.kernels.products import Bf16Product, Bf16TdnnInference, unavailable_reason
+from src.model.layers import TDNNBlock
+from src.config import ConfigError, load_config
 from src.runtime import apply_matmul_precision
-from tests.fixtures import tiny_network, tiny_network_copy
+from fixtures import TINY_NETWORK_ARGS, randomise, tiny_network, tiny_network_copy
 
 KERNELS_MISSING = unavailable_reason()
 needs_kernels = pytest.mark.skipif(KERNELS_MISSING is not None, reason=f"bf16 kernels: {KERNELS_MISSING}")
@@ -113,6 +115,48 @@ def test_bf16_network_matches_float32_and_learns():
     labels = Tensor(np.array([0, 2], np.int32))
     losses = [float(step(features, labels).asnumpy()) for _ in range(12)]
     assert losses[-1] < 0.5 * losses[0]
+
+
+def shifted_copies(x, kernel_size, dilation):
+    """(N, T, C) -> (N, T, k * C): copy ``tap`` holds x[t + tap * dilation - half] (zero outside)."""
+    half = dilation * (kernel_size - 1) // 2
+    padded = np.pad(x, ((0, 0), (half, half), (0, 0)))
+    frames = x.shape[1]
+    return np.concatenate([padded[:, tap * dilation:tap * dilation + frames] for tap in range(kernel_size)], axis=2)
+
+
+@needs_kernels
+@pytest.mark.parametrize("kernel_size, dilation, negative", [(1, 1, False), (3, 2, True), (5, 1, True)])
+def test_fused_tdnn_block_against_a_numpy_emulation(kernel_size, dilation, negative):
+    block = randomise(TDNNBlock(12, 20, kernel_size, dilation), seed=kernel_size, negative_gamma=negative)
+    fold_tdnn_block(block)
+    assert isinstance(block.norm, ChannelAffine) and block.norm.has_scale == negative
+    rng = np.random.default_rng(11)
+    fused = Bf16TdnnInference(block)
+    weight = block.conv.weight.asnumpy()[:, :, 0, :].transpose(0, 2, 1).reshape(20, -1)
+    bias, shift = block.conv.bias.asnumpy(), block.norm.shift.asnumpy()
+    scale = block.norm.scale.asnumpy() if negative else np.ones(20)
+    for frames in (9, 40):
+        x = rng.standard_normal((2, frames, 12)).astype(np.float32)
+        found = fused(Tensor(x)).asnumpy()
+        products = to_bf16(shifted_copies(x, kernel_size, dilation)) @ to_bf16(weight).T
+        expected = np.maximum(products + bias, 0) * scale + shift
+        np.testing.assert_allclose(found, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+        np.testing.assert_allclose(found, block(Tensor(x)).asnumpy(), rtol=0, atol=2e-2 * np.abs(expected).max())
+
+
+@needs_kernels
+def test_folded_bf16_network_runs_every_block_in_one_call():
+    config = load_config(TINY_NETWORK_ARGS)[0]
+    network = randomise(tiny_network())
+    features = Tensor(np.random.default_rng(8).standard_normal((2, 70, 80)).astype(np.float32))
+    reference = network(features).asnumpy()
+    folded = apply_matmul_precision(fold_batch_norm(network, config, "shifted"), "bf16", "CPU")
+    blocks = [cell for _, cell in folded.cells_and_names() if isinstance(cell, TDNNBlock)]
+    assert blocks and all(isinstance(block.kernel, Bf16TdnnInference) for block in blocks)
+    embeddings = folded(features).asnumpy()
+    cosine = (embeddings * reference).sum(1) / np.linalg.norm(embeddings, axis=1) / np.linalg.norm(reference, axis=1)
+    assert cosine.min() > 0.9999 and np.abs(embeddings - reference).max() > 0
 
 
 def test_float32_leaves_the_network_unchanged():

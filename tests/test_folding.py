@@ -9,7 +9,7 @@ import mindspore as ms
 from mindspore import Tensor, nn
 
 import export
-from fixtures import TINY_NETWORK_ARGS, speaker_wave
+from fixtures import TINY_NETWORK_ARGS, randomise, speaker_wave
 from src.checkpoint import save_checkpoint
 from src.config import load_config
 from src.data.features import log_mel
@@ -19,20 +19,6 @@ from src.model import MODELS, build_embedding_network, register_model
 from src.model.layers import ChannelBatchNorm, TDNNBlock
 
 TOLERANCE = 1e-4
-
-
-def randomise(network, seed=0, negative_gamma=True):
-    """Random parameters and batch-norm statistics; gammas of both signs unless ``negative_gamma`` is False."""
-    rng = np.random.default_rng(seed)
-    for name, parameter in network.parameters_dict().items():
-        values = 0.3 * rng.standard_normal(parameter.shape)
-        if name.endswith("moving_variance"):
-            values = 0.5 + np.abs(values)
-        elif name.endswith("gamma") and not negative_gamma:
-            values = 0.5 + np.abs(values)
-        parameter.set_data(Tensor(values.astype(np.float32)))
-    network.set_train(False)
-    return network
 
 
 def settings(*extra):

@@ -91,18 +91,24 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void round_range
   }
 }
 
-// round_range over `count` values, split across the kernel threads when it is large.
-void round_to_bf16(const float* in, uint16_t* out, size_t count) {
-  constexpr size_t kPerThread = size_t(1) << 18;
-  const size_t parts = std::min<size_t>(g_threads, std::max<size_t>(1, count / kPerThread));
+// Calls body(begin, end) on pieces of [0, count) of at least `grain` items, one per kernel
+// thread (the caller's and g_threads - 1 started for the call); piece bounds are multiples of 16.
+template <typename Body>
+void split_range(size_t count, size_t grain, const Body& body) {
+  const size_t parts = std::min<size_t>(g_threads, std::max<size_t>(1, count / std::max<size_t>(grain, 1)));
   const size_t step = (count / parts + 15) / 16 * 16;
   std::vector<std::thread> helpers;
   for (size_t part = 1; part < parts; ++part) {
     const size_t begin = std::min(count, part * step), end = std::min(count, begin + step);
-    helpers.emplace_back(round_range, in + begin, out + begin, end - begin);
+    if (begin < end) helpers.emplace_back([&body, begin, end] { body(begin, end); });
   }
-  round_range(in, out, std::min(count, step));
+  body(0, std::min(count, step));
   for (auto& helper : helpers) helper.join();
+}
+
+// round_range over `count` values, split across the kernel threads when it is large.
+void round_to_bf16(const float* in, uint16_t* out, size_t count) {
+  split_range(count, size_t(1) << 18, [=](size_t begin, size_t end) { round_range(in + begin, out + begin, end - begin); });
 }
 
 // The three products. The row count of the data operand (M, or K for the weight gradient)
@@ -143,25 +149,83 @@ const dnnl::matmul& product_for(Variant variant, int64_t first, int64_t second) 
   return rt.products.emplace(key, std::move(matmul)).first->second;
 }
 
+// C (m, n) = op(A16) op(B16) for bfloat16 A16, B16 and float32 C; op transposes A for kTN and B for kNT.
+void run_product(Variant variant, const uint16_t* a16, const uint16_t* b16, float* c, int64_t m, int64_t n,
+                 int64_t k) {
+  const bool transpose_a = variant == Variant::kTN, transpose_b = variant == Variant::kNT;
+  const dnnl::matmul& matmul = transpose_a ? product_for(variant, m, n) : product_for(variant, k, n);
+  dnnl::engine& engine = runtime().engine;
+  const auto bf16 = memory::data_type::bf16;
+  memory a_memory(operand_desc(m, k, transpose_a, bf16), engine, const_cast<uint16_t*>(a16));
+  memory b_memory(operand_desc(k, n, transpose_b, bf16), engine, const_cast<uint16_t*>(b16));
+  memory c_memory(memory::desc({m, n}, memory::data_type::f32, memory::format_tag::ab), engine, c);
+  SpawningPool pool(g_threads);
+  dnnl::stream stream = dnnl::threadpool_interop::make_stream(engine, &pool);
+  matmul.execute(stream, {{DNNL_ARG_SRC, a_memory}, {DNNL_ARG_WEIGHTS, b_memory}, {DNNL_ARG_DST, c_memory}});
+  stream.wait();
+}
+
+// Scratch for the rounded operands of one call, kept per calling thread between calls.
+struct Scratch {
+  std::vector<uint16_t> a16, b16;
+};
+
+Scratch& scratch(size_t a_size, size_t b_size) {
+  thread_local Scratch buffers;
+  buffers.a16.resize(a_size);
+  buffers.b16.resize(b_size);
+  return buffers;
+}
+
 // C (m, n) = op(A) op(B) for float32 A, B, C; op transposes A for kTN and B for kNT.
 int multiply(Variant variant, const float* a, const float* b, float* c, int64_t m, int64_t n, int64_t k) {
   try {
-    const bool transpose_a = variant == Variant::kTN, transpose_b = variant == Variant::kNT;
-    const dnnl::matmul& matmul = transpose_a ? product_for(variant, m, n) : product_for(variant, k, n);
-    dnnl::engine& engine = runtime().engine;
-    thread_local std::vector<uint16_t> a16, b16;
-    a16.resize(static_cast<size_t>(m * k));
-    b16.resize(static_cast<size_t>(k * n));
-    round_to_bf16(a, a16.data(), a16.size());
-    round_to_bf16(b, b16.data(), b16.size());
-    const auto bf16 = memory::data_type::bf16;
-    memory a_memory(operand_desc(m, k, transpose_a, bf16), engine, a16.data());
-    memory b_memory(operand_desc(k, n, transpose_b, bf16), engine, b16.data());
-    memory c_memory(memory::desc({m, n}, memory::data_type::f32, memory::format_tag::ab), engine, c);
-    SpawningPool pool(g_threads);
-    dnnl::stream stream = dnnl::threadpool_interop::make_stream(engine, &pool);
-    matmul.execute(stream, {{DNNL_ARG_SRC, a_memory}, {DNNL_ARG_WEIGHTS, b_memory}, {DNNL_ARG_DST, c_memory}});
-    stream.wait();
+    Scratch& rounded = scratch(static_cast<size_t>(m * k), static_cast<size_t>(k * n));
+    round_to_bf16(a, rounded.a16.data(), rounded.a16.size());
+    round_to_bf16(b, rounded.b16.data(), rounded.b16.size());
+    run_product(variant, rounded.a16.data(), rounded.b16.data(), c, m, n, k);
+    return 0;
+  } catch (const dnnl::error&) {
+    return 2;
+  }
+}
+
+// The folded inference TDNN block, y = relu(conv(x) + bias) * sign + shift, for x (N, T, C_in)
+// and y (N, T, C_out). conv is the 'same'-padded dilated convolution whose weight (C_out, k * C_in)
+// lists tap 0's input channels, then tap 1's, ...; the k time-shifted copies of x (zero outside
+// the utterance) are written straight into the rounded operand, never as float32.
+int tdnn_inference(const float* x, const float* weight, const float* epilogue, const int32_t* geometry, float* y,
+                   int64_t batch, int64_t frames, int64_t in_channels, int64_t out_channels) {
+  const int64_t taps = geometry[0], dilation = geometry[1], half_width = dilation * (taps - 1) / 2;
+  const int64_t rows = batch * frames, width = taps * in_channels;
+  try {
+    Scratch& rounded = scratch(static_cast<size_t>(rows * width), static_cast<size_t>(out_channels * width));
+    uint16_t* a16 = rounded.a16.data();
+    split_range(static_cast<size_t>(rows), 16, [&](size_t begin, size_t end) {
+      for (size_t row = begin; row < end; ++row) {
+        const int64_t utterance = static_cast<int64_t>(row) / frames, frame = static_cast<int64_t>(row) % frames;
+        for (int64_t tap = 0; tap < taps; ++tap) {
+          const int64_t source = frame + tap * dilation - half_width;
+          uint16_t* target = a16 + row * width + tap * in_channels;
+          if (source < 0 || source >= frames) {
+            std::memset(target, 0, sizeof(uint16_t) * in_channels);
+          } else {
+            round_range(x + (utterance * frames + source) * in_channels, target, in_channels);
+          }
+        }
+      }
+    });
+    round_to_bf16(weight, rounded.b16.data(), rounded.b16.size());
+    run_product(Variant::kNT, a16, rounded.b16.data(), y, rows, out_channels, width);
+    const float *bias = epilogue, *sign = epilogue + out_channels, *shift = epilogue + 2 * out_channels;
+    split_range(static_cast<size_t>(rows), 16, [&](size_t begin, size_t end) {
+      for (size_t row = begin; row < end; ++row) {
+        float* out = y + row * out_channels;
+        for (int64_t channel = 0; channel < out_channels; ++channel) {
+          out[channel] = std::max(out[channel] + bias[channel], 0.0f) * sign[channel] + shift[channel];
+        }
+      }
+    });
     return 0;
   } catch (const dnnl::error&) {
     return 2;
@@ -196,6 +260,32 @@ int EcapaMatMulTN(int nparam, void** params, int* ndims, int64_t** shapes, const
   if (!two_float_matrices(nparam, ndims, dtypes) || shapes[0][0] != shapes[1][0]) return 1;
   return multiply(Variant::kTN, static_cast<float*>(params[0]), static_cast<float*>(params[1]),
                   static_cast<float*>(params[2]), shapes[0][1], shapes[1][1], shapes[0][0]);
+}
+
+// x (N, T, C_in), weight (C_out, k * C_in), epilogue (3, C_out): bias, sign, shift rows,
+// geometry int32 (2,): kernel size k (odd), dilation -> y (N, T, C_out). See tdnn_inference.
+int EcapaTdnnInference(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  if (nparam != 5 || ndims[0] != 3 || ndims[1] != 2 || ndims[2] != 2 || ndims[3] != 1 || shapes[3][0] != 2) return 1;
+  for (int i : {0, 1, 2, 4}) {
+    if (std::strcmp(dtypes[i], "float32") != 0) return 1;
+  }
+  if (std::strcmp(dtypes[3], "int32") != 0) return 1;
+  const int32_t* geometry = static_cast<int32_t*>(params[3]);
+  const int64_t out_channels = shapes[1][0];
+  if (geometry[0] < 1 || geometry[0] % 2 == 0 || geometry[1] < 1 || shapes[1][1] != geometry[0] * shapes[0][2] ||
+      shapes[2][0] != 3 || shapes[2][1] != out_channels) {
+    return 1;
+  }
+  return tdnn_inference(static_cast<float*>(params[0]), static_cast<float*>(params[1]), static_cast<float*>(params[2]),
+                        geometry, static_cast<float*>(params[4]), shapes[0][0], shapes[0][1], shapes[0][2],
+                        out_channels);
+}
+
+std::vector<int64_t> EcapaTdnnInferenceInferShape(int*, int64_t** shapes, mindspore::AotExtra*) {
+  return {shapes[0][0], shapes[0][1], shapes[1][0]};
+}
+mindspore::TypeId EcapaTdnnInferenceInferType(std::vector<mindspore::TypeId> types, mindspore::AotExtra*) {
+  return types[0];
 }
 
 std::vector<int64_t> EcapaMatMulNTInferShape(int*, int64_t** shapes, mindspore::AotExtra*) {

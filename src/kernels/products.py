@@ -18,7 +18,8 @@ import ctypes
 import functools
 import os
 
-from mindspore import nn, ops
+import numpy as np
+from mindspore import Parameter, Tensor, nn, ops
 
 from src.kernels.build import LIBRARY
 
@@ -69,3 +70,52 @@ class Bf16Product(nn.Cell):
 
     def bprop(self, x, w, out, dout):
         return self.input_gradient(dout, w), self.weight_gradient(dout, x)
+
+
+class Bf16TdnnInference(nn.Cell):
+    """A folded inference TDNNBlock in one kernel call: (N, T, C_in) -> (N, T, C_out).
+
+    ``relu(conv(x) + bias) * scale + shift`` with the weights, bias and ChannelAffine of
+    ``block`` (see src/inference/folding.py) copied when the cell is made. The convolution's
+    time-shifted copies are built by the kernel while it rounds x to bfloat16, and the bias,
+    ReLU and affine map are one pass over the product.
+    """
+
+    def __init__(self, block):
+        super().__init__()
+        conv, affine = block.conv, block.norm
+        weight = conv.weight.asnumpy()  # (C_out, C_in, 1, k)
+        out_channels = weight.shape[0]
+        matrix = weight[:, :, 0, :].transpose(0, 2, 1).reshape(out_channels, -1)
+        bias = conv.bias.asnumpy() if conv.has_bias else np.zeros(out_channels, np.float32)
+        scale = affine.scale.asnumpy() if affine.has_scale else np.ones(out_channels, np.float32)
+        epilogue = np.stack([bias, scale, affine.shift.asnumpy()]).astype(np.float32)
+        self.weight = Parameter(Tensor(np.ascontiguousarray(matrix, np.float32)), name="weight", requires_grad=False)
+        self.epilogue = Parameter(Tensor(epilogue), name="epilogue", requires_grad=False)
+        self.geometry = Tensor(np.array([conv.kernel_size, conv.dilation], np.int32))
+        self.kernel = _custom("EcapaTdnnInference")
+
+    def construct(self, x):
+        return self.kernel(x, self.weight, self.epilogue, self.geometry)
+
+
+def use_bf16_kernels(network):
+    """Swap ``network``'s products for bfloat16 ones, in place; returns how many cells changed.
+
+    Every product named by a cell's ``bf16_products`` becomes a Bf16Product. In a folded
+    inference copy (src/inference/folding.py), each TDNNBlock with the shifted formulation
+    runs as one Bf16TdnnInference call instead.
+    """
+    from src.inference.folding import ChannelAffine
+    from src.model.layers import TDNNBlock
+
+    changed = 0
+    for _, cell in network.cells_and_names():
+        for attribute in getattr(cell, "bf16_products", ()):
+            setattr(cell, attribute, Bf16Product())
+            changed += 1
+    for _, cell in list(network.cells_and_names()):
+        if isinstance(cell, TDNNBlock) and isinstance(cell.norm, ChannelAffine) and cell.conv.shifted:
+            cell.kernel = Bf16TdnnInference(cell)
+            changed += 1
+    return changed

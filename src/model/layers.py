@@ -259,17 +259,27 @@ class ChannelBatchNorm(nn.Cell):
 
 
 class TDNNBlock(nn.Cell):
-    """TimeConv1d -> ReLU -> batch norm: (N, T, C_in) -> (N, T, C_out)."""
+    """TimeConv1d -> ReLU -> batch norm: (N, T, C_in) -> (N, T, C_out).
+
+    ``kernel``: None, or a Cell computing the whole block in one call (set on folded
+    inference copies by src.kernels.products.use_bf16_kernels); the parts stay in place
+    for code that uses them one by one.
+    """
 
     def __init__(self, in_channels, out_channels, kernel_size=1, dilation=1, impl="shifted"):
         super().__init__()
         self.conv = TimeConv1d(in_channels, out_channels, kernel_size, dilation, impl=impl)
         self.relu = nn.ReLU()
         self.norm = ChannelBatchNorm(out_channels)
+        self.kernel = None
 
     def construct(self, x):
+        if self.kernel is not None:
+            return self.kernel(x)
         return self.norm(self.relu(self.conv(x)))
 
     def of_concatenation(self, parts):
         """The block applied to ``ops.concat(parts, axis=2)`` (see TimeConv1d.of_concatenation)."""
+        if self.kernel is not None:
+            return self.kernel(ops.concat(parts, axis=2))
         return self.norm(self.relu(self.conv.of_concatenation(parts)))
