@@ -153,7 +153,7 @@ def test_folded_bf16_network_runs_every_block_in_one_call():
     reference = network(features).asnumpy()
     folded = apply_matmul_precision(fold_batch_norm(network, config, "shifted"), "bf16", "CPU")
     blocks = [cell for _, cell in folded.cells_and_names() if isinstance(cell, TDNNBlock)]
-    assert blocks and all(isinstance(block.kernel, Bf16TdnnInference) for block in blocks)
+    assert blocks and all(isinstance(block.inference_kernel, Bf16TdnnInference) for block in blocks)
     embeddings = folded(features).asnumpy()
     cosine = (embeddings * reference).sum(1) / np.linalg.norm(embeddings, axis=1) / np.linalg.norm(reference, axis=1)
     assert cosine.min() > 0.9999 and np.abs(embeddings - reference).max() > 0

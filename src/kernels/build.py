@@ -1,6 +1,6 @@
 """Compile the custom CPU kernels: ``python -m src.kernels.build``.
 
-Builds ``src/kernels/build/libecapa_kernels.so`` from ``bf16_matmul.cc`` with g++, against
+Builds ``src/kernels/build/libecapa_kernels.so`` from the ``.cc`` files here with g++, against
 the oneDNN library that MindSpore ships (``mindspore/lib/libdnnl.so.3``) and the oneDNN
 headers of the ``onednn-devel`` package (installed into ``<venv>/include``). Exits with
 status 1 and one line on what is missing when it cannot build; the network then runs its
@@ -13,7 +13,7 @@ import sys
 import sysconfig
 
 KERNEL_DIR = os.path.dirname(os.path.abspath(__file__))
-SOURCE = os.path.join(KERNEL_DIR, "bf16_matmul.cc")
+SOURCES = [os.path.join(KERNEL_DIR, name) for name in ("runtime.cc", "matmul.cc", "tdnn.cc")]
 LIBRARY = os.path.join(KERNEL_DIR, "build", "libecapa_kernels.so")
 
 
@@ -47,7 +47,7 @@ def build_command(output=LIBRARY):
         raise RuntimeError("MindSpore's oneDNN (mindspore/lib/libdnnl.so.3) was not found")
     if headers is None:
         raise RuntimeError("the oneDNN headers were not found (pip install onednn-devel)")
-    return [compiler, "-O2", "-std=c++17", "-shared", "-fPIC", f"-I{headers}", SOURCE, "-o", output, library,
+    return [compiler, "-O3", "-std=c++17", "-shared", "-fPIC", f"-I{headers}", *SOURCES, "-o", output, library,
             f"-Wl,-rpath,{os.path.dirname(library)}", "-Wl,--no-undefined", "-lpthread"]
 
 
@@ -57,7 +57,7 @@ def build(output=LIBRARY):
     os.makedirs(os.path.dirname(output), exist_ok=True)
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise RuntimeError(f"g++ failed on {SOURCE}:\n{result.stderr.strip()}")
+        raise RuntimeError(f"g++ failed on {', '.join(SOURCES)}:\n{result.stderr.strip()}")
     return output
 
 

@@ -48,12 +48,20 @@ def set_kernel_threads(threads):
     _library().EcapaKernelsSetThreads(int(threads) if threads > 0 else os.cpu_count() or 1)
 
 
-def _custom(function):
-    """The Custom op of kernel ``function``; its output shape and type come from the library's
-    <function>InferShape / InferType, which MindSpore can call again for dynamic shapes."""
+def _custom(function, outputs=1):
+    """The Custom op of kernel ``function`` with ``outputs`` outputs; their shapes and types come
+    from the library's <function>InferShape / InferType, which MindSpore can call again for
+    dynamic shapes."""
     op = ops.Custom(f"{LIBRARY}:{function}", out_shape=None, out_dtype=None, func_type="aot")
     op.add_prim_attr("reg_op_name", function)
+    if outputs > 1:
+        op.add_prim_attr("multi_output", True)
     return op
+
+
+def _geometry(conv, bf16=True):
+    """The kernels' int32 (3,) description of a TimeConv1d: kernel size, dilation, bfloat16 or not."""
+    return Tensor(np.array([conv.kernel_size, conv.dilation, int(bf16)], np.int32))
 
 
 class Bf16Product(nn.Cell):
@@ -92,19 +100,45 @@ class Bf16TdnnInference(nn.Cell):
         epilogue = np.stack([bias, scale, affine.shift.asnumpy()]).astype(np.float32)
         self.weight = Parameter(Tensor(np.ascontiguousarray(matrix, np.float32)), name="weight", requires_grad=False)
         self.epilogue = Parameter(Tensor(epilogue), name="epilogue", requires_grad=False)
-        self.geometry = Tensor(np.array([conv.kernel_size, conv.dilation], np.int32))
+        self.geometry = _geometry(conv)
         self.kernel = _custom("EcapaTdnnInference")
 
     def construct(self, x):
         return self.kernel(x, self.weight, self.epilogue, self.geometry)
 
 
+class Bf16TdnnTraining(nn.Cell):
+    """A training-mode TDNNBlock in one kernel call, and its gradient in another.
+
+    ``(x (N, T, C_in), weight (C_out, k * C_in), bias, gamma, beta (C_out,))`` ->
+    ``(out (N, T, C_out), activations (N, T, C_out), mean (C_out,), variance (C_out,))``:
+    out = gamma * (r - mean) / sqrt(variance + eps) + beta with r = relu(conv(x) + bias)
+    (the activations, kept for the gradient) and the batch mean and biased variance of r.
+    The convolution's products are bfloat16 with float32 sums, forward and backward; the
+    ReLU, batch norm and their gradients are float32 passes of the same calls.
+    """
+
+    def __init__(self, block):
+        super().__init__()
+        self.geometry = _geometry(block.conv)
+        self.eps = Tensor(np.array([block.norm.eps], np.float32))
+        self.forward = _custom("EcapaTdnnTraining", outputs=4)
+        self.gradient = _custom("EcapaTdnnTrainingGrad", outputs=5)
+
+    def construct(self, x, weight, bias, gamma, beta):
+        return self.forward(x, weight, bias, gamma, beta, self.eps, self.geometry)
+
+    def bprop(self, x, weight, bias, gamma, beta, out, dout):
+        _, activations, mean, variance = out
+        return self.gradient(x, weight, gamma, activations, mean, variance, dout[0], self.eps, self.geometry)
+
+
 def use_bf16_kernels(network):
     """Swap ``network``'s products for bfloat16 ones, in place; returns how many cells changed.
 
-    Every product named by a cell's ``bf16_products`` becomes a Bf16Product. In a folded
-    inference copy (src/inference/folding.py), each TDNNBlock with the shifted formulation
-    runs as one Bf16TdnnInference call instead.
+    Every product named by a cell's ``bf16_products`` becomes a Bf16Product. Each TDNNBlock
+    with the shifted formulation gets a whole-block kernel: Bf16TdnnInference in a folded
+    inference copy (src/inference/folding.py), else Bf16TdnnTraining for training mode.
     """
     from src.inference.folding import ChannelAffine
     from src.model.layers import TDNNBlock
@@ -115,7 +149,11 @@ def use_bf16_kernels(network):
             setattr(cell, attribute, Bf16Product())
             changed += 1
     for _, cell in list(network.cells_and_names()):
-        if isinstance(cell, TDNNBlock) and isinstance(cell.norm, ChannelAffine) and cell.conv.shifted:
-            cell.kernel = Bf16TdnnInference(cell)
-            changed += 1
+        if not (isinstance(cell, TDNNBlock) and cell.conv.shifted):
+            continue
+        if isinstance(cell.norm, ChannelAffine):
+            cell.inference_kernel = Bf16TdnnInference(cell)
+        else:
+            cell.training_kernel = Bf16TdnnTraining(cell)
+        changed += 1
     return changed

@@ -117,15 +117,18 @@ class TimeConv1d(nn.Cell):
         self.conv2d = ops.Conv2D(out_channels, (1, kernel_size), pad_mode="pad",
                                  pad=(0, 0, self.half_width, self.half_width), dilation=(1, dilation))
 
+    def weight_matrix(self):
+        """The weight as the (C_out, k * C_in) matrix of the shifted formulation: row o lists
+        tap 0's input channels, then tap 1's, ..."""
+        if self.kernel_size > 1:
+            return self.weight.squeeze(2).transpose(0, 2, 1).reshape(self.out_channels, -1)
+        return self.weight.reshape(self.out_channels, self.in_channels)
+
     def _shifted(self, x):
         batch, frames, _ = x.shape
         if self.kernel_size > 1:
             x = self.shifted_copies(x)
-            # Row o of the (C_out, k*C_in) matrix lists tap 0's input channels, then tap 1's, ...
-            weight = self.weight.squeeze(2).transpose(0, 2, 1).reshape(self.out_channels, -1)
-        else:
-            weight = self.weight.reshape(self.out_channels, self.in_channels)
-        y = self.matmul(x.reshape(-1, self.kernel_size * self.in_channels), weight.astype(x.dtype))
+        y = self.matmul(x.reshape(-1, self.kernel_size * self.in_channels), self.weight_matrix().astype(x.dtype))
         if self.has_bias:
             y = y + repeat_rows(self.bias.reshape(1, -1).astype(x.dtype), y.shape[0])
         return y.reshape(batch, frames, self.out_channels)
@@ -241,16 +244,20 @@ class ChannelBatchNorm(nn.Cell):
                                          name="moving_variance", requires_grad=False)
         self.batch_norm = _BatchStatisticsNorm(eps)
 
+    def update_moving_statistics(self, mean, variance, count):
+        """Fold a batch's mean and biased variance (C values each, from ``count`` rows) into the
+        moving averages; no gradient flows through them."""
+        unbiased = ops.stop_gradient(variance.reshape(-1)) * (count / max(count - 1, 1))
+        ops.assign(self.moving_mean, self.momentum * self.moving_mean
+                   + (1 - self.momentum) * ops.stop_gradient(mean.reshape(-1)))
+        ops.assign(self.moving_variance, self.momentum * self.moving_variance + (1 - self.momentum) * unbiased)
+
     def construct(self, x):
         rows = x.reshape(-1, self.channels)
         count = rows.shape[0]
         if self.training:
             out, _, mean, variance = self.batch_norm(rows, self.gamma, self.beta)
-            unbiased = ops.stop_gradient(variance.reshape(-1)) * (count / max(count - 1, 1))
-            ops.assign(self.moving_mean, self.momentum * self.moving_mean
-                       + (1 - self.momentum) * ops.stop_gradient(mean.reshape(-1)))
-            ops.assign(self.moving_variance,
-                       self.momentum * self.moving_variance + (1 - self.momentum) * unbiased)
+            self.update_moving_statistics(mean, variance, count)
         else:
             scale = self.gamma * ops.rsqrt(self.moving_variance + self.eps)
             shift = self.beta - self.moving_mean * scale
@@ -261,9 +268,11 @@ class ChannelBatchNorm(nn.Cell):
 class TDNNBlock(nn.Cell):
     """TimeConv1d -> ReLU -> batch norm: (N, T, C_in) -> (N, T, C_out).
 
-    ``kernel``: None, or a Cell computing the whole block in one call (set on folded
-    inference copies by src.kernels.products.use_bf16_kernels); the parts stay in place
-    for code that uses them one by one.
+    Whole-block kernels (src.kernels.products.use_bf16_kernels sets them; None otherwise):
+    ``inference_kernel(x)`` computes a folded inference copy's block in one call;
+    ``training_kernel(x, weight matrix, bias, gamma, beta)`` returns the training-mode block
+    output, the activations its gradient needs, and the batch mean and variance for the
+    moving averages. The parts stay in place for code that uses them one by one.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size=1, dilation=1, impl="shifted"):
@@ -271,15 +280,26 @@ class TDNNBlock(nn.Cell):
         self.conv = TimeConv1d(in_channels, out_channels, kernel_size, dilation, impl=impl)
         self.relu = nn.ReLU()
         self.norm = ChannelBatchNorm(out_channels)
-        self.kernel = None
+        self.inference_kernel = None
+        self.training_kernel = None
 
     def construct(self, x):
-        if self.kernel is not None:
-            return self.kernel(x)
+        if self.inference_kernel is not None:
+            return self.inference_kernel(x)
+        if self.training_kernel is not None and self.training:
+            return self._train_by_kernel(x)
         return self.norm(self.relu(self.conv(x)))
+
+    def _train_by_kernel(self, x):
+        out, _, mean, variance = self.training_kernel(x, self.conv.weight_matrix(), self.conv.bias, self.norm.gamma,
+                                                      self.norm.beta)
+        self.norm.update_moving_statistics(mean, variance, x.shape[0] * x.shape[1])
+        return out
 
     def of_concatenation(self, parts):
         """The block applied to ``ops.concat(parts, axis=2)`` (see TimeConv1d.of_concatenation)."""
-        if self.kernel is not None:
-            return self.kernel(ops.concat(parts, axis=2))
+        if self.inference_kernel is not None:
+            return self.inference_kernel(ops.concat(parts, axis=2))
+        if self.training_kernel is not None and self.training:
+            return self._train_by_kernel(ops.concat(parts, axis=2))
         return self.norm(self.relu(self.conv.of_concatenation(parts)))
