@@ -26,7 +26,7 @@ from src.evaluation.sharding import Shards  # noqa: E402
 from src.fileio import check_writable_folder  # noqa: E402
 from src.inference.folding import fold_batch_norm  # noqa: E402
 from src.model import build_embedding_network  # noqa: E402
-from src.runtime import (apply_matmul_precision, conv_impl, init_context, join_process_group,  # noqa: E402
+from src.runtime import (apply_cpu_kernels, conv_impl, init_context, join_process_group,  # noqa: E402
                          launched_distributed)
 
 logger = logging.getLogger("eval")
@@ -54,11 +54,11 @@ def load_extractor(config, distributed=False):
     network = build_embedding_network(config, impl)
     load_embedding_weights(config.model_path, network)
     folded = fold_batch_norm(network, config, impl) if config.fold_batch_norm else None
-    network = apply_matmul_precision(network if folded is None else folded, config.matmul_precision, device,
-                                     config.num_threads)
+    network = apply_cpu_kernels(network if folded is None else folded, config.cpu_kernels, device,
+                                config.num_threads)
     extractor = EmbeddingExtractor(network, config.in_channels, config.extraction_graphs)
-    logger.info("loaded %s on %s%s, %s graphs, %s products", config.model_path, device,
-                "" if folded is None else ", batch norm folded", extractor.graphs, config.matmul_precision)
+    logger.info("loaded %s on %s%s, %s graphs, cpu_kernels %s", config.model_path, device,
+                "" if folded is None else ", batch norm folded", extractor.graphs, config.cpu_kernels)
     return extractor
 
 

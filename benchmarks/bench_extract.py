@@ -3,11 +3,12 @@
 Embeds synthetic utterances of about each ``--seconds`` length (each of another length,
 within 5 %, as in a real trial list) one at a time through EmbeddingExtractor, as eval.py
 does (batch norm folded unless ``--fold_batch_norm=false``). A variant is one ``--graphs``
-kind with one ``--precisions`` matmul precision:
+kind with one ``--kernels`` value of the cpu_kernels setting:
 
 - ``dynamic``: one graph with a dynamic time axis for every length;
 - ``buckets``: static-shape graphs of the padded bucket lengths, with the frame mask;
-- ``float32`` / ``bf16``: the network's matrix products (setting ``matmul_precision``).
+- ``none`` / ``float32`` / ``bf16``: MindSpore's own ops, or the custom kernels with float32 or
+  bfloat16 products (see src/kernels).
 
 Variants alternate utterance by utterance, so all see the same machine load. Printed per
 length and variant: the real-time factor of the network alone (RTF = wall seconds / audio
@@ -18,7 +19,7 @@ cosine similarity. Weights are random: speed does not depend on them. Settings o
 network (``--channels=512``, ``--num_threads=1`` ...) can be added. Usage:
 
     python benchmarks/bench_extract.py [--utterances 5] [--seconds 2 5 10 30]
-        [--graphs dynamic buckets] [--precisions float32 bf16] [--key=value ...]
+        [--graphs dynamic buckets] [--kernels none float32 bf16] [--key=value ...]
 """
 import argparse
 import os
@@ -36,23 +37,23 @@ from src.data.features import log_mel  # noqa: E402
 from src.evaluation.embeddings import EXTRACTION_GRAPHS, EmbeddingExtractor, bucket_frames  # noqa: E402
 from src.inference.folding import fold_batch_norm  # noqa: E402
 from src.model import build_embedding_network  # noqa: E402
-from src.runtime import apply_matmul_precision, conv_impl, init_context  # noqa: E402
+from src.runtime import apply_cpu_kernels, conv_impl, init_context  # noqa: E402
 
 
-def build_extractors(config, impl, device, graphs, precisions):
-    """{(graph kind, precision): EmbeddingExtractor}, each on its own copy of one network (same weights)."""
+def build_extractors(config, impl, device, graphs, kernel_choices):
+    """{(graph kind, cpu_kernels): EmbeddingExtractor}, each on its own copy of one network (same weights)."""
     network = build_embedding_network(config, impl)
     extractors = {}
     for kind in graphs:
-        for precision in precisions:
+        for kernels in kernel_choices:
             copy = build_embedding_network(config, impl)
             for target, source in zip(copy.get_parameters(), network.get_parameters()):
                 target.set_data(source.data.copy())
             copy.set_train(False)
             if config.fold_batch_norm:
                 copy = fold_batch_norm(copy, config, impl) or copy
-            copy = apply_matmul_precision(copy, precision, device, config.num_threads)
-            extractors[(kind, precision)] = EmbeddingExtractor(copy, config.in_channels, kind)
+            copy = apply_cpu_kernels(copy, kernels, device, config.num_threads)
+            extractors[(kind, kernels)] = EmbeddingExtractor(copy, config.in_channels, kind)
     return extractors
 
 
@@ -68,12 +69,12 @@ def main():
     parser.add_argument("--seconds", type=float, nargs="+", default=[2.0, 5.0, 10.0, 30.0],
                         help="utterance lengths")
     parser.add_argument("--graphs", nargs="+", default=["dynamic"], choices=EXTRACTION_GRAPHS)
-    parser.add_argument("--precisions", nargs="+", default=["float32"], choices=("float32", "bf16"))
+    parser.add_argument("--kernels", nargs="+", default=["none"], choices=("none", "float32", "bf16"))
     options, settings = parser.parse_known_args()
     config, _ = load_config(settings)
     device = init_context(config)
     impl = conv_impl(config, device)
-    extractors = build_extractors(config, impl, device, options.graphs, options.precisions)
+    extractors = build_extractors(config, impl, device, options.graphs, options.kernels)
     names = {variant: "/".join(variant) for variant in extractors}
     first = next(iter(extractors))
     print(f"device {device}, conv_impl {impl}, channels {config.channels}, batch norm "

@@ -17,7 +17,7 @@ Network settings are the config defaults and can be changed like train.py's
 (``--channels 512``, ``--class_num 1211``, ``--num_threads 1``, ...); ``class_num`` auto means
 VoxCeleb2's 5,994 speakers. Usage:
     python benchmarks/bench_train_step.py [--batches 16 32] [--frames 200] [--runs 10] [--warmup 2]
-        [--precisions float32 bf16]
+        [--kernels none float32 bf16]
 """
 import os
 import statistics
@@ -35,7 +35,7 @@ from src.model import build_embedding_network, build_head  # noqa: E402
 from src.model.ecapa_tdnn import SqueezeExcitation  # noqa: E402
 from src.model.layers import TimeConv1d  # noqa: E402
 from src.model.speaker_loss import SpeakerLoss  # noqa: E402
-from src.runtime import amp_level, apply_matmul_precision, apply_mixed_precision, conv_impl, init_context  # noqa: E402
+from src.runtime import amp_level, apply_cpu_kernels, apply_mixed_precision, conv_impl, init_context  # noqa: E402
 from src.train.step import TrainStep  # noqa: E402
 
 REFERENCE_SHAPE = (3200, 1024, 1024)  # rows, inner size, columns of the reference product
@@ -111,11 +111,11 @@ def head_classes(config):
     return VOXCELEB2_SPEAKERS if config.class_num == "auto" else config.class_num
 
 
-def build_step(config, device, batch, matmul_precision):
-    """(TrainStep cell, features, labels, network, head) for one batch size and matmul precision."""
+def build_step(config, device, batch, kernels):
+    """(TrainStep cell, features, labels, network, head) for one batch size and cpu_kernels value."""
     network = apply_mixed_precision(build_embedding_network(config, conv_impl(config, device)),
                                     amp_level(config, device))
-    apply_matmul_precision(network, matmul_precision, device, config.num_threads)
+    apply_cpu_kernels(network, kernels, device, config.num_threads, amp_level(config, device))
     class_num = head_classes(config)
     head = build_head(config, class_num)
     loss_net = SpeakerLoss(network, head)
@@ -131,9 +131,9 @@ def build_step(config, device, batch, matmul_precision):
     return step, features, labels, network, head
 
 
-def measure(config, device, batch, matmul_precision, runs, warmup, reference):
-    """Print and return the figures of one batch size and matmul precision; reference = (cell, a, b)."""
-    step, features, labels, network, head = build_step(config, device, batch, matmul_precision)
+def measure(config, device, batch, kernels, runs, warmup, reference):
+    """Print and return the figures of one batch size and cpu_kernels value; reference = (cell, a, b)."""
+    step, features, labels, network, head = build_step(config, device, batch, kernels)
     compile_seconds = _seconds(lambda: step(features, labels)[0].asnumpy())
     for _ in range(max(warmup - 1, 0)):
         step(features, labels)[0].asnumpy()
@@ -151,7 +151,7 @@ def measure(config, device, batch, matmul_precision, runs, warmup, reference):
     product_gflops = statistics.median(product_rates)
     utilisation = statistics.median(step_gflop / step_seconds / rate
                                     for step_seconds, rate in zip(step_times, product_rates))
-    print(f"batch {batch} x {config.segment_frames} frames, {matmul_precision} products: first step "
+    print(f"batch {batch} x {config.segment_frames} frames, cpu_kernels {kernels}: first step "
           f"(with compilation) "
           f"{compile_seconds:.1f} s")
     print(f"  step            {seconds:.3f} s median of {runs} (min {min(step_times):.3f}, "
@@ -169,9 +169,9 @@ def main():
         parser.add_argument("--batches", type=int, nargs="+", default=[16, 32], help="batch sizes to time")
         parser.add_argument("--runs", type=int, default=10, help="timed steps per batch size (median)")
         parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (compilation)")
-        parser.add_argument("--precisions", nargs="+", default=None, choices=("float32", "bf16"),
-                            help="matmul precisions to time, one after the other (default: the "
-                                 "matmul_precision setting)")
+        parser.add_argument("--kernels", nargs="+", default=None, choices=("none", "float32", "bf16"),
+                            help="cpu_kernels values to time, one after the other (default: the "
+                                 "cpu_kernels setting)")
 
     config, options = load_config(None, __doc__.splitlines()[0], add_arguments)
     device = init_context(config)
@@ -185,8 +185,8 @@ def main():
           f"{config.num_threads or 'all'} of {os.cpu_count()}; load average "
           f"{os.getloadavg()[0]:.2f} at start")
     for batch in options.batches:
-        for matmul_precision in options.precisions or [config.matmul_precision]:
-            measure(config, device, batch, matmul_precision, options.runs, options.warmup, reference)
+        for kernels in options.kernels or [config.cpu_kernels]:
+            measure(config, device, batch, kernels, options.runs, options.warmup, reference)
     print(f"load average {os.getloadavg()[0]:.2f} at end (other processes share these cores)")
 
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Create the project's virtual environment (.venv in the repository), install the pinned
 # requirements into it and build the custom CPU kernels (src/kernels/: bfloat16 matrix
-# products, for matmul_precision: bf16). With --dev, also the test tools. A failed kernel
-# build is reported and leaves the products in float32; it does not fail the install.
+# products and TDNN blocks, for cpu_kernels). With --dev, also the test tools. A failed kernel
+# build is reported (cpu_kernels then falls back to MindSpore's ops); it does not fail the install.
 # Usage: bash scripts/install.sh [--dev]
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -127,30 +127,29 @@ def apply_mixed_precision(network, level):
     return network
 
 
-def apply_matmul_precision(network, precision, device, threads=0, amp="O0"):
-    """Run the large matrix products of ``network`` in ``precision``; returns the network.
+def apply_cpu_kernels(network, kernels, device, threads=0, amp="O0"):
+    """Run ``network`` on the custom CPU kernels of src/kernels as ``kernels`` says; returns it.
 
-    'float32' leaves the network as it is. 'bf16' swaps the products named by each cell's
-    ``bf16_products`` (the shifted convolutions' x @ W^T) for src.kernels Bf16Product:
-    bfloat16 inputs, float32 sums and outputs, forward and backward; in a batch-norm-folded
-    inference copy each TDNN block becomes one fused kernel call (use_bf16_kernels). The
-    rest of the network stays float32. Where the kernels cannot run (not a CPU run, not built, no
-    AVX512-BF16) it logs a warning and leaves the products in float32. ``threads``: the
-    kernels' threads, 0 for all cores. ``amp``: the network's mixed-precision level; the
-    kernels take float32 only, so bf16 on CPU with another level is a ConfigError.
+    'none' leaves the network as it is. 'float32' and 'bf16' swap its products and TDNN
+    blocks for oneDNN kernel calls (src.kernels.cells.use_kernels) whose products take
+    float32 or bfloat16 inputs (float32 sums and outputs), forward and backward; ReLU, batch
+    norm and the rest stay float32. Where the kernels cannot run (not a CPU run, not built, no
+    AVX512-BF16) it logs a warning and leaves the network as it is. ``threads``: the kernels'
+    threads, 0 for all cores. ``amp``: the network's mixed-precision level; the kernels take
+    float32 only, so another level on CPU is a ConfigError.
     """
-    if precision == "float32":
+    if kernels == "none":
         return network
     if device == "CPU" and amp != "O0":
-        raise ConfigError(f"matmul_precision: bf16 needs a float32 network on CPU, but amp_level is {amp} "
-                          "(set amp_level O0, or matmul_precision float32)")
-    from src.kernels.products import set_kernel_threads, unavailable_reason, use_bf16_kernels
+        raise ConfigError(f"cpu_kernels: {kernels} needs a float32 network, but amp_level is {amp} "
+                          "(set amp_level O0, or cpu_kernels none)")
+    from src.kernels.cells import set_kernel_threads, unavailable_reason, use_kernels
 
-    reason = unavailable_reason() if device == "CPU" else f"the bf16 kernels run on CPU, not {device}"
+    reason = unavailable_reason() if device == "CPU" else f"they run on CPU, not {device}"
     if reason is not None:
-        logging.getLogger(__name__).warning("matmul_precision bf16 unavailable, products stay float32: %s",
-                                            reason)
+        logging.getLogger(__name__).warning("cpu_kernels %s unavailable, running MindSpore's own ops: %s",
+                                            kernels, reason)
         return network
     set_kernel_threads(threads)
-    use_bf16_kernels(network)
+    use_kernels(network, bf16=kernels == "bf16")
     return network

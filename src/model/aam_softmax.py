@@ -20,9 +20,15 @@ NORM_EPS = 1e-12
 SIN_SQUARED_FLOOR = 1e-7
 
 
-def l2_normalize(x, axis=-1):
-    """x divided by its L2 norm along ``axis``; the norm is floored so zero vectors stay finite."""
-    return x * ops.rsqrt((x * x).sum(axis=axis, keepdims=True) + NORM_EPS)
+def l2_normalize(x):
+    """Rows of x (R, E) divided by their L2 norms; the norm is floored so zero rows stay finite.
+
+    The row sums and the repetition of each row's factor over E are products with ones (see
+    src/model/layers.py): a broadcasting multiply's gradient is a slow reduction on CPU.
+    """
+    ones = ops.ones((x.shape[1], 1), x.dtype)
+    inverse_norms = ops.rsqrt(ops.matmul(x * x, ones) + NORM_EPS)
+    return x * ops.matmul(inverse_norms, ones.T)
 
 
 class AAMSoftmax(nn.Cell):

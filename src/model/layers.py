@@ -86,7 +86,7 @@ class TimeConv1d(nn.Cell):
     kernel_size must be odd; the receptive field is dilation * (kernel_size - 1) + 1 frames.
     ``impl`` chooses the formulation ('shifted' or 'native'); results agree to float tolerance.
     The shifted formulation's products, ``self.matmul(x, w)`` = x @ w.T, may be swapped for
-    bfloat16 ones (``bf16_products``, see src/runtime.py apply_matmul_precision).
+    oneDNN ones (``bf16_products``, see src/runtime.py apply_cpu_kernels).
     """
 
     bf16_products = ("matmul",)
@@ -268,7 +268,7 @@ class ChannelBatchNorm(nn.Cell):
 class TDNNBlock(nn.Cell):
     """TimeConv1d -> ReLU -> batch norm: (N, T, C_in) -> (N, T, C_out).
 
-    Whole-block kernels (src.kernels.products.use_bf16_kernels sets them; None otherwise):
+    Whole-block kernels (src.kernels.cells.use_kernels sets them; None otherwise):
     ``inference_kernel(x)`` computes a folded inference copy's block in one call;
     ``training_kernel(x, weight matrix, bias, gamma, beta)`` returns the training-mode block
     output, the activations its gradient needs, and the batch mean and variance for the

@@ -11,7 +11,7 @@ from src.config import ConfigError, format_config, require_dirs, require_files
 from src.data.dataset import create_train_dataset, training_batches
 from src.model import build_embedding_network, build_head, count_parameters, model_entry
 from src.model.speaker_loss import SpeakerLoss
-from src.runtime import (amp_level, apply_matmul_precision, apply_mixed_precision, conv_impl, init_context,
+from src.runtime import (amp_level, apply_cpu_kernels, apply_mixed_precision, conv_impl, init_context,
                          init_data_parallel, launched_distributed)
 from src.train.checkpoint import (BEST_BY_EER, BEST_BY_LOSS, CheckpointManager, TrainingState, initialise_from,
                                   last_checkpoint, prepare_checkpoint_folder)
@@ -65,7 +65,7 @@ def train(config):
     impl = conv_impl(config, device)
     precision = amp_level(config, device)
     network = apply_mixed_precision(build_embedding_network(config, impl), precision)
-    apply_matmul_precision(network, config.matmul_precision, device, config.num_threads, precision)
+    apply_cpu_kernels(network, config.cpu_kernels, device, config.num_threads, precision)
     validator = Validator(config, network) if config.valid_list and rank == 0 else None
     if config.init_from:
         require_files(config, "init_from")

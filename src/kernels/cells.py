@@ -1,18 +1,23 @@
-"""bfloat16 matrix products as a MindSpore Cell, on the kernels of bf16_matmul.cc.
+"""MindSpore Cells on the custom CPU kernels (runtime.cc, matmul.cc, tdnn.cc), with gradients.
 
-``Bf16Product()(x, w)`` is ``x @ w.T`` for float32 x (R, K) and w (O, K), giving float32
-(R, O): the inputs are rounded to bfloat16 and the products accumulate in float32, so
-each output has a relative error of about 2**-8 times the size of the terms it sums. The
-gradients (dx = dy @ w, dw = dy.T @ x) are bfloat16 products too, as under PyTorch's
-bf16 autocast. The kernels run on MindSpore's CPU backend only.
+Each Cell takes a ``bf16`` flag: True rounds the products' inputs to bfloat16 (nearest even)
+and sums in float32, about twice as fast as float32 products on a CPU with AVX512-BF16;
+False multiplies in float32. Inputs and outputs are float32 either way.
 
-``unavailable_reason()`` says why the kernels cannot run here (not built, no native
-bfloat16 instructions, not a CPU run), or None when they can.
+- ``KernelProduct(bf16)(x, w)``: x (R, K) @ w (O, K)^T -> (R, O). Its gradients, dy @ w and
+  dy^T @ x, are products of the same precision (as under PyTorch's bf16 autocast).
+- ``TdnnInferenceKernel(block, bf16)``: a folded inference TDNNBlock in one call.
+- ``TdnnTrainingKernel(block, bf16)``: a training-mode TDNNBlock in one call, and its
+  gradient in another.
+- ``use_kernels(network, bf16)``: puts them into a network, in place.
 
-Example:
-    >>> product = Bf16Product()                      # doctest: +SKIP
-    >>> product(Tensor(x), Tensor(w)).shape          # x (6, 4), w (3, 4)  # doctest: +SKIP
-    (6, 3)
+``unavailable_reason()`` says why the kernels cannot run here (not built, no AVX512-BF16),
+or None when they can. They run on MindSpore's CPU backend only.
+
+Example (a float32 product through oneDNN):
+    >>> product = KernelProduct(bf16=False)                            # doctest: +SKIP
+    >>> product(Tensor(np.ones((6, 4), np.float32)), Tensor(np.ones((3, 4), np.float32)))
+    Tensor(shape=[6, 3], dtype=Float32, value= [[4, 4, 4] ...])       # doctest: +SKIP
 """
 import ctypes
 import functools
@@ -31,7 +36,7 @@ def _library():
 
 
 def unavailable_reason(library=LIBRARY):
-    """Why the bfloat16 kernels cannot run on this machine, or None if they can."""
+    """Why the kernels cannot run on this machine, or None if they can."""
     if not os.path.isfile(library):
         return f"{library} is not built (run: python -m src.kernels.build)"
     try:
@@ -59,68 +64,66 @@ def _custom(function, outputs=1):
     return op
 
 
-def _geometry(conv, bf16=True):
+def _geometry(conv, bf16):
     """The kernels' int32 (3,) description of a TimeConv1d: kernel size, dilation, bfloat16 or not."""
     return Tensor(np.array([conv.kernel_size, conv.dilation, int(bf16)], np.int32))
 
 
-class Bf16Product(nn.Cell):
-    """x (R, K) @ w (O, K)^T -> (R, O) in bfloat16 with float32 accumulation, float32 in and out."""
+class KernelProduct(nn.Cell):
+    """x (R, K) @ w (O, K)^T -> (R, O) on oneDNN, float32 in and out (module docstring)."""
 
-    def __init__(self):
+    def __init__(self, bf16=True):
         super().__init__()
+        self.flag = Tensor(np.array([int(bf16)], np.int32))
         self.forward = _custom("EcapaMatMulNT")
         self.input_gradient = _custom("EcapaMatMulNN")
         self.weight_gradient = _custom("EcapaMatMulTN")
 
     def construct(self, x, w):
-        return self.forward(x, w)
+        return self.forward(x, w, self.flag)
 
     def bprop(self, x, w, out, dout):
-        return self.input_gradient(dout, w), self.weight_gradient(dout, x)
+        return self.input_gradient(dout, w, self.flag), self.weight_gradient(dout, x, self.flag)
 
 
-class Bf16TdnnInference(nn.Cell):
+class TdnnInferenceKernel(nn.Cell):
     """A folded inference TDNNBlock in one kernel call: (N, T, C_in) -> (N, T, C_out).
 
     ``relu(conv(x) + bias) * scale + shift`` with the weights, bias and ChannelAffine of
     ``block`` (see src/inference/folding.py) copied when the cell is made. The convolution's
-    time-shifted copies are built by the kernel while it rounds x to bfloat16, and the bias,
-    ReLU and affine map are one pass over the product.
+    time-shifted copies are built by the kernel while it packs x, and the bias, ReLU and
+    affine map are one pass over the product.
     """
 
-    def __init__(self, block):
+    def __init__(self, block, bf16=True):
         super().__init__()
         conv, affine = block.conv, block.norm
-        weight = conv.weight.asnumpy()  # (C_out, C_in, 1, k)
-        out_channels = weight.shape[0]
-        matrix = weight[:, :, 0, :].transpose(0, 2, 1).reshape(out_channels, -1)
+        out_channels = conv.out_channels
         bias = conv.bias.asnumpy() if conv.has_bias else np.zeros(out_channels, np.float32)
         scale = affine.scale.asnumpy() if affine.has_scale else np.ones(out_channels, np.float32)
         epilogue = np.stack([bias, scale, affine.shift.asnumpy()]).astype(np.float32)
-        self.weight = Parameter(Tensor(np.ascontiguousarray(matrix, np.float32)), name="weight", requires_grad=False)
+        self.weight = Parameter(Tensor(conv.weight_matrix().asnumpy()), name="weight", requires_grad=False)
         self.epilogue = Parameter(Tensor(epilogue), name="epilogue", requires_grad=False)
-        self.geometry = _geometry(conv)
+        self.geometry = _geometry(conv, bf16)
         self.kernel = _custom("EcapaTdnnInference")
 
     def construct(self, x):
         return self.kernel(x, self.weight, self.epilogue, self.geometry)
 
 
-class Bf16TdnnTraining(nn.Cell):
+class TdnnTrainingKernel(nn.Cell):
     """A training-mode TDNNBlock in one kernel call, and its gradient in another.
 
     ``(x (N, T, C_in), weight (C_out, k * C_in), bias, gamma, beta (C_out,))`` ->
     ``(out (N, T, C_out), activations (N, T, C_out), mean (C_out,), variance (C_out,))``:
     out = gamma * (r - mean) / sqrt(variance + eps) + beta with r = relu(conv(x) + bias)
     (the activations, kept for the gradient) and the batch mean and biased variance of r.
-    The convolution's products are bfloat16 with float32 sums, forward and backward; the
-    ReLU, batch norm and their gradients are float32 passes of the same calls.
+    The ReLU, batch norm and their gradients are float32 passes of the same calls.
     """
 
-    def __init__(self, block):
+    def __init__(self, block, bf16=True):
         super().__init__()
-        self.geometry = _geometry(block.conv)
+        self.geometry = _geometry(block.conv, bf16)
         self.eps = Tensor(np.array([block.norm.eps], np.float32))
         self.forward = _custom("EcapaTdnnTraining", outputs=4)
         self.gradient = _custom("EcapaTdnnTrainingGrad", outputs=5)
@@ -133,12 +136,14 @@ class Bf16TdnnTraining(nn.Cell):
         return self.gradient(x, weight, gamma, activations, mean, variance, dout[0], self.eps, self.geometry)
 
 
-def use_bf16_kernels(network):
-    """Swap ``network``'s products for bfloat16 ones, in place; returns how many cells changed.
+def use_kernels(network, bf16=True):
+    """Run ``network``'s products and TDNN blocks on the kernels, in place; returns how many
+    cells changed.
 
-    Every product named by a cell's ``bf16_products`` becomes a Bf16Product. Each TDNNBlock
-    with the shifted formulation gets a whole-block kernel: Bf16TdnnInference in a folded
-    inference copy (src/inference/folding.py), else Bf16TdnnTraining for training mode.
+    Every product named by a cell's ``bf16_products`` becomes a KernelProduct. Each
+    TDNNBlock with the shifted formulation gets a whole-block kernel: TdnnInferenceKernel in
+    a folded inference copy (src/inference/folding.py), else TdnnTrainingKernel for training
+    mode. Weights are read at this call for the inference kernels, so load them first.
     """
     from src.inference.folding import ChannelAffine
     from src.model.layers import TDNNBlock
@@ -146,14 +151,14 @@ def use_bf16_kernels(network):
     changed = 0
     for _, cell in network.cells_and_names():
         for attribute in getattr(cell, "bf16_products", ()):
-            setattr(cell, attribute, Bf16Product())
+            setattr(cell, attribute, KernelProduct(bf16))
             changed += 1
     for _, cell in list(network.cells_and_names()):
         if not (isinstance(cell, TDNNBlock) and cell.conv.shifted):
             continue
         if isinstance(cell.norm, ChannelAffine):
-            cell.inference_kernel = Bf16TdnnInference(cell)
+            cell.inference_kernel = TdnnInferenceKernel(cell, bf16)
         else:
-            cell.training_kernel = Bf16TdnnTraining(cell)
+            cell.training_kernel = TdnnTrainingKernel(cell, bf16)
         changed += 1
     return changed
