@@ -10,7 +10,8 @@ from mindspore import Tensor, nn, ops
 
 from src.kernels import build as kernel_build
 from src.inference.folding import ChannelAffine, fold_batch_norm, fold_tdnn_block
-from src.kernels.cells import KernelProduct, TdnnInferenceKernel, TdnnTrainingKernel, unavailable_reason
+from src.kernels.cells import (KernelProduct, TdnnInferenceKernel, TdnnTrainingKernel, bfloat16_bits,
+                               unavailable_reason)
 from src.model.layers import TDNNBlock
 from src.config import ConfigError, load_config
 from src.runtime import apply_cpu_kernels
@@ -43,6 +44,12 @@ def test_bf16_rounding_emulation_is_round_to_nearest_even():
     values = np.array([1.0, 1 + 2 ** -8, 1 + 3 * 2 ** -8, 1 + 2 ** -9, -2.5, 3.0e-3], np.float32)
     assert to_bf16(values).tolist() == [1.0, 1.0, 1 + 2 ** -6, 1.0, -2.5, to_bf16(np.float32(3.0e-3))]
     assert to_bf16(np.float32(1 + 2 ** -8 + 2 ** -12)) == 1 + 2 ** -7
+
+
+def test_packed_weights_are_the_rounded_values():
+    values = np.random.default_rng(2).standard_normal(1000).astype(np.float32) * 10.0 ** np.arange(-3, 7).repeat(100)
+    bits = bfloat16_bits(values).view(np.uint16).astype(np.uint32) << 16
+    np.testing.assert_array_equal(bits.view(np.float32), to_bf16(values))
 
 
 @needs_kernels
@@ -102,7 +109,7 @@ def test_bf16_network_matches_float32_and_learns():
     reference = network(features).asnumpy()
     bf16 = apply_cpu_kernels(tiny_network_copy(network), "bf16", "CPU")
     swapped = [cell for _, cell in bf16.cells_and_names() if isinstance(cell, KernelProduct)]
-    convs = [cell for _, cell in bf16.cells_and_names() if hasattr(cell, "bf16_products")]
+    convs = [cell for _, cell in bf16.cells_and_names() if hasattr(cell, "kernel_products")]
     assert len(swapped) == len(convs) > 20
     embeddings = bf16(features).asnumpy()
     cosine = (embeddings * reference).sum(1) / np.linalg.norm(embeddings, axis=1) / np.linalg.norm(reference, axis=1)

@@ -20,6 +20,7 @@ from src.evaluation.extract import output_name, read_audio_list
 from src.evaluation.metrics import evaluate
 from src.evaluation.report import read_scores
 from src.evaluation.scoring import trial_labels
+from src.kernels.cells import unavailable_reason
 from src.checkpoint import save_checkpoint
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -173,6 +174,23 @@ def test_extract_writes_one_vector_per_listed_file(workspace, reference, eval_sc
         vector = np.load(tmp_path / "vectors" / name)
         assert vector.shape == (TINY_NETWORK["emb_size"],) and vector.dtype == np.float32
         np.testing.assert_allclose(vector, reference.embed_file(wave), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(unavailable_reason() is not None, reason=f"CPU kernels: {unavailable_reason()}")
+def test_extract_on_the_cpu_kernels(workspace, reference, eval_script, tmp_path):
+    root, _ = workspace
+    audio_list = root / "data" / "eval" / "kernels.txt"
+    audio_list.write_text("spk0/v1/00000.wav\nspk1/v1/00001.wav\n")
+    vectors = {}
+    for kernels in ("float32", "bf16"):
+        eval_script.main(["--config", str(root / "tiny.yaml"), "--model_path", str(root / "exported.ckpt"),
+                          "--cpu_kernels", kernels, "--extract", str(audio_list), str(tmp_path / kernels)])
+        vectors[kernels] = {name: np.load(tmp_path / kernels / name) for name in os.listdir(tmp_path / kernels)}
+    for name, wave in (("spk0_v1_00000.npy", "spk0/v1/00000.wav"), ("spk1_v1_00001.npy", "spk1/v1/00001.wav")):
+        expected = reference.embed_file(root / "data" / "eval" / wave)
+        np.testing.assert_allclose(vectors["float32"][name], expected, rtol=1e-4, atol=1e-5)
+        bf16 = vectors["bf16"][name]
+        assert bf16 @ expected / np.linalg.norm(bf16) / np.linalg.norm(expected) > 0.999
 
 
 def test_audio_list_rules(tmp_path):

@@ -64,6 +64,12 @@ def _custom(function, outputs=1):
     return op
 
 
+def bfloat16_bits(values):
+    """float32 values rounded to bfloat16 (nearest even, as the kernels round), as int16 bits."""
+    bits = np.ascontiguousarray(values, np.float32).view(np.uint32).astype(np.uint64)
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16).view(np.int16)
+
+
 def _geometry(conv, bf16):
     """The kernels' int32 (3,) description of a TimeConv1d: kernel size, dilation, bfloat16 or not."""
     return Tensor(np.array([conv.kernel_size, conv.dilation, int(bf16)], np.int32))
@@ -90,7 +96,8 @@ class TdnnInferenceKernel(nn.Cell):
     """A folded inference TDNNBlock in one kernel call: (N, T, C_in) -> (N, T, C_out).
 
     ``relu(conv(x) + bias) * scale + shift`` with the weights, bias and ChannelAffine of
-    ``block`` (see src/inference/folding.py) copied when the cell is made. The convolution's
+    ``block`` (see src/inference/folding.py) copied when the cell is made; with bfloat16
+    products the weight is kept rounded, as int16 bfloat16 bits. The convolution's
     time-shifted copies are built by the kernel while it packs x, and the bias, ReLU and
     affine map are one pass over the product.
     """
@@ -102,7 +109,8 @@ class TdnnInferenceKernel(nn.Cell):
         bias = conv.bias.asnumpy() if conv.has_bias else np.zeros(out_channels, np.float32)
         scale = affine.scale.asnumpy() if affine.has_scale else np.ones(out_channels, np.float32)
         epilogue = np.stack([bias, scale, affine.shift.asnumpy()]).astype(np.float32)
-        self.weight = Parameter(Tensor(conv.weight_matrix().asnumpy()), name="weight", requires_grad=False)
+        weight = conv.weight_matrix().asnumpy()
+        self.weight = Parameter(Tensor(bfloat16_bits(weight) if bf16 else weight), name="weight", requires_grad=False)
         self.epilogue = Parameter(Tensor(epilogue), name="epilogue", requires_grad=False)
         self.geometry = _geometry(conv, bf16)
         self.kernel = _custom("EcapaTdnnInference")
@@ -140,7 +148,7 @@ def use_kernels(network, bf16=True):
     """Run ``network``'s products and TDNN blocks on the kernels, in place; returns how many
     cells changed.
 
-    Every product named by a cell's ``bf16_products`` becomes a KernelProduct. Each
+    Every product named by a cell's ``kernel_products`` becomes a KernelProduct. Each
     TDNNBlock with the shifted formulation gets a whole-block kernel: TdnnInferenceKernel in
     a folded inference copy (src/inference/folding.py), else TdnnTrainingKernel for training
     mode. Weights are read at this call for the inference kernels, so load them first.
@@ -150,7 +158,7 @@ def use_kernels(network, bf16=True):
 
     changed = 0
     for _, cell in network.cells_and_names():
-        for attribute in getattr(cell, "bf16_products", ()):
+        for attribute in getattr(cell, "kernel_products", ()):
             setattr(cell, attribute, KernelProduct(bf16))
             changed += 1
     for _, cell in list(network.cells_and_names()):

@@ -6,9 +6,11 @@
 
 #include <immintrin.h>
 
-#include <functional>
+#include <atomic>
+#include <condition_variable>
 #include <map>
 #include <mutex>
+#include <thread>
 #include <tuple>
 
 namespace ecapa {
@@ -18,27 +20,88 @@ using dnnl::memory;
 
 int g_threads = std::max(1u, std::thread::hardware_concurrency());
 
-// Runs oneDNN's parallel loops on `threads` threads: the caller's and threads - 1 started per loop.
-class SpawningPool : public dnnl::threadpool_interop::threadpool_iface {
+// Worker threads that take the tasks of one run_tasks call at a time. Each call bumps
+// `round_`; the workers and the caller take task indices from `next_` until none are left.
+class WorkerPool {
  public:
-  explicit SpawningPool(int threads) : threads_(std::max(1, threads)) {}
-  int get_num_threads() const override { return threads_; }
-  bool get_in_parallel() const override { return false; }
-  uint64_t get_flags() const override { return 0; }
-  void parallel_for(int count, const std::function<void(int, int)>& body) override {
-    const int workers = std::min(threads_, count);
-    std::vector<std::thread> helpers;
-    for (int worker = 1; worker < workers; ++worker) {
-      helpers.emplace_back([&body, worker, workers, count] {
-        for (int index = worker; index < count; index += workers) body(index, count);
-      });
+  explicit WorkerPool(int workers) {
+    for (int i = 0; i < workers; ++i) threads_.emplace_back([this] { work(); });
+  }
+  ~WorkerPool() {
+    {
+      std::lock_guard<std::mutex> guard(lock_);
+      stopping_ = true;
     }
-    for (int index = 0; index < count; index += workers) body(index, count);
-    for (auto& helper : helpers) helper.join();
+    wake_.notify_all();
+    for (auto& thread : threads_) thread.join();
+  }
+
+  void run(int count, const std::function<void(int)>& task) {
+    std::unique_lock<std::mutex> caller(submit_, std::try_to_lock);
+    if (!caller.owns_lock() || threads_.empty() || count <= 1) {
+      for (int i = 0; i < count; ++i) task(i);
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> guard(lock_);
+      task_ = &task;
+      count_ = count;
+      next_ = 0;
+      busy_ = static_cast<int>(threads_.size());
+      ++round_;
+    }
+    wake_.notify_all();
+    take_tasks(task, count);
+    std::unique_lock<std::mutex> guard(lock_);
+    done_.wait(guard, [this] { return busy_ == 0; });
   }
 
  private:
-  int threads_;
+  void take_tasks(const std::function<void(int)>& task, int count) {
+    for (int i = next_.fetch_add(1); i < count; i = next_.fetch_add(1)) task(i);
+  }
+
+  void work() {
+    uint64_t seen = 0;
+    for (;;) {
+      const std::function<void(int)>* task;
+      int count;
+      {
+        std::unique_lock<std::mutex> guard(lock_);
+        wake_.wait(guard, [&] { return stopping_ || round_ != seen; });
+        if (stopping_) return;
+        seen = round_;
+        task = task_;
+        count = count_;
+      }
+      take_tasks(*task, count);
+      {
+        std::lock_guard<std::mutex> guard(lock_);
+        --busy_;
+      }
+      done_.notify_one();
+    }
+  }
+
+  std::vector<std::thread> threads_;
+  std::mutex submit_, lock_;
+  std::condition_variable wake_, done_;
+  const std::function<void(int)>* task_ = nullptr;
+  int count_ = 0, busy_ = 0;
+  std::atomic<int> next_{0};
+  uint64_t round_ = 0;
+  bool stopping_ = false;
+};
+
+// Runs oneDNN's parallel loops through run_tasks.
+class KernelThreadpool : public dnnl::threadpool_interop::threadpool_iface {
+ public:
+  int get_num_threads() const override { return kernel_threads(); }
+  bool get_in_parallel() const override { return false; }
+  uint64_t get_flags() const override { return 0; }
+  void parallel_for(int count, const std::function<void(int, int)>& body) override {
+    run_tasks(count, [&](int index) { body(index, count); });
+  }
 };
 
 // float32 -> bfloat16, rounding to nearest even, 16 values per instruction.
@@ -104,6 +167,11 @@ const dnnl::matmul& product_for(Variant variant, Precision precision, int64_t fi
 
 int kernel_threads() { return g_threads; }
 
+void run_tasks(int count, const std::function<void(int)>& task) {
+  static WorkerPool pool(g_threads - 1);  // sized by the threads set before the first call
+  pool.run(count, task);
+}
+
 size_t element_size(Precision precision) { return precision == Precision::kBf16 ? 2 : 4; }
 
 void pack_range(const float* in, void* out, size_t count, Precision precision) {
@@ -132,7 +200,7 @@ void run_product(Variant variant, Precision precision, const void* a, const void
   memory a_memory(operand_desc(m, k, transpose_a, type), engine, const_cast<void*>(a));
   memory b_memory(operand_desc(k, n, transpose_b, type), engine, const_cast<void*>(b));
   memory c_memory(memory::desc({m, n}, memory::data_type::f32, memory::format_tag::ab), engine, c);
-  SpawningPool pool(g_threads);
+  static KernelThreadpool pool;
   dnnl::stream stream = dnnl::threadpool_interop::make_stream(engine, &pool);
   matmul.execute(stream, {{DNNL_ARG_SRC, a_memory}, {DNNL_ARG_WEIGHTS, b_memory}, {DNNL_ARG_DST, c_memory}});
   stream.wait();

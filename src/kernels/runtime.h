@@ -16,7 +16,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <thread>
+#include <functional>
 #include <vector>
 
 namespace mindspore {
@@ -29,20 +29,22 @@ namespace ecapa {
 // Threads of the kernels' parallel loops (EcapaKernelsSetThreads).
 int kernel_threads();
 
+// Calls task(i) for every i in [0, count), spread over the calling thread and the kernels'
+// worker threads (kernel_threads() - 1 of them, started once); returns when all are done.
+// While another thread's call is running, the tasks run on the calling thread alone.
+void run_tasks(int count, const std::function<void(int)>& task);
+
 // Calls body(begin, end) on pieces of [0, count) of at least `grain` items, one piece per
-// kernel thread (the caller's, and the others started for the call); bounds are multiples of 16.
+// kernel thread; piece bounds are multiples of 16.
 template <typename Body>
 void split_range(size_t count, size_t grain, const Body& body) {
   const size_t parts =
       std::min<size_t>(kernel_threads(), std::max<size_t>(1, count / std::max<size_t>(grain, 1)));
   const size_t step = (count / parts + 15) / 16 * 16;
-  std::vector<std::thread> helpers;
-  for (size_t part = 1; part < parts; ++part) {
+  run_tasks(static_cast<int>(parts), [&](int part) {
     const size_t begin = std::min(count, part * step), end = std::min(count, begin + step);
-    if (begin < end) helpers.emplace_back([&body, begin, end] { body(begin, end); });
-  }
-  body(0, std::min(count, step));
-  for (auto& helper : helpers) helper.join();
+    if (begin < end) body(begin, end);
+  });
 }
 
 // Element type of the operands of a product; the result is float32 either way.

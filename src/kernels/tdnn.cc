@@ -9,6 +9,7 @@
 //
 //   EcapaTdnnInference: x, weight, epilogue (3, C_out): rows bias, scale, shift, geometry
 //       -> relu(conv(x) + bias) * scale + shift                     (a folded inference block)
+//       With bfloat16 operands the weight may come packed: int16 holding bfloat16 bits.
 //   EcapaTdnnTraining: x, weight, bias, gamma, beta, eps (1,), geometry
 //       -> y, activations r = relu(conv(x) + bias) (N, T, C_out), batch mean and biased
 //          variance of r per channel (C_out,); y = gamma (r - mean) / sqrt(variance + eps) + beta
@@ -62,14 +63,27 @@ void pack_shifted(const float* x, void* packed, const Geometry& g) {
   });
 }
 
-// out (R, C_out) = conv(x) without bias (see pack_shifted).
-void convolve(const float* x, const float* weight, float* out, const Geometry& g) {
-  const size_t size = ecapa::element_size(g.precision);
-  void* packed_x = ecapa::scratch(0, size * g.rows() * g.width());
-  void* packed_weight = ecapa::scratch(1, size * g.out_channels * g.width());
-  pack_shifted(x, packed_x, g);
-  ecapa::pack(weight, packed_weight, g.out_channels * g.width(), g.precision);
-  ecapa::run_product(Variant::kNT, g.precision, packed_x, packed_weight, out, g.rows(), g.out_channels, g.width());
+// The convolution's input operand: x itself for a float32 1x1 convolution, else pack_shifted.
+const void* input_operand(const float* x, const Geometry& g) {
+  if (g.precision == Precision::kF32 && g.taps == 1) return x;
+  void* packed = ecapa::scratch(0, ecapa::element_size(g.precision) * g.rows() * g.width());
+  pack_shifted(x, packed, g);
+  return packed;
+}
+
+// The weight operand (C_out, k * C_in): the weight itself in float32, else packed.
+const void* weight_operand(const float* weight, const Geometry& g) {
+  if (g.precision == Precision::kF32) return weight;
+  const size_t count = g.out_channels * g.width();
+  void* packed = ecapa::scratch(1, ecapa::element_size(g.precision) * count);
+  ecapa::pack(weight, packed, count, g.precision);
+  return packed;
+}
+
+// out (R, C_out) = conv(x) without bias, for the weight operand `weight` (see pack_shifted).
+void convolve(const float* x, const void* weight, float* out, const Geometry& g) {
+  ecapa::run_product(Variant::kNT, g.precision, input_operand(x, g), weight, out, g.rows(), g.out_channels,
+                     g.width());
 }
 
 // Per-channel sums over rows of `count` quantities at once: values(row, sums) adds row's
@@ -150,7 +164,8 @@ void dz_row(const float* __restrict r, const float* __restrict dy, const float* 
   }
 }
 
-// Checks the dtypes ("float32" but for the int32 geometry, the last input) and reads geometry.
+// Checks the dtypes ("float32" but for the int32 geometry, the last input, and an inference
+// weight of bfloat16 bits, "int16") and reads geometry.
 bool read_geometry(int inputs, int nparam, int expected_nparam, const char** dtypes, const int* ndims,
                    int64_t** shapes, void** params, Geometry* g) {
   if (nparam != expected_nparam || ndims[0] != 3 || ndims[1] != 2 || ndims[inputs - 1] != 1 ||
@@ -158,7 +173,8 @@ bool read_geometry(int inputs, int nparam, int expected_nparam, const char** dty
     return false;
   }
   for (int i = 0; i < nparam; ++i) {
-    if (i != inputs - 1 && std::strcmp(dtypes[i], "float32") != 0) return false;
+    const bool packed_weight = i == 1 && std::strcmp(dtypes[i], "int16") == 0 && static_cast<int32_t*>(params[inputs - 1])[2];
+    if (i != inputs - 1 && !packed_weight && std::strcmp(dtypes[i], "float32") != 0) return false;
   }
   const int32_t* geometry = static_cast<int32_t*>(params[inputs - 1]);
   *g = Geometry{shapes[0][0], shapes[0][1], shapes[0][2], shapes[1][0], geometry[0], geometry[1],
@@ -179,7 +195,9 @@ int EcapaTdnnInference(int nparam, void** params, int* ndims, int64_t** shapes, 
   const float* epilogue = static_cast<float*>(params[2]);
   float* y = static_cast<float*>(params[4]);
   try {
-    convolve(static_cast<float*>(params[0]), static_cast<float*>(params[1]), y, g);
+    const bool packed = std::strcmp(dtypes[1], "int16") == 0;
+    convolve(static_cast<float*>(params[0]), packed ? params[1] : weight_operand(static_cast<float*>(params[1]), g),
+             y, g);
   } catch (const dnnl::error&) {
     return 2;
   }
@@ -203,7 +221,7 @@ int EcapaTdnnTraining(int nparam, void** params, int* ndims, int64_t** shapes, c
   float *y = static_cast<float*>(params[7]), *r = static_cast<float*>(params[8]);
   float *mean = static_cast<float*>(params[9]), *variance = static_cast<float*>(params[10]);
   try {
-    convolve(static_cast<float*>(params[0]), static_cast<float*>(params[1]), r, g);
+    convolve(static_cast<float*>(params[0]), weight_operand(static_cast<float*>(params[1]), g), r, g);
   } catch (const dnnl::error&) {
     return 2;
   }
@@ -258,16 +276,17 @@ int EcapaTdnnTrainingGrad(int nparam, void** params, int* ndims, int64_t** shape
   // packed for the products as it is made; d bias = sum dz.
   const size_t size = ecapa::element_size(g.precision);
   char* packed_dz = static_cast<char*>(ecapa::scratch(2, size * rows * channels));
+  const bool float32 = g.precision == Precision::kF32;
   const std::vector<double> bias_sums = channel_sums(rows, channels, 1, [&](size_t row, float* part) {
-    float* dz = static_cast<float*>(ecapa::scratch(5, sizeof(float) * channels));
+    char* target = packed_dz + row * channels * size;
+    float* dz = float32 ? reinterpret_cast<float*>(target) : static_cast<float*>(ecapa::scratch(5, sizeof(float) * channels));
     dz_row(r + row * channels, dy + row * channels, mean, inverse_std.data(), scale.data(), beta_term.data(),
            gamma_term.data(), channels, dz, part);
-    ecapa::pack_range(dz, packed_dz + row * channels * size, channels, g.precision);
+    if (!float32) ecapa::pack_range(dz, target, channels, g.precision);
   });
   for (int64_t c = 0; c < channels; ++c) dbias[c] = static_cast<float>(bias_sums[c]);
   try {
-    void* packed_weight = ecapa::scratch(1, size * channels * g.width());
-    ecapa::pack(weight, packed_weight, channels * g.width(), g.precision);
+    const void* packed_weight = weight_operand(weight, g);
     if (g.taps == 1) {  // the product is dx itself
       ecapa::run_product(Variant::kNN, g.precision, packed_dz, packed_weight, dx, rows, g.width(), channels);
     } else {
@@ -289,9 +308,7 @@ int EcapaTdnnTrainingGrad(int nparam, void** params, int* ndims, int64_t** shape
         }
       });
     }
-    void* packed_x = ecapa::scratch(0, size * rows * g.width());
-    pack_shifted(x, packed_x, g);
-    ecapa::run_product(Variant::kTN, g.precision, packed_dz, packed_x, dweight, channels, g.width(), rows);
+    ecapa::run_product(Variant::kTN, g.precision, packed_dz, input_operand(x, g), dweight, channels, g.width(), rows);
   } catch (const dnnl::error&) {
     return 2;
   }

@@ -142,7 +142,8 @@ class AttentiveStatsPooling(nn.Cell):
     never built, and the softmax's normalisation is applied to the (N, 1, C) sums.
     """
 
-    bf16_products = ("matmul",)
+    # Its x @ W^T products may run on the CPU kernels (src/kernels/cells.py use_kernels).
+    kernel_products = ("matmul",)
 
     def __init__(self, channels, attention_channels, impl):
         super().__init__()

@@ -86,10 +86,10 @@ class TimeConv1d(nn.Cell):
     kernel_size must be odd; the receptive field is dilation * (kernel_size - 1) + 1 frames.
     ``impl`` chooses the formulation ('shifted' or 'native'); results agree to float tolerance.
     The shifted formulation's products, ``self.matmul(x, w)`` = x @ w.T, may be swapped for
-    oneDNN ones (``bf16_products``, see src/runtime.py apply_cpu_kernels).
+    oneDNN ones (``kernel_products``, see src/runtime.py apply_cpu_kernels).
     """
 
-    bf16_products = ("matmul",)
+    kernel_products = ("matmul",)
 
     def __init__(self, in_channels, out_channels, kernel_size=1, dilation=1, has_bias=True,
                  impl="shifted"):
