@@ -118,7 +118,8 @@ def test_bf16_network_matches_float32_and_learns():
 
     bf16.set_train(True)
     head = nn.Dense(8, 3)
-    loss_net = nn.WithLossCell(nn.SequentialCell([bf16, head]), nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean"))
+    loss_net = nn.WithLossCell(nn.SequentialCell([bf16, head]),
+                               nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean"))
     step = nn.TrainOneStepCell(loss_net, nn.Adam(loss_net.trainable_params(), learning_rate=1e-2))
     labels = Tensor(np.array([0, 2], np.int32))
     losses = [float(step(features, labels).asnumpy()) for _ in range(12)]

@@ -18,8 +18,8 @@
 //
 // Channel sums are accumulated in float within blocks of rows and in double across them
 // (see channel_sums). The kernels need AVX-512 (they run only where EcapaKernelsNativeBf16
-// holds). A kernel returns non-zero (and MindSpore raises)
-// when its inputs do not have these shapes and types.
+// holds). A kernel returns non-zero (and MindSpore raises) when its inputs do not have these
+// shapes and types.
 #include <cmath>
 #include <mutex>
 
@@ -34,7 +34,7 @@ namespace {
 using ecapa::Precision;
 using ecapa::Variant;
 
-
+// Sizes of one block's call, from its inputs' shapes and its geometry input.
 struct Geometry {
   int64_t batch, frames, in_channels, out_channels, taps, dilation;
   Precision precision;
@@ -172,13 +172,14 @@ bool read_geometry(int inputs, int nparam, int expected_nparam, const char** dty
       shapes[inputs - 1][0] != 3 || std::strcmp(dtypes[inputs - 1], "int32") != 0) {
     return false;
   }
+  const int32_t* geometry = static_cast<int32_t*>(params[inputs - 1]);
+  const bool bf16 = geometry[2] != 0;
   for (int i = 0; i < nparam; ++i) {
-    const bool packed_weight = i == 1 && std::strcmp(dtypes[i], "int16") == 0 && static_cast<int32_t*>(params[inputs - 1])[2];
+    const bool packed_weight = i == 1 && bf16 && std::strcmp(dtypes[i], "int16") == 0;
     if (i != inputs - 1 && !packed_weight && std::strcmp(dtypes[i], "float32") != 0) return false;
   }
-  const int32_t* geometry = static_cast<int32_t*>(params[inputs - 1]);
   *g = Geometry{shapes[0][0], shapes[0][1], shapes[0][2], shapes[1][0], geometry[0], geometry[1],
-                geometry[2] ? Precision::kBf16 : Precision::kF32};
+                bf16 ? Precision::kBf16 : Precision::kF32};
   return g->taps >= 1 && g->taps % 2 == 1 && g->dilation >= 1 && shapes[1][1] == g->width();
 }
 
@@ -279,7 +280,8 @@ int EcapaTdnnTrainingGrad(int nparam, void** params, int* ndims, int64_t** shape
   const bool float32 = g.precision == Precision::kF32;
   const std::vector<double> bias_sums = channel_sums(rows, channels, 1, [&](size_t row, float* part) {
     char* target = packed_dz + row * channels * size;
-    float* dz = float32 ? reinterpret_cast<float*>(target) : static_cast<float*>(ecapa::scratch(5, sizeof(float) * channels));
+    float* dz = float32 ? reinterpret_cast<float*>(target)
+                        : static_cast<float*>(ecapa::scratch(5, sizeof(float) * channels));
     dz_row(r + row * channels, dy + row * channels, mean, inverse_std.data(), scale.data(), beta_term.data(),
            gamma_term.data(), channels, dz, part);
     if (!float32) ecapa::pack_range(dz, target, channels, g.precision);
