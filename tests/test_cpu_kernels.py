@@ -341,6 +341,19 @@ def test_bf16_training_gradient_against_a_numpy_emulation():
         assert np.linalg.norm(found - expected) <= 1e-3 * np.linalg.norm(expected)
 
 
+@needs_kernels
+def test_training_kernel_results_do_not_depend_on_thread_timing():
+    block = randomise(TDNNBlock(12, 300, 1), seed=3)
+    block.set_train(True)
+    kernel = TdnnTrainingKernel(block, bf16=False)
+    x = Tensor(np.random.default_rng(4).standard_normal((4, 600, 12)).astype(np.float32))
+    inputs = [x, Tensor(block.conv.weight_matrix().asnumpy()), block.conv.bias, block.norm.gamma, block.norm.beta]
+    runs = [[value.asnumpy() for value in kernel(*inputs)] for _ in range(3)]
+    for run in runs[1:]:
+        for value, first in zip(run, runs[0]):
+            np.testing.assert_array_equal(value, first)
+
+
 class _WeightedSum(nn.Cell):
     def __init__(self, network):
         super().__init__()
@@ -376,7 +389,8 @@ def test_float32_kernels_give_the_network_gradients_of_mindspore():
     assert set(twin_grads) == set(grads)
     # Some gradients are zero but for rounding (a bias before a batch norm or a softmax over
     # time): each is compared on its own scale, but at least 1e-3 of the largest gradient's.
+    # Float32 sums in another order differ by a few 1e-5 after the network's dozens of layers.
     largest = max(np.abs(grad).max() for grad in grads.values())
     for name, grad in grads.items():
         scale = max(np.abs(grad).max(), 1e-3 * largest)
-        assert np.abs(twin_grads[name] - grad).max() <= 1e-4 * scale, name
+        assert np.abs(twin_grads[name] - grad).max() <= 3e-4 * scale, name

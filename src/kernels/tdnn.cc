@@ -88,15 +88,18 @@ void convolve(const float* x, const void* weight, float* out, const Geometry& g)
 
 // Per-channel sums over rows of `count` quantities at once: values(row, sums) adds row's
 // quantity i at channel c to sums[i * channels + c]. Rows are summed in float in blocks of
-// kBlockRows, and the blocks in double.
+// kBlockRows, the blocks in double, and the threads' pieces in row order, so that the sums
+// do not depend on which thread finishes first.
 template <typename Values>
 std::vector<double> channel_sums(int64_t rows, int64_t channels, int count, const Values& values) {
   constexpr size_t kBlockRows = 128;
-  std::vector<double> sums(static_cast<size_t>(count * channels), 0.0);
+  const size_t size = static_cast<size_t>(count * channels);
+  std::vector<std::vector<double>> pieces;
   std::mutex lock;
   ecapa::split_range(static_cast<size_t>(rows), 16, [&](size_t begin, size_t end) {
-    std::vector<double> part(sums.size(), 0.0);
-    std::vector<float> block(sums.size(), 0.0f);
+    std::vector<double> part(size + 1, 0.0);
+    part[size] = static_cast<double>(begin);
+    std::vector<float> block(size, 0.0f);
     for (size_t row = begin; row < end; ++row) {
       values(row, block.data());
       if ((row - begin) % kBlockRows == kBlockRows - 1 || row + 1 == end) {
@@ -107,8 +110,13 @@ std::vector<double> channel_sums(int64_t rows, int64_t channels, int count, cons
       }
     }
     std::lock_guard<std::mutex> guard(lock);
-    for (size_t i = 0; i < sums.size(); ++i) sums[i] += part[i];
+    pieces.push_back(std::move(part));
   });
+  std::sort(pieces.begin(), pieces.end(), [size](const auto& a, const auto& b) { return a[size] < b[size]; });
+  std::vector<double> sums(size, 0.0);
+  for (const auto& part : pieces) {
+    for (size_t i = 0; i < size; ++i) sums[i] += part[i];
+  }
   return sums;
 }
 
