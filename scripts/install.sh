@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Create the project's virtual environment (.venv in the repository), install the pinned
-# requirements into it and build the custom CPU kernels (src/kernels/: bfloat16 matrix
-# products and TDNN blocks, for cpu_kernels). With --dev, also the test tools. A failed kernel
-# build is reported (cpu_kernels then falls back to MindSpore's ops); it does not fail the install.
+# requirements into it and build the custom CPU kernels (src/kernels/: matrix products and
+# whole TDNN blocks in float32 or bfloat16, for the cpu_kernels setting). With --dev, also the
+# test tools. A failed kernel build is reported and does not fail the install (cpu_kernels
+# then falls back to MindSpore's own ops).
 # Usage: bash scripts/install.sh [--dev]
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -13,4 +14,4 @@ if [ ! -x "$ROOT/.venv/bin/python" ]; then
 fi
 "$ROOT/.venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQUIREMENTS"
 "$ROOT/.venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -r "$ROOT/requirements-kernels.txt"
-(cd "$ROOT" && .venv/bin/python -m src.kernels.build) || echo "continuing without the bfloat16 kernels"
+(cd "$ROOT" && .venv/bin/python -m src.kernels.build) || echo "continuing without the CPU kernels"
