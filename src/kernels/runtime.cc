@@ -37,8 +37,12 @@ class WorkerPool {
   }
 
   void run(int count, const std::function<void(int)>& task) {
+    if (in_task_ || threads_.empty() || count <= 1) {  // nested in a task, or nothing to share
+      for (int i = 0; i < count; ++i) task(i);
+      return;
+    }
     std::unique_lock<std::mutex> caller(submit_, std::try_to_lock);
-    if (!caller.owns_lock() || threads_.empty() || count <= 1) {
+    if (!caller.owns_lock()) {  // another thread's call holds the workers
       for (int i = 0; i < count; ++i) task(i);
       return;
     }
@@ -58,7 +62,9 @@ class WorkerPool {
 
  private:
   void take_tasks(const std::function<void(int)>& task, int count) {
+    in_task_ = true;
     for (int i = next_.fetch_add(1); i < count; i = next_.fetch_add(1)) task(i);
+    in_task_ = false;
   }
 
   void work() {
@@ -91,7 +97,10 @@ class WorkerPool {
   std::atomic<int> next_{0};
   uint64_t round_ = 0;
   bool stopping_ = false;
+  static thread_local bool in_task_;  // this thread is running a task of the pool
 };
+
+thread_local bool WorkerPool::in_task_ = false;
 
 // Runs oneDNN's parallel loops through run_tasks.
 class KernelThreadpool : public dnnl::threadpool_interop::threadpool_iface {
