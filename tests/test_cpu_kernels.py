@@ -228,24 +228,25 @@ def test_float32_product_and_gradients_match_mindspore():
                                atol=1e-5)
 
 
-class _BlockLoss(nn.Cell):
-    """sum(block(x) * weights): gradients reach the input and every parameter of the block."""
+class _WeightedSum(nn.Cell):
+    """sum(cell(x) * weights): gradients reach the input and every parameter of the cell."""
 
-    def __init__(self, block):
+    def __init__(self, cell):
         super().__init__()
-        self.block = block
+        self.cell = cell
 
     def construct(self, x, weights):
-        return (self.block(x) * weights).sum()
+        return (self.cell(x) * weights).sum()
 
 
-def _block_gradients(block, x, weights):
-    """(output, gradient of x, {parameter name: gradient}) of a training-mode block."""
-    block.set_train(True)
-    loss = _BlockLoss(block)
-    named = [(name, parameter) for name, parameter in block.parameters_and_names() if parameter.requires_grad]
-    out = block(Tensor(x)).asnumpy()
-    grads = ms.grad(loss, grad_position=0, weights=[parameter for _, parameter in named])(Tensor(x), Tensor(weights))
+def _training_gradients(cell, x, weights):
+    """(output, gradient of x, {parameter name: gradient}) of a cell (a block or a network) in
+    training mode, for the loss _WeightedSum; x and weights are numpy arrays."""
+    cell.set_train(True)
+    named = [(name, parameter) for name, parameter in cell.parameters_and_names() if parameter.requires_grad]
+    out = cell(Tensor(x)).asnumpy()
+    grads = ms.grad(_WeightedSum(cell), grad_position=0, weights=[parameter for _, parameter in named])(
+        Tensor(x), Tensor(weights))
     return out, grads[0].asnumpy(), {name: g.asnumpy() for (name, _), g in zip(named, grads[1])}
 
 
@@ -266,8 +267,8 @@ def test_float32_training_kernel_matches_the_block_and_its_gradients(kernel_size
     rng = np.random.default_rng(2)
     x = rng.standard_normal((3, 17, 12)).astype(np.float32)
     weights = rng.uniform(-1, 1, (3, 17, 20)).astype(np.float32)
-    out, dx, dparams = _block_gradients(plain, x, weights)
-    fused_out, fused_dx, fused_dparams = _block_gradients(fused, x, weights)
+    out, dx, dparams = _training_gradients(plain, x, weights)
+    fused_out, fused_dx, fused_dparams = _training_gradients(fused, x, weights)
     np.testing.assert_allclose(fused_out, out, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(fused_dx, dx, rtol=1e-4, atol=1e-4)
     assert set(fused_dparams) == set(dparams) == {"conv.weight", "conv.bias", "norm.gamma", "norm.beta"}
@@ -354,25 +355,6 @@ def test_training_kernel_results_do_not_depend_on_thread_timing():
             np.testing.assert_array_equal(value, first)
 
 
-class _WeightedSum(nn.Cell):
-    def __init__(self, network):
-        super().__init__()
-        self.network = network
-
-    def construct(self, features, weights):
-        return (self.network(features) * weights).sum()
-
-
-def _network_gradients(network, features, weights):
-    """(embeddings, {parameter name: gradient}) of a training-mode network."""
-    network.set_train(True)
-    named = [(name, parameter) for name, parameter in network.parameters_and_names() if parameter.requires_grad]
-    embeddings = network(features).asnumpy()
-    grads = ms.grad(_WeightedSum(network), grad_position=None, weights=[parameter for _, parameter in named])(
-        features, weights)
-    return embeddings, {name: grad.asnumpy() for (name, _), grad in zip(named, grads)}
-
-
 @needs_kernels
 def test_float32_kernels_give_the_network_gradients_of_mindspore():
     network, twin = tiny_network(), tiny_network()
@@ -381,10 +363,10 @@ def test_float32_kernels_give_the_network_gradients_of_mindspore():
     apply_cpu_kernels(twin, "float32", "CPU")
     assert any(block.training_kernel is not None for _, block in twin.cells_and_names() if isinstance(block, TDNNBlock))
     rng = np.random.default_rng(13)
-    features = Tensor(rng.standard_normal((3, 50, 80)).astype(np.float32))
-    weights = Tensor(rng.standard_normal((3, 8)).astype(np.float32))
-    embeddings, grads = _network_gradients(network, features, weights)
-    twin_embeddings, twin_grads = _network_gradients(twin, features, weights)
+    features = rng.standard_normal((3, 50, 80)).astype(np.float32)
+    weights = rng.standard_normal((3, 8)).astype(np.float32)
+    embeddings, _, grads = _training_gradients(network, features, weights)
+    twin_embeddings, _, twin_grads = _training_gradients(twin, features, weights)
     np.testing.assert_allclose(twin_embeddings, embeddings, rtol=1e-4, atol=1e-4)
     assert set(twin_grads) == set(grads)
     # Some gradients are zero but for rounding (a bias before a batch norm or a softmax over

@@ -37,12 +37,9 @@ class WorkerPool {
   }
 
   void run(int count, const std::function<void(int)>& task) {
-    if (in_task_ || threads_.empty() || count <= 1) {  // nested in a task, or nothing to share
-      for (int i = 0; i < count; ++i) task(i);
-      return;
-    }
-    std::unique_lock<std::mutex> caller(submit_, std::try_to_lock);
-    if (!caller.owns_lock()) {  // another thread's call holds the workers
+    // Alone when nested in a task, with nothing to share, or while another call holds the workers.
+    std::unique_lock<std::mutex> caller(submit_, std::defer_lock);
+    if (in_task_ || threads_.empty() || count <= 1 || !caller.try_lock()) {
       for (int i = 0; i < count; ++i) task(i);
       return;
     }

@@ -283,10 +283,13 @@ class TDNNBlock(nn.Cell):
         self.inference_kernel = None
         self.training_kernel = None
 
+    def _runs_on_a_kernel(self):
+        return self.inference_kernel is not None or (self.training_kernel is not None and self.training)
+
     def construct(self, x):
         if self.inference_kernel is not None:
             return self.inference_kernel(x)
-        if self.training_kernel is not None and self.training:
+        if self._runs_on_a_kernel():
             return self._train_by_kernel(x)
         return self.norm(self.relu(self.conv(x)))
 
@@ -298,8 +301,6 @@ class TDNNBlock(nn.Cell):
 
     def of_concatenation(self, parts):
         """The block applied to ``ops.concat(parts, axis=2)`` (see TimeConv1d.of_concatenation)."""
-        if self.inference_kernel is not None:
-            return self.inference_kernel(ops.concat(parts, axis=2))
-        if self.training_kernel is not None and self.training:
-            return self._train_by_kernel(ops.concat(parts, axis=2))
+        if self._runs_on_a_kernel():
+            return self.construct(ops.concat(parts, axis=2))
         return self.norm(self.relu(self.conv.of_concatenation(parts)))
