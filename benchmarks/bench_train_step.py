@@ -115,7 +115,8 @@ def build_step(config, device, batch, kernels):
     """(TrainStep cell, features, labels, network, head) for one batch size and cpu_kernels value."""
     network = apply_mixed_precision(build_embedding_network(config, conv_impl(config, device)),
                                     amp_level(config, device))
-    apply_cpu_kernels(network, kernels, device, config.num_threads, amp_level(config, device))
+    apply_cpu_kernels(network, kernels, device, config.num_threads, amp_level(config, device),
+                      input_gradient=False)
     class_num = head_classes(config)
     head = build_head(config, class_num)
     loss_net = SpeakerLoss(network, head)

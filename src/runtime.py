@@ -127,7 +127,7 @@ def apply_mixed_precision(network, level):
     return network
 
 
-def apply_cpu_kernels(network, kernels, device, threads=0, amp="O0"):
+def apply_cpu_kernels(network, kernels, device, threads=0, amp="O0", input_gradient=True):
     """Run ``network`` on the custom CPU kernels of src/kernels as ``kernels`` says; returns it.
 
     'none' leaves the network as it is. 'float32' and 'bf16' swap its products and TDNN
@@ -136,7 +136,8 @@ def apply_cpu_kernels(network, kernels, device, threads=0, amp="O0"):
     norm and the rest stay float32. Where the kernels cannot run (not a CPU run, not built, no
     AVX512-BF16) it logs a warning and leaves the network as it is. ``threads``: the kernels'
     threads, 0 for all cores. ``amp``: the network's mixed-precision level; the kernels take
-    float32 only, so another level on CPU is a ConfigError.
+    float32 only, so another level on CPU is a ConfigError. ``input_gradient`` False (training,
+    where the input is data) lets the first block skip the gradient of its input.
     """
     if kernels == "none":
         return network
@@ -151,5 +152,5 @@ def apply_cpu_kernels(network, kernels, device, threads=0, amp="O0"):
                                             kernels, reason)
         return network
     set_kernel_threads(threads)
-    use_kernels(network, bf16=kernels == "bf16")
+    use_kernels(network, bf16=kernels == "bf16", input_gradient=input_gradient)
     return network

@@ -10,8 +10,8 @@ from mindspore import Tensor, nn, ops
 
 from src.kernels import build as kernel_build
 from src.inference.folding import ChannelAffine, fold_batch_norm, fold_tdnn_block
-from src.kernels.cells import (KernelProduct, TdnnInferenceKernel, TdnnTrainingKernel, bfloat16_bits,
-                               unavailable_reason)
+from src.kernels.cells import (KernelProduct, KernelTimeMax, TdnnInferenceKernel, TdnnTrainingKernel,
+                               bfloat16_bits, unavailable_reason)
 from src.model.layers import TDNNBlock
 from src.config import ConfigError, load_config
 from src.runtime import apply_cpu_kernels
@@ -282,6 +282,32 @@ def test_float32_training_kernel_matches_the_block_and_its_gradients(kernel_size
 
 
 @needs_kernels
+def test_training_kernel_without_input_gradient_gives_zeros_and_the_same_parameter_gradients():
+    full, data_input = _twin_blocks(3, 2, seed=8)
+    full.training_kernel = TdnnTrainingKernel(full, bf16=False)
+    data_input.training_kernel = TdnnTrainingKernel(data_input, bf16=False, input_gradient=False)
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((2, 13, 12)).astype(np.float32)
+    weights = rng.uniform(-1, 1, (2, 13, 20)).astype(np.float32)
+    _, dx, dparams = _training_gradients(full, x, weights)
+    _, no_dx, no_dx_params = _training_gradients(data_input, x, weights)
+    assert np.abs(dx).max() > 0 and not no_dx.any()
+    for name, gradient in dparams.items():
+        np.testing.assert_array_equal(no_dx_params[name], gradient, err_msg=name)
+
+
+@needs_kernels
+@pytest.mark.parametrize("shape", [(3, 7, 300), (1, 1, 5), (2, 40, 256)])
+def test_time_max_kernel_is_the_maximum_over_frames(shape):
+    x = np.random.default_rng(shape[2]).standard_normal(shape).astype(np.float32)
+    found = KernelTimeMax()(Tensor(x)).asnumpy()
+    np.testing.assert_array_equal(found, x.max(axis=1, keepdims=True))
+    weights = Tensor(np.ones((shape[0], 1, shape[2]), np.float32))
+    grad = ms.grad(_WeightedSum(KernelTimeMax()), grad_position=0)(Tensor(x), weights).asnumpy()
+    assert grad.shape == shape and not grad.any()
+
+
+@needs_kernels
 def test_bf16_training_kernel_against_a_numpy_emulation():
     block = randomise(TDNNBlock(12, 20, 3, 2), seed=4)
     block.set_train(True)
@@ -356,18 +382,28 @@ def test_training_kernel_results_do_not_depend_on_thread_timing():
 
 
 @needs_kernels
-def test_float32_kernels_give_the_network_gradients_of_mindspore():
+@pytest.mark.parametrize("input_gradient", [True, False])
+def test_float32_kernels_give_the_network_gradients_of_mindspore(input_gradient):
     network, twin = tiny_network(), tiny_network()
     for target, source in zip(twin.get_parameters(), network.get_parameters()):
         target.set_data(Tensor(source.asnumpy().copy()))
-    apply_cpu_kernels(twin, "float32", "CPU")
-    assert any(block.training_kernel is not None for _, block in twin.cells_and_names() if isinstance(block, TDNNBlock))
+    apply_cpu_kernels(twin, "float32", "CPU", input_gradient=input_gradient)
+    blocks = [block for _, block in twin.cells_and_names() if isinstance(block, TDNNBlock)]
+    assert all(block.training_kernel is not None for block in blocks)
+    # Only the block that reads the features may skip its input's gradient.
+    skips = [int(block.training_kernel.geometry.asnumpy()[3]) == 0 for block in blocks]
+    assert skips == [block is twin.layer1 and not input_gradient for block in blocks]
     rng = np.random.default_rng(13)
     features = rng.standard_normal((3, 50, 80)).astype(np.float32)
     weights = rng.standard_normal((3, 8)).astype(np.float32)
-    embeddings, _, grads = _training_gradients(network, features, weights)
-    twin_embeddings, _, twin_grads = _training_gradients(twin, features, weights)
+    embeddings, features_grad, grads = _training_gradients(network, features, weights)
+    twin_embeddings, twin_features_grad, twin_grads = _training_gradients(twin, features, weights)
     np.testing.assert_allclose(twin_embeddings, embeddings, rtol=1e-4, atol=1e-4)
+    if input_gradient:
+        scale = np.abs(features_grad).max()
+        assert scale > 0 and np.abs(twin_features_grad - features_grad).max() <= 3e-4 * scale
+    else:
+        assert not twin_features_grad.any()
     assert set(twin_grads) == set(grads)
     # Some gradients are zero but for rounding (a bias before a batch norm or a softmax over
     # time): each is compared on its own scale, but at least 1e-3 of the largest gradient's.

@@ -1,4 +1,4 @@
-"""MindSpore Cells on the custom CPU kernels (runtime.cc, matmul.cc, tdnn.cc), with gradients.
+"""MindSpore Cells on the custom CPU kernels (runtime.cc, matmul.cc, tdnn.cc, reduce.cc), with gradients.
 
 Each Cell takes a ``bf16`` flag: True rounds the products' inputs to bfloat16 (nearest even)
 and sums in float32, about twice as fast as float32 products on a CPU with AVX512-BF16;
@@ -9,6 +9,7 @@ False multiplies in float32. Inputs and outputs are float32 either way.
 - ``TdnnInferenceKernel(block, bf16)``: a folded inference TDNNBlock in one call.
 - ``TdnnTrainingKernel(block, bf16)``: a training-mode TDNNBlock in one call, and its
   gradient in another.
+- ``KernelTimeMax()``: the maximum over frames, (N, T, C) -> (N, 1, C), without a gradient.
 - ``use_kernels(network, bf16)``: puts them into a network, in place.
 
 ``unavailable_reason()`` says why the kernels cannot run here (not built, no AVX512-BF16),
@@ -70,9 +71,10 @@ def bfloat16_bits(values):
     return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16).view(np.int16)
 
 
-def _geometry(conv, bf16):
-    """The kernels' int32 (3,) description of a TimeConv1d: kernel size, dilation, bfloat16 or not."""
-    return Tensor(np.array([conv.kernel_size, conv.dilation, int(bf16)], np.int32))
+def _geometry(conv, bf16, input_gradient=True):
+    """The kernels' int32 (4,) description of a TimeConv1d: kernel size, dilation, bfloat16 or
+    not, and whether the gradient kernel computes the input's gradient (else zeros)."""
+    return Tensor(np.array([conv.kernel_size, conv.dilation, int(bf16), int(input_gradient)], np.int32))
 
 
 class KernelProduct(nn.Cell):
@@ -90,6 +92,20 @@ class KernelProduct(nn.Cell):
 
     def bprop(self, x, w, out, dout):
         return self.input_gradient(dout, w, self.flag), self.weight_gradient(dout, x, self.flag)
+
+
+class KernelTimeMax(nn.Cell):
+    """x (N, T, C) -> its maximum over frames (N, 1, C); a stop-gradient quantity (zero gradient)."""
+
+    def __init__(self):
+        super().__init__()
+        self.kernel = _custom("EcapaTimeMax")
+
+    def construct(self, x):
+        return self.kernel(x)
+
+    def bprop(self, x, out, dout):
+        return (ops.zeros_like(x),)
 
 
 class TdnnInferenceKernel(nn.Cell):
@@ -127,11 +143,13 @@ class TdnnTrainingKernel(nn.Cell):
     out = gamma * (r - mean) / sqrt(variance + eps) + beta with r = relu(conv(x) + bias)
     (the activations, kept for the gradient) and the batch mean and biased variance of r.
     The ReLU, batch norm and their gradients are float32 passes of the same calls.
+    ``input_gradient`` False gives x a zero gradient, skipping its product: for a block whose
+    input is the data.
     """
 
-    def __init__(self, block, bf16=True):
+    def __init__(self, block, bf16=True, input_gradient=True):
         super().__init__()
-        self.geometry = _geometry(block.conv, bf16)
+        self.geometry = _geometry(block.conv, bf16, input_gradient)
         self.eps = Tensor(np.array([block.norm.eps], np.float32))
         self.forward = _custom("EcapaTdnnTraining", outputs=4)
         self.gradient = _custom("EcapaTdnnTrainingGrad", outputs=5)
@@ -144,11 +162,16 @@ class TdnnTrainingKernel(nn.Cell):
         return self.gradient(x, weight, gamma, activations, mean, variance, dout[0], self.eps, self.geometry)
 
 
-def use_kernels(network, bf16=True):
+def use_kernels(network, bf16=True, input_gradient=True):
     """Run ``network``'s products and TDNN blocks on the kernels, in place; returns how many
     cells changed.
 
-    Every product named by a cell's ``kernel_products`` becomes a KernelProduct. Each
+    ``input_gradient`` False: the network's input needs no gradient (training on data), so
+    the block named by the network's ``input_block`` attribute, if it has one, skips it; a
+    gradient taken with respect to the network's input is then zero.
+
+    Every product named by a cell's ``kernel_products`` becomes a KernelProduct, every maximum
+    over time named by its ``kernel_time_max`` a KernelTimeMax. Each
     TDNNBlock with the shifted formulation gets a whole-block kernel: TdnnInferenceKernel in
     a folded inference copy (src/inference/folding.py), else TdnnTrainingKernel for training
     mode. Weights are read at this call for the inference kernels, so load them first.
@@ -156,10 +179,14 @@ def use_kernels(network, bf16=True):
     from src.inference.folding import ChannelAffine
     from src.model.layers import TDNNBlock
 
+    first = getattr(network, getattr(network, "input_block", ""), None) if not input_gradient else None
     changed = 0
     for _, cell in network.cells_and_names():
         for attribute in getattr(cell, "kernel_products", ()):
             setattr(cell, attribute, KernelProduct(bf16))
+            changed += 1
+        for attribute in getattr(cell, "kernel_time_max", ()):
+            setattr(cell, attribute, KernelTimeMax())
             changed += 1
     for _, cell in list(network.cells_and_names()):
         if not (isinstance(cell, TDNNBlock) and cell.conv.shifted):
@@ -167,6 +194,6 @@ def use_kernels(network, bf16=True):
         if isinstance(cell.norm, ChannelAffine):
             cell.inference_kernel = TdnnInferenceKernel(cell, bf16)
         else:
-            cell.training_kernel = TdnnTrainingKernel(cell, bf16)
+            cell.training_kernel = TdnnTrainingKernel(cell, bf16, input_gradient=cell is not first)
         changed += 1
     return changed

@@ -4,8 +4,9 @@
 // Shapes: x (N, T, C_in); weight (C_out, k * C_in), row o listing tap 0's input channels, then
 // tap 1's, ...; the convolution is 'same'-padded and dilated, tap j reading frame
 // t + j * dilation - dilation * (k - 1) / 2 (zero outside the utterance). Its k time-shifted
-// copies of x are written straight into the product's packed operand. geometry, int32 (3,):
-// k (odd), dilation, and 1 for bfloat16 operands (AVX512-BF16 needed) or 0 for float32.
+// copies of x are written straight into the product's packed operand. geometry, int32 (4,):
+// k (odd), dilation, 1 for bfloat16 operands (AVX512-BF16 needed) or 0 for float32, and 1 when
+// the gradient kernel computes dx or 0 when it writes zeros there instead (the input is data).
 //
 //   EcapaTdnnInference: x, weight, epilogue (3, C_out): rows bias, scale, shift, geometry
 //       -> relu(conv(x) + bias) * scale + shift                     (a folded inference block)
@@ -14,7 +15,8 @@
 //       -> y, activations r = relu(conv(x) + bias) (N, T, C_out), batch mean and biased
 //          variance of r per channel (C_out,); y = gamma (r - mean) / sqrt(variance + eps) + beta
 //   EcapaTdnnTrainingGrad: x, weight, gamma, r, mean, variance, dy, eps, geometry
-//       -> dx, dweight, dbias, dgamma, dbeta                        (the gradient of the above)
+//       -> dx (zeros unless geometry asks for it), dweight, dbias, dgamma, dbeta
+//                                                                    (the gradient of the above)
 //
 // Channel sums are accumulated in float within blocks of rows and in double across them
 // (see channel_sums). The kernels need AVX-512 (they run only where EcapaKernelsNativeBf16
@@ -38,6 +40,7 @@ using ecapa::Variant;
 struct Geometry {
   int64_t batch, frames, in_channels, out_channels, taps, dilation;
   Precision precision;
+  bool input_gradient;
   int64_t rows() const { return batch * frames; }
   int64_t width() const { return taps * in_channels; }
   int64_t half_width() const { return dilation * (taps - 1) / 2; }
@@ -177,7 +180,7 @@ void dz_row(const float* __restrict r, const float* __restrict dy, const float* 
 bool read_geometry(int inputs, int nparam, int expected_nparam, const char** dtypes, const int* ndims,
                    int64_t** shapes, void** params, Geometry* g) {
   if (nparam != expected_nparam || ndims[0] != 3 || ndims[1] != 2 || ndims[inputs - 1] != 1 ||
-      shapes[inputs - 1][0] != 3 || std::strcmp(dtypes[inputs - 1], "int32") != 0) {
+      shapes[inputs - 1][0] != 4 || std::strcmp(dtypes[inputs - 1], "int32") != 0) {
     return false;
   }
   const int32_t* geometry = static_cast<int32_t*>(params[inputs - 1]);
@@ -187,7 +190,7 @@ bool read_geometry(int inputs, int nparam, int expected_nparam, const char** dty
     if (i != inputs - 1 && !packed_weight && std::strcmp(dtypes[i], "float32") != 0) return false;
   }
   *g = Geometry{shapes[0][0], shapes[0][1], shapes[0][2], shapes[1][0], geometry[0], geometry[1],
-                bf16 ? Precision::kBf16 : Precision::kF32};
+                bf16 ? Precision::kBf16 : Precision::kF32, geometry[3] != 0};
   return g->taps >= 1 && g->taps % 2 == 1 && g->dilation >= 1 && shapes[1][1] == g->width();
 }
 
@@ -297,7 +300,9 @@ int EcapaTdnnTrainingGrad(int nparam, void** params, int* ndims, int64_t** shape
   for (int64_t c = 0; c < channels; ++c) dbias[c] = static_cast<float>(bias_sums[c]);
   try {
     const void* packed_weight = weight_operand(weight, g);
-    if (g.taps == 1) {  // the product is dx itself
+    if (!g.input_gradient) {
+      std::fill(dx, dx + rows * g.in_channels, 0.0f);
+    } else if (g.taps == 1) {  // the product is dx itself
       ecapa::run_product(Variant::kNN, g.precision, packed_dz, packed_weight, dx, rows, g.width(), channels);
     } else {
       float* d_shifted = static_cast<float*>(ecapa::scratch(3, sizeof(float) * rows * g.width()));

@@ -35,6 +35,13 @@ def time_sum(x):
     return ops.bmm(ops.ones((x.shape[0], 1, x.shape[1]), x.dtype), x)
 
 
+class TimeMax(nn.Cell):
+    """The largest value over frames: (N, T, C) -> (N, 1, C)."""
+
+    def construct(self, x):
+        return x.max(axis=1, keepdims=True)
+
+
 def channel_mask(mask, channels):
     """A frame mask (N, T, 1) repeated over ``channels``: (N, T, channels), for same-shape products."""
     return ops.tile(mask, (1, 1, channels))
@@ -142,8 +149,10 @@ class AttentiveStatsPooling(nn.Cell):
     never built, and the softmax's normalisation is applied to the (N, 1, C) sums.
     """
 
-    # Its x @ W^T products may run on the CPU kernels (src/kernels/cells.py use_kernels).
+    # Its x @ W^T products and its maximum over time may run on the CPU kernels
+    # (src/kernels/cells.py use_kernels).
     kernel_products = ("matmul",)
+    kernel_time_max = ("time_max",)
 
     def __init__(self, channels, attention_channels, impl):
         super().__init__()
@@ -151,6 +160,7 @@ class AttentiveStatsPooling(nn.Cell):
         self.tanh = nn.Tanh()
         self.logits = TimeConv1d(attention_channels, channels, 1, impl=impl)
         self.matmul = ops.MatMul(transpose_b=True)
+        self.time_max = TimeMax()
 
     def _attention_hidden(self, x, mean, std):
         """The attention TDNN block applied to [x, mean, std] (statistics repeated over T): (N, T, A)."""
@@ -181,7 +191,7 @@ class AttentiveStatsPooling(nn.Cell):
         if real is not None:
             logits = logits * real + (1 - real) * PADDED_LOGIT
         # exp(logit - its maximum over time): the softmax numerators, at most 1.
-        peak = ops.stop_gradient(logits.max(axis=1, keepdims=True))
+        peak = ops.stop_gradient(self.time_max(logits))
         numerators = ops.exp(logits - ops.tile(peak, (1, frames, 1)))
         weighted = numerators * x
         mean, std = _mean_and_std(time_sum(weighted), time_sum(weighted * x), time_sum(numerators))
@@ -193,10 +203,12 @@ class ECAPA_TDNN(nn.Cell):
 
     ``impl`` selects the convolution formulation ('shifted' for CPU, 'native' for
     Ascend/GPU); parameters are identical either way. ``accepts_frame_mask``: it embeds
-    zero-padded batches exactly given their frame mask (module docstring).
+    zero-padded batches exactly given their frame mask (module docstring). ``input_block``:
+    the child cell that receives the features.
     """
 
     accepts_frame_mask = True
+    input_block = "layer1"  # the child that receives the features (src/kernels/cells.py use_kernels)
 
     def __init__(self, in_channels=80, channels=1024, mfa_channels=1536, attention_channels=128,
                  se_channels=128, scale=8, emb_size=192, impl="shifted"):

@@ -65,7 +65,7 @@ def train(config):
     impl = conv_impl(config, device)
     precision = amp_level(config, device)
     network = apply_mixed_precision(build_embedding_network(config, impl), precision)
-    apply_cpu_kernels(network, config.cpu_kernels, device, config.num_threads, precision)
+    apply_cpu_kernels(network, config.cpu_kernels, device, config.num_threads, precision, input_gradient=False)
     validator = Validator(config, network) if config.valid_list and rank == 0 else None
     if config.init_from:
         require_files(config, "init_from")
