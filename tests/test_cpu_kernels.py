@@ -10,8 +10,9 @@ from mindspore import Tensor, nn, ops
 
 from src.kernels import build as kernel_build
 from src.inference.folding import ChannelAffine, fold_batch_norm, fold_tdnn_block
-from src.kernels.cells import (KernelProduct, KernelTimeMax, TdnnInferenceKernel, TdnnTrainingKernel,
-                               bfloat16_bits, unavailable_reason)
+from src.kernels.cells import (KernelProduct, KernelTimeMax, SqueezeExcitationKernel, TdnnInferenceKernel,
+                               TdnnTrainingKernel, bfloat16_bits, unavailable_reason)
+from src.model.ecapa_tdnn import SqueezeExcitation
 from src.model.layers import TDNNBlock
 from src.config import ConfigError, load_config
 from src.runtime import apply_cpu_kernels
@@ -294,6 +295,45 @@ def test_training_kernel_without_input_gradient_gives_zeros_and_the_same_paramet
     assert np.abs(dx).max() > 0 and not no_dx.any()
     for name, gradient in dparams.items():
         np.testing.assert_array_equal(no_dx_params[name], gradient, err_msg=name)
+
+
+class _Masked(nn.Cell):
+    """A squeeze-excitation cell applied with a fixed frame mask."""
+
+    def __init__(self, cell, mask):
+        super().__init__()
+        self.cell = cell
+        self.mask = mask
+
+    def construct(self, x):
+        return self.cell(x, self.mask)
+
+
+@needs_kernels
+@pytest.mark.parametrize("frames", [1, 17])
+def test_squeeze_excitation_kernel_matches_the_cell_and_its_gradients(frames):
+    plain, fused = SqueezeExcitation(300, 8, "shifted"), SqueezeExcitation(300, 8, "shifted")
+    randomise(plain, seed=frames)
+    for target, source in zip(fused.get_parameters(), plain.get_parameters()):
+        target.set_data(Tensor(source.asnumpy().copy()))
+    fused.kernel = SqueezeExcitationKernel()
+    rng = np.random.default_rng(frames)
+    x = rng.standard_normal((3, frames, 300)).astype(np.float32)
+    weights = rng.uniform(-1, 1, (3, frames, 300)).astype(np.float32)
+    out, dx, dparams = _training_gradients(plain, x, weights)
+    fused_out, fused_dx, fused_dparams = _training_gradients(fused, x, weights)
+    np.testing.assert_allclose(fused_out, out, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fused_dx, dx, rtol=1e-4, atol=1e-5)
+    assert set(fused_dparams) == set(dparams) == {"squeeze.weight", "squeeze.bias", "excite.weight", "excite.bias"}
+    for name, gradient in dparams.items():
+        assert np.abs(gradient).max() > 0, name
+        np.testing.assert_allclose(fused_dparams[name], gradient, rtol=1e-4, atol=1e-5, err_msg=name)
+    # With a frame mask the cell's own ops run: the average is over the real frames only.
+    mask = np.ones((3, frames, 1), np.float32)
+    mask[1, frames // 2 + 1:] = 0
+    masked = _Masked(fused, Tensor(mask))(Tensor(x)).asnumpy()
+    np.testing.assert_allclose(masked, _Masked(plain, Tensor(mask))(Tensor(x)).asnumpy(), rtol=1e-5, atol=1e-6)
+    assert (frames == 1) == np.allclose(masked, out, rtol=1e-5, atol=1e-6)
 
 
 @needs_kernels

@@ -13,7 +13,7 @@ import sys
 import sysconfig
 
 KERNEL_DIR = os.path.dirname(os.path.abspath(__file__))
-SOURCES = [os.path.join(KERNEL_DIR, name) for name in ("runtime.cc", "matmul.cc", "tdnn.cc", "reduce.cc")]
+SOURCES = [os.path.join(KERNEL_DIR, name) for name in ("runtime.cc", "matmul.cc", "tdnn.cc", "se.cc", "reduce.cc")]
 LIBRARY = os.path.join(KERNEL_DIR, "build", "libecapa_kernels.so")
 
 

@@ -1,4 +1,5 @@
-"""MindSpore Cells on the custom CPU kernels (runtime.cc, matmul.cc, tdnn.cc, reduce.cc), with gradients.
+"""MindSpore Cells on the custom CPU kernels (runtime.cc, matmul.cc, tdnn.cc, se.cc, reduce.cc), with
+gradients.
 
 Each Cell takes a ``bf16`` flag: True rounds the products' inputs to bfloat16 (nearest even)
 and sums in float32, about twice as fast as float32 products on a CPU with AVX512-BF16;
@@ -8,6 +9,8 @@ False multiplies in float32. Inputs and outputs are float32 either way.
   dy^T @ x, are products of the same precision (as under PyTorch's bf16 autocast).
 - ``TdnnInferenceKernel(block, bf16)``: a folded inference TDNNBlock in one call.
 - ``TdnnTrainingKernel(block, bf16)``: a training-mode TDNNBlock in one call, and its
+  gradient in another.
+- ``SqueezeExcitationKernel()``: a squeeze-excitation cell in one call (float32), and its
   gradient in another.
 - ``KernelTimeMax()``: the maximum over frames, (N, T, C) -> (N, 1, C), without a gradient.
 - ``use_kernels(network, bf16)``: puts them into a network, in place.
@@ -162,21 +165,45 @@ class TdnnTrainingKernel(nn.Cell):
         return self.gradient(x, weight, gamma, activations, mean, variance, dout[0], self.eps, self.geometry)
 
 
+class SqueezeExcitationKernel(nn.Cell):
+    """A squeeze-excitation cell in one float32 call, and its gradient in another.
+
+    ``(x (N, T, C), w1 (B, C), b1 (B,), w2 (C, B), b2 (C,))`` -> ``(x * g (N, T, C), the time
+    average s (N, C), h = relu(s w1^T + b1) (N, B), the gates g = sigmoid(h w2^T + b2) (N, C))``;
+    s, h and g are kept for the gradient. Its products are small (one row per utterance), so
+    they stay float32 with either precision.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.forward = _custom("EcapaSqueezeExcitation", outputs=4)
+        self.gradient = _custom("EcapaSqueezeExcitationGrad", outputs=5)
+
+    def construct(self, x, w1, b1, w2, b2):
+        return self.forward(x, w1, b1, w2, b2)
+
+    def bprop(self, x, w1, b1, w2, b2, out, dout):
+        _, summary, hidden, gates = out
+        return self.gradient(x, w1, w2, summary, hidden, gates, dout[0])
+
+
 def use_kernels(network, bf16=True, input_gradient=True):
-    """Run ``network``'s products and TDNN blocks on the kernels, in place; returns how many
-    cells changed.
+    """Run ``network``'s products, TDNN blocks and squeeze-excitation on the kernels, in place;
+    returns how many cells changed.
+
+    Every product named by a cell's ``kernel_products`` becomes a KernelProduct, and every
+    maximum over time named by its ``kernel_time_max`` a KernelTimeMax. Each
+    SqueezeExcitation (shifted formulation) gets a SqueezeExcitationKernel. Each TDNNBlock
+    with the shifted formulation gets a whole-block kernel: TdnnInferenceKernel in a folded
+    inference copy (src/inference/folding.py), else TdnnTrainingKernel for training mode.
+    Weights are read at this call for the inference kernels, so load them first.
 
     ``input_gradient`` False: the network's input needs no gradient (training on data), so
     the block named by the network's ``input_block`` attribute, if it has one, skips it; a
     gradient taken with respect to the network's input is then zero.
-
-    Every product named by a cell's ``kernel_products`` becomes a KernelProduct, every maximum
-    over time named by its ``kernel_time_max`` a KernelTimeMax. Each
-    TDNNBlock with the shifted formulation gets a whole-block kernel: TdnnInferenceKernel in
-    a folded inference copy (src/inference/folding.py), else TdnnTrainingKernel for training
-    mode. Weights are read at this call for the inference kernels, so load them first.
     """
     from src.inference.folding import ChannelAffine
+    from src.model.ecapa_tdnn import SqueezeExcitation
     from src.model.layers import TDNNBlock
 
     first = getattr(network, getattr(network, "input_block", ""), None) if not input_gradient else None
@@ -189,6 +216,9 @@ def use_kernels(network, bf16=True, input_gradient=True):
             setattr(cell, attribute, KernelTimeMax())
             changed += 1
     for _, cell in list(network.cells_and_names()):
+        if isinstance(cell, SqueezeExcitation) and cell.squeeze.shifted:
+            cell.kernel = SqueezeExcitationKernel()
+            changed += 1
         if not (isinstance(cell, TDNNBlock) and cell.conv.shifted):
             continue
         if isinstance(cell.norm, ChannelAffine):

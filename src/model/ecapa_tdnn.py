@@ -91,7 +91,11 @@ class Res2Conv(nn.Cell):
 
 
 class SqueezeExcitation(nn.Cell):
-    """Channel gates from the time average: (N, T, C) -> (N, T, C) scaled per channel."""
+    """Channel gates from the time average: (N, T, C) -> (N, T, C) scaled per channel.
+
+    ``kernel`` (src.kernels.cells.use_kernels sets it; None otherwise) computes the whole
+    cell in one call, and its gradient in another, for unpadded input.
+    """
 
     def __init__(self, channels, bottleneck, impl):
         super().__init__()
@@ -99,9 +103,13 @@ class SqueezeExcitation(nn.Cell):
         self.excite = TimeConv1d(bottleneck, channels, 1, impl=impl)
         self.relu = nn.ReLU()
         self.sigmoid = nn.Sigmoid()
+        self.kernel = None
 
     def construct(self, x, mask=None):
         """x (N, T, C); mask (N, T, 1) of real frames or None: the average is over the real frames."""
+        if self.kernel is not None and mask is None:
+            return self.kernel(x, self.squeeze.weight_matrix(), self.squeeze.bias, self.excite.weight_matrix(),
+                               self.excite.bias)[0]
         frames = x.shape[1]
         if mask is None:
             summary = time_sum(x) / frames
