@@ -21,13 +21,15 @@ from src.checkpoint import read_checkpoint
 from src.model.aam_softmax import AAMSoftmax
 from src.model.speaker_loss import SpeakerLoss
 from src.fileio import DiskFullError, OutputError
+from src.kernels.cells import unavailable_reason
+from src.runtime import apply_cpu_kernels
 from src.train.checkpoint import CheckpointError, CheckpointManager, TrainingState, prepare_checkpoint_folder
 from src.train.margin_schedule import MarginSchedule
 from src.train.step import TrainStep
 
 
-def _tiny_step(learning_rate=3e-3, grad_clip=5.0):
-    network = tiny_network(in_channels=10)
+def _tiny_step(learning_rate=3e-3, grad_clip=5.0, kernels="none"):
+    network = apply_cpu_kernels(tiny_network(in_channels=10), kernels, "CPU", input_gradient=False)
     loss_net = SpeakerLoss(network, AAMSoftmax(8, 4))
     optimizer = nn.Adam(loss_net.trainable_params(), learning_rate=learning_rate)
     step = TrainStep(loss_net, optimizer, grad_clip=grad_clip)
@@ -35,8 +37,11 @@ def _tiny_step(learning_rate=3e-3, grad_clip=5.0):
     return step
 
 
-def test_loss_falls_when_training_on_separable_speakers(rng):
-    step = _tiny_step()
+@pytest.mark.parametrize("kernels", ["none", "float32", "bf16"])
+def test_loss_falls_when_training_on_separable_speakers(rng, kernels):
+    if kernels != "none" and unavailable_reason() is not None:
+        pytest.skip(f"CPU kernels: {unavailable_reason()}")
+    step = _tiny_step(kernels=kernels)
     centres = rng.standard_normal((4, 1, 10)).astype(np.float32)
     losses = []
     for _ in range(40):
