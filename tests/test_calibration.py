@@ -268,3 +268,34 @@ def test_postprocess_applies_a_calibration_file(tmp_path):
     refused = postprocess(f"--calibration_file={tmp_path / 'asnorm.json'}")
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert "fitted on 'cosine, AS-norm' scores, but the settings give 'cosine' scores" in refused.stderr
+
+
+def test_cross_validated_calibration_never_fits_on_a_trials_own_speakers(monkeypatch):
+    from benchmarks import calibration_crossval as crossval
+    speakers = [f"s{index}" for index in range(8)]
+    groups = crossval.speaker_groups(speakers, 4)
+    assert groups == {"s0": 0, "s1": 1, "s2": 2, "s3": 3, "s4": 0, "s5": 1, "s6": 2, "s7": 3}
+    names = [f"{speaker}/u{take}.wav" for speaker in speakers for take in range(3)]
+    trials = [Trial(target=a.split("/")[0] == b.split("/")[0], utt_a=a, utt_b=b)
+              for i, a in enumerate(names) for b in names[i + 1:]]
+    cells = crossval.trial_cells(trials, groups)
+    labels = np.array([trial.target for trial in trials])
+    # The score of each trial is its index, so a fit's scores name the trials it was given.
+    scores = np.arange(len(trials), dtype=np.float64)
+    fitted_cells = []
+
+    def recording_fit(kind, fit_labels, prior, fit_scores, *qualities, **record):
+        fitted_cells.append(cells[fit_scores.astype(int)])
+        return fit_calibration(kind, fit_labels, prior, fit_scores, *qualities, **record)
+
+    monkeypatch.setattr(crossval, "fit_calibration", recording_fit)
+    ones = np.ones((len(trials), 2))
+    llrs = crossval.cross_validated_llrs("linear", 0.5, labels, scores, ones, ones, cells)
+    measured = {tuple(cell) for cell in cells.tolist()}
+    assert len(fitted_cells) == len(measured) == 4 + 6
+    # Each fit used every group except those of one measured cell, and each cell had its fit.
+    left_out = sorted(tuple(sorted({0, 1, 2, 3} - set(fitted.ravel().tolist()))) for fitted in fitted_cells)
+    assert left_out == sorted(tuple(sorted(set(cell))) for cell in measured)
+    assert np.isfinite(llrs).all()
+    with pytest.raises(crossval.CrossValidationError, match="cannot fill 5 groups"):
+        crossval.speaker_groups(speakers, 5)
