@@ -20,8 +20,8 @@ address of machine 0), MASTER_PORT, NODE_RANK (0, 1, ...) and LOCAL_WORKER_NUM (
 
 Exit status: 0 when training finished; 1 for bad arguments (one "error:" line and the
 usage), an invalid rank table, or a failed rank-table or msrun training; train.py's own
-status for a failed standalone run; 130 when interrupted (Ctrl-C or SIGTERM, which stop
-every process the launcher started).
+status for a failed standalone run; 130 / 143 when interrupted by Ctrl-C / SIGTERM, which
+stop every process the launcher started.
 """
 import argparse
 import os
@@ -30,7 +30,6 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from src.cli import ArgumentParser, UsageError, run_main  # noqa: E402
-from src.launch.processes import terminate_as_interrupt  # noqa: E402
 from src.launch.runs import (MSRUN_TARGETS, TARGETS, Launcher, Nodes, run_msrun, run_rank_table,  # noqa: E402
                              run_standalone)
 
@@ -66,13 +65,12 @@ def main(argv=None):
     launcher = Launcher(command, os.getcwd(), os.environ.get("PYTHON", "python"), args.script)
     if args.script == "eval.py" and args.mode == "standalone":
         raise UsageError("a standalone evaluation needs no launcher: run eval.py or scripts/run_eval_*.sh")
-    with terminate_as_interrupt():
-        if args.mode == "standalone":
-            return run_standalone(launcher, args.target, args.arguments)
-        if args.mode == "rank_table":
-            return run_rank_table(launcher, args.arguments, os.environ.get("SERVER_ID", ""))
-        return run_msrun(launcher, args.target, args.arguments, os.environ.get("MASTER_PORT", ""),
-                         Nodes.from_environment(os.environ))
+    if args.mode == "standalone":
+        return run_standalone(launcher, args.target, args.arguments)
+    if args.mode == "rank_table":
+        return run_rank_table(launcher, args.arguments, os.environ.get("SERVER_ID", ""))
+    return run_msrun(launcher, args.target, args.arguments, os.environ.get("MASTER_PORT", ""),
+                     Nodes.from_environment(os.environ))
 
 
 if __name__ == "__main__":

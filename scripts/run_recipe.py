@@ -15,7 +15,9 @@ TRAIN_DIR holds train.txt and train/wav/, EVAL_DIR eval.txt and eval/wav/. Stage
     5 export     export.py (MindIR)                                 -> OUT_DIR/export/
 
 Each finished stage leaves OUT_DIR/stage<N>_<name>.done and is skipped when the recipe runs
-again (delete the file to redo it); an interrupted training stage resumes (resume=auto).
+again (delete the file to redo it); an interrupted training stage resumes (resume=auto). A
+SIGTERM or SIGINT is passed on to the running program, which stops cleanly (training saves
+its position), and the recipe exits with 143 / 130 without marking the stage done.
 --stage/--stop_stage limit the stages run. Every stage logs to OUT_DIR/logs/. The EER and
 minDCF of each scoring are printed; the last line is the final system's (AS-norm).
 Trailing --key=value settings go to every stage and win over the config files. MUSAN and
@@ -35,6 +37,7 @@ from src.cli import ArgumentParser, run_main  # noqa: E402
 from src.errors import InputError  # noqa: E402
 from src.evaluation.embeddings import copy_cache  # noqa: E402
 from src.fileio import write_lines  # noqa: E402
+from src.interrupts import Interrupted, signal_name  # noqa: E402
 
 STAGES = {1: "train", 2: "finetune", 3: "average", 4: "evaluate", 5: "export"}
 SCORINGS = (("cosine", "none"), ("AS-norm", "asnorm"))
@@ -114,15 +117,27 @@ class Recipe:
         with open(log_path, "w", encoding="utf-8") as log:
             log.write(" ".join(command) + "\n")
             log.flush()
-            result = subprocess.run(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
-            log.write(result.stdout)
-        if result.returncode:
+            # In a session of its own, the program hears a signal once: the one passed on here.
+            process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=log, text=True,
+                                       start_new_session=True)
+            try:
+                stdout, _ = process.communicate()
+            except Interrupted as interruption:
+                process.send_signal(interruption.signum)
+                stdout, _ = process.communicate()
+                log.write(stdout)
+                raise Interrupted(interruption.signum,
+                                  f"interrupted by {signal_name(interruption.signum)} in stage {stage} "
+                                  f"({STAGES[stage]}), which stopped with status {process.returncode} "
+                                  f"(see {log_path}); run the recipe again to continue") from None
+            log.write(stdout)
+        if process.returncode:
             with open(log_path, encoding="utf-8") as log:
                 tail = log.read().splitlines()[-LOG_TAIL_LINES:]
             sys.stderr.write("\n".join(tail) + "\n")
-            raise RecipeError(f"stage {stage} ({STAGES[stage]}) failed with status {result.returncode}; "
+            raise RecipeError(f"stage {stage} ({STAGES[stage]}) failed with status {process.returncode}; "
                               f"see {log_path}")
-        return result.stdout
+        return stdout
 
     def script(self, name, *arguments):
         return [self.python, os.path.join(REPO_ROOT, name), *arguments]

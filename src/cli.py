@@ -10,6 +10,7 @@ import logging
 import sys
 
 from src.errors import InputError
+from src.interrupts import Interrupted, interrupt_on_signals
 
 USAGE_ERROR_STATUS = 1
 
@@ -58,14 +59,20 @@ def setup_logging():
 def run_main(main, *args):
     """Call ``main(*args)``; an InputError prints 'error: <message>' and exits with status 1.
 
-    A ``main`` that returns an integer exits with it as the status.
+    A ``main`` that returns an integer exits with it as the status. SIGTERM and SIGINT
+    (Ctrl-C) stop it with their line, 'interrupted by SIGTERM ...', and the shell's status
+    143 / 130 (see src/interrupts.py).
     """
     setup_logging()
     try:
-        status = main(*args)
+        with interrupt_on_signals():
+            status = main(*args)
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(USAGE_ERROR_STATUS)
+    except Interrupted as interruption:
+        print(interruption, file=sys.stderr)
+        sys.exit(interruption.status)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

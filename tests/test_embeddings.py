@@ -1,5 +1,8 @@
 """Full-length embedding extraction, its cache, cohort choice and the evaluation workflow."""
 
+import os
+import signal
+
 import numpy as np
 import pytest
 from mindspore import Tensor
@@ -15,6 +18,7 @@ from src.evaluation.embeddings import (EmbeddingCache, EmbeddingError, Embedding
 from src.evaluation.evaluate import (EvaluationError, prepare_inputs, run_evaluation,
                                      select_cohort)
 from src.evaluation.report import read_scores
+from src.interrupts import Interrupted, interrupt_on_signals
 from src.model import build_embedding_network
 
 
@@ -148,6 +152,52 @@ def test_unreadable_cache_is_ignored(tmp_path):
     cache_file = tmp_path / "embeddings.npz"
     cache_file.write_bytes(b"not an npz file")
     assert EmbeddingCache(cache_file, "model A").entries == {}
+
+
+def test_a_damaged_cache_is_reported_once_and_rebuilt(extractor, audio_folder, tmp_path, caplog):
+    root, names = audio_folder
+    cache_file = tmp_path / "embeddings.npz"
+    complete, _ = extract_embeddings(extractor, names, str(root), EmbeddingCache(cache_file, "model A"))
+    content = cache_file.read_bytes()
+    for length in (0, 1, 30, len(content) // 2, len(content) - 1):
+        cache_file.write_bytes(content[:length])
+        caplog.clear()
+        table, stats = extract_embeddings(extractor, names, str(root), EmbeddingCache(cache_file, "model A"))
+        warnings = [record.getMessage() for record in caplog.records if record.name == "src.evaluation.embeddings"]
+        assert len(warnings) == 1 and "damaged embedding cache" in warnings[0] and "rebuilt" in warnings[0], length
+        assert (stats.extracted, stats.cached) == (3, 0)
+        np.testing.assert_array_equal(table.matrix, complete.matrix)
+        assert cache_file.read_bytes() == content, length
+        assert not [name for name in os.listdir(tmp_path) if name.startswith(".")]
+
+
+class SignalledExtractor:
+    """Embeds with ``extractor`` and sends this process ``signum`` while embedding utterance ``at``."""
+
+    def __init__(self, extractor, signum, at):
+        self.extractor, self.signum, self.at, self.calls = extractor, signum, at, 0
+        self.n_mels = extractor.n_mels
+
+    def compile(self):
+        return self.extractor.compile()
+
+    def embed_features(self, feats):
+        self.calls += 1
+        if self.calls == self.at:
+            os.kill(os.getpid(), self.signum)
+        return self.extractor.embed_features(feats)
+
+
+def test_a_signal_during_extraction_stops_it_and_keeps_the_cache_valid(extractor, audio_folder, tmp_path):
+    root, names = audio_folder
+    cache_file = tmp_path / "embeddings.npz"
+    with pytest.raises(Interrupted) as stopped, interrupt_on_signals():
+        extract_embeddings(SignalledExtractor(extractor, signal.SIGTERM, 2), names, str(root),
+                           EmbeddingCache(cache_file, "model A"))
+    assert stopped.value.status == 143 and str(stopped.value) == "interrupted by SIGTERM"
+    assert sorted(EmbeddingCache(cache_file, "model A").entries) == [str(root / names[0])]
+    table, stats = extract_embeddings(extractor, names, str(root), EmbeddingCache(cache_file, "model A"))
+    assert (stats.extracted, stats.cached) == (2, 1)
 
 
 def test_fingerprint_follows_model_content_and_settings(tmp_path):

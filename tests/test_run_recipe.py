@@ -1,8 +1,10 @@
 """scripts/run_recipe.sh: the five stages on a tiny corpus, stage ranges and skipping finished stages."""
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
 from fixtures import REPO_ROOT, TINY_NETWORK, write_tone_corpus
 from src.fileio import list_files
@@ -88,3 +90,24 @@ def test_bad_arguments_stop_with_one_error_line(tmp_path):
     data = _corpus(tmp_path)
     stages = _recipe(tmp_path, config, data, data, str(tmp_path / "out"), "--stage", "4", "--stop_stage", "2")
     assert stages.returncode == 1 and stages.stderr.strip().startswith("error: --stage 4 --stop_stage 2: need")
+
+
+def test_a_signal_to_the_recipe_stops_its_training_cleanly_and_leaves_the_stage_unfinished(tmp_path):
+    data = _corpus(tmp_path)
+    config = _yaml(tmp_path / "tiny.yaml", {**TINY_RECIPE, "num_epochs": 1000})
+    out = tmp_path / "out"
+    environment = {**os.environ, "PYTHON": sys.executable}
+    recipe = subprocess.Popen(["bash", RECIPE, config, data, data, str(out), "--stop_stage", "1"], cwd=tmp_path,
+                              env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = out / "logs" / "stage1_train.log"
+    deadline = time.time() + 300
+    while not (log.exists() and "first step, including graph compilation" in log.read_text()):
+        assert recipe.poll() is None and time.time() < deadline, "the training stage did not start"
+        time.sleep(0.05)
+    recipe.send_signal(signal.SIGTERM)
+    _, stderr = recipe.communicate(timeout=120)
+    assert recipe.returncode == 143
+    assert stderr.splitlines()[-1] == (f"interrupted by SIGTERM in stage 1 (train), which stopped with status 143 "
+                                       f"(see {log}); run the recipe again to continue")
+    assert re.search(r"interrupted by SIGTERM at epoch \d+ step \d+ .*--resume=auto continues", log.read_text())
+    assert not (out / "stage1_train.done").exists() and (out / "train" / "last").exists()

@@ -146,6 +146,39 @@ def test_sigkill_then_resume_continues_exactly(corpus, tmp_path):
         np.testing.assert_allclose(actual[name], expected[name], rtol=1e-5, atol=1e-6, err_msg=name)
 
 
+def _wait_for_line(path, text, process, seconds=300):
+    deadline = time.time() + seconds
+    while text not in path.read_text():
+        assert process.poll() is None and time.time() < deadline, f"no {text!r} in {path}"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_training_after_saving_its_position(corpus, tmp_path, signum):
+    run_dir, log = tmp_path / "run", tmp_path / "train.log"
+    with open(log, "w") as stderr:
+        process = subprocess.Popen(_train_command(corpus, run_dir, "--num_epochs=1000"), cwd=tmp_path,
+                                   stdout=subprocess.DEVNULL, stderr=stderr)
+        _wait_for_line(log, "first step, including graph compilation", process)
+        process.send_signal(signum)
+        status = process.wait(timeout=120)
+    # MindSpore turns a SIGINT that arrives during a step into a SIGTERM (src/interrupts.py).
+    name = {143: "SIGTERM", 130: "SIGINT"}[status] if signum == signal.SIGINT else "SIGTERM"
+    assert status == 128 + signal.Signals[name].value
+    stopped = re.fullmatch(rf"interrupted by {name} at epoch (\d+) step (\d+) \(global (\d+)\), saved (\S+); "
+                           r"--resume=auto continues", log.read_text().splitlines()[-1])
+    assert stopped, log.read_text()[-2000:]
+    epoch, step_in_epoch, step = (int(value) for value in stopped.groups()[:3])
+    assert stopped.group(4) == str(run_dir / f"ecapa-{epoch}_{step_in_epoch}.ckpt")
+    assert (run_dir / "last").read_text().split() == [f"ecapa-{epoch}_{step_in_epoch}.ckpt"]
+    assert int(read_checkpoint(stopped.group(4))["trained_steps"].asnumpy()) == step == 3 * (epoch - 1) + step_in_epoch
+    if signum == signal.SIGTERM:
+        resumed = _run(_train_command(corpus, run_dir, "--num_epochs=1000", "--resume=auto",
+                                      f"--max_steps={step + 1}"), cwd=tmp_path)
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        assert f"resumed from {stopped.group(4)} at step {step}" in resumed.stderr
+
+
 @pytest.mark.parametrize("problem,message", [
     ("class_num", r"^error: class_num: set to 5 but .*train.txt has 4 speakers$"),
     ("malformed", r"^error: .*train.txt:3: expected '<speaker> <relative/path.wav>', got 'id00000'$"),

@@ -35,6 +35,8 @@ import os
 import shutil
 import sys
 import time
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 
 import mindspore as ms
@@ -257,7 +259,8 @@ class EmbeddingCache:
 
     File arrays: ``fingerprint`` (0-d str), ``paths`` (U,) str, ``stamps`` (U,) str
     (see :func:`file_stamp`), ``embeddings`` (U, D) float32. A file of another
-    fingerprint, or one that cannot be read, is ignored and replaced on :meth:`save`.
+    fingerprint, or a damaged one (truncated, empty), is ignored with one log line and
+    replaced, atomically, on :meth:`save`.
     A ``read_only`` cache is read but never written (the non-gathering ranks of a
     distributed evaluation).
     """
@@ -280,8 +283,10 @@ class EmbeddingCache:
                 self.entries = {path: (stamp, vector) for path, stamp, vector in
                                 zip(stored["paths"].tolist(), stored["stamps"].tolist(),
                                     stored["embeddings"])}
-        except (OSError, ValueError, KeyError) as error:
-            logger.warning("%s: unreadable embedding cache (%s); not reused", self.path, error)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+            logger.warning("%s: damaged embedding cache (%s: %s); it is rebuilt", self.path,
+                           type(error).__name__, error)
+            self.entries = {}
 
     def get(self, path):
         """Cached (D,) embedding of audio file ``path``, or None if absent or the file changed."""
@@ -411,6 +416,10 @@ def extract_embeddings(extractor, names, root="", cache=None, description="embed
             stats.extracted += 1
             if cache is not None:
                 cache.put(path, vectors[name])
+    except KeyboardInterrupt:
+        kept = f"; the cache {cache.path} keeps them for the next run" if cache is not None else ""
+        logger.warning("%s: stopped after %d of %d utterances%s", description, stats.extracted, len(pending), kept)
+        raise
     finally:
         if cache is not None and stats.extracted:
             cache.save()

@@ -5,13 +5,13 @@
 - :class:`RankGroup` runs one process per rank, each the leader of its own session so that
   it and everything it starts can be signalled together; the first rank that fails is
   named and the others are stopped, since they would wait for it forever.
-- :func:`terminate_as_interrupt` turns SIGTERM into KeyboardInterrupt, so that the clean-up
-  done for a Ctrl-C (stopping the children) also runs when the launcher is terminated.
+
+A SIGTERM to the launcher raises :class:`src.interrupts.Interrupted`, a KeyboardInterrupt
+(``run_main``), so the clean-up done for a Ctrl-C (stopping the children) runs for it too.
 
 A child asked to stop gets SIGTERM and, if it is still running after ``grace_seconds``,
 SIGKILL.
 """
-import contextlib
 import os
 import signal
 import subprocess
@@ -22,19 +22,6 @@ from dataclasses import dataclass
 GRACE_SECONDS = 10.0
 POLL_SECONDS = 0.2
 CHUNK_BYTES = 65536
-
-
-@contextlib.contextmanager
-def terminate_as_interrupt():
-    """Within the block, SIGTERM raises KeyboardInterrupt (as a Ctrl-C does)."""
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _shell_status(returncode):

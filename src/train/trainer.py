@@ -1,5 +1,7 @@
 """The training run: builds everything from the config, loops, logs, validates and checkpoints."""
+import itertools
 import logging
+import os
 import sys
 import time
 
@@ -8,6 +10,7 @@ from mindspore import Tensor, nn
 
 from src.checkpoint import weights_fingerprint
 from src.config import ConfigError, format_config, require_dirs, require_files
+from src.interrupts import StopRequests
 from src.data.dataset import create_train_dataset, training_batches
 from src.model import build_embedding_network, build_head, count_parameters, model_entry
 from src.model.speaker_loss import SpeakerLoss
@@ -141,6 +144,15 @@ def _validate(validator, step_cell, epoch, window):
     return result.eer
 
 
+def _save_on_stop(manager, step_cell, epoch, step_in_epoch, step, run_settings, saved):
+    """The checkpoint of step ``step`` when a signal stops the run: saved now unless it just was."""
+    name = os.path.join(manager.folder, f"{manager.prefix}-{epoch}_{step_in_epoch}.ckpt")
+    if saved != name:
+        saved = manager.save(step_cell, epoch, step_in_epoch, step, None, run_settings)
+        LOGGER.info("saved %s", saved)
+    return saved
+
+
 def _loop(config, step_cell, optimizer, rates, dataset, steps_per_epoch, step, total_steps, manager,
           run_settings, margins, validator=None):
     """Run steps ``step..total_steps-1``; set the margin, log, validate and checkpoint on the way."""
@@ -157,52 +169,64 @@ def _loop(config, step_cell, optimizer, rates, dataset, steps_per_epoch, step, t
     # value waits for its step, so they are read only where a log line, checkpoint or
     # validation needs them; in between, an accelerator queues step after step.
     unread = []
-    for features, labels in training_batches(dataset):
-        if step >= total_steps:
-            break
-        margin = _set_margin(head, margins(step), margin)
-        loss, correct, was_skipped, scale = step_cell(features, labels)
-        unread.append((loss, correct, was_skipped, features.shape[0] * group_size))
-        step += 1
-        epoch, step_in_epoch = divmod(step - 1, steps_per_epoch)
-        epoch, step_in_epoch = epoch + 1, step_in_epoch + 1
-        end_of_epoch = step_in_epoch == steps_per_epoch
-        periodic = config.save_checkpoint_steps and step % config.save_checkpoint_steps == 0
-        logging_step = step % config.log_interval == 0 or step == total_steps
-        if step == first_step + 1 or logging_step or end_of_epoch or periodic:
-            for index, (loss, correct, was_skipped, samples) in enumerate(unread):
-                loss_value = float(loss.asnumpy())
-                skipped += int(was_skipped.asnumpy())
-                epoch_losses.append(loss_value)
-                if step > first_step + 1 or index > 0:
-                    window.add(loss_value, float(correct.asnumpy()), samples)
-            unread = []
-            if step == first_step + 1:
-                # Log windows start after the first step so samples/s excludes graph compilation.
-                LOGGER.info("first step, including graph compilation, took %.1f s",
-                            time.perf_counter() - window.started)
-                window.reset()
+    batches = training_batches(dataset)
+    # Starting MindSpore's data pipeline installs its own SIGTERM and SIGINT handlers (which end
+    # the process with status 0), so the run's own go in once the first batch is there.
+    first_batch = next(batches, None)
+    with StopRequests() as stop:
+        for features, labels in itertools.chain([first_batch] if first_batch else [], batches):
+            if step >= total_steps:
+                break
+            margin = _set_margin(head, margins(step), margin)
+            loss, correct, was_skipped, scale = step_cell(features, labels)
+            stop.reclaim()
+            unread.append((loss, correct, was_skipped, features.shape[0] * group_size))
+            step += 1
+            epoch, step_in_epoch = divmod(step - 1, steps_per_epoch)
+            epoch, step_in_epoch = epoch + 1, step_in_epoch + 1
+            end_of_epoch = step_in_epoch == steps_per_epoch
+            periodic = config.save_checkpoint_steps and step % config.save_checkpoint_steps == 0
+            logging_step = step % config.log_interval == 0 or step == total_steps
+            if step == first_step + 1 or logging_step or end_of_epoch or periodic:
+                for index, (loss, correct, was_skipped, samples) in enumerate(unread):
+                    loss_value = float(loss.asnumpy())
+                    skipped += int(was_skipped.asnumpy())
+                    epoch_losses.append(loss_value)
+                    if step > first_step + 1 or index > 0:
+                        window.add(loss_value, float(correct.asnumpy()), samples)
+                unread = []
+                if step == first_step + 1:
+                    # Log windows start after the first step so samples/s excludes graph compilation.
+                    LOGGER.info("first step, including graph compilation, took %.1f s",
+                                time.perf_counter() - window.started)
+                    window.reset()
+                if bar is not None:
+                    bar.set_postfix(loss=f"{loss_value:.3f}", epoch=epoch)
             if bar is not None:
-                bar.set_postfix(loss=f"{loss_value:.3f}", epoch=epoch)
-        if bar is not None:
-            bar.update(1)
-        if logging_step and window.steps:
-            elapsed = time.perf_counter() - window.started
-            position = min(int(optimizer.global_step.asnumpy()[0]), len(rates)) - 1
-            LOGGER.info("epoch %d step %d/%d (global %d) loss %.4f acc %.2f%% lr %.3e samples/s %.1f "
-                        "skipped %d scale %.0f margin %.4f", epoch, step_in_epoch, steps_per_epoch, step,
-                        window.loss / window.steps, 100.0 * window.correct / window.samples * group_size,
-                        rates[max(position, 0)], window.samples / elapsed, skipped, float(scale.asnumpy()),
-                        margin)
-            window.reset()
-        validating = validator is not None and end_of_epoch and validator.due(epoch)
-        valid_eer = _validate(validator, step_cell, epoch, window) if validating else None
-        if manager is not None and (end_of_epoch or periodic or step == total_steps):
-            epoch_loss = float(np.mean(epoch_losses)) if end_of_epoch else None
-            saved = manager.save(step_cell, epoch, step_in_epoch, step, epoch_loss, run_settings, valid_eer)
-            LOGGER.info("saved %s", saved)
-        if end_of_epoch:
-            epoch_losses = []
+                bar.update(1)
+            if logging_step and window.steps:
+                elapsed = time.perf_counter() - window.started
+                position = min(int(optimizer.global_step.asnumpy()[0]), len(rates)) - 1
+                LOGGER.info("epoch %d step %d/%d (global %d) loss %.4f acc %.2f%% lr %.3e samples/s %.1f "
+                            "skipped %d scale %.0f margin %.4f", epoch, step_in_epoch, steps_per_epoch, step,
+                            window.loss / window.steps, 100.0 * window.correct / window.samples * group_size,
+                            rates[max(position, 0)], window.samples / elapsed, skipped, float(scale.asnumpy()),
+                            margin)
+                window.reset()
+            validating = validator is not None and end_of_epoch and validator.due(epoch)
+            valid_eer = _validate(validator, step_cell, epoch, window) if validating else None
+            if manager is not None and (end_of_epoch or periodic or step == total_steps):
+                epoch_loss = float(np.mean(epoch_losses)) if end_of_epoch else None
+                saved = manager.save(step_cell, epoch, step_in_epoch, step, epoch_loss, run_settings, valid_eer)
+                LOGGER.info("saved %s", saved)
+            if end_of_epoch:
+                epoch_losses = []
+            if stop.signal_name:
+                position = f"at epoch {epoch} step {step_in_epoch} (global {step})"
+                if manager is None:
+                    raise stop.interruption(f"{position}; rank 0 saves the position")
+                saved = _save_on_stop(manager, step_cell, epoch, step_in_epoch, step, run_settings, saved)
+                raise stop.interruption(f"{position}, saved {saved}; --resume=auto continues")
     skipped += sum(int(was_skipped.asnumpy()) for _, _, was_skipped, _ in unread)
     if bar is not None:
         bar.close()
