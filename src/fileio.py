@@ -6,6 +6,8 @@
   one. A full disk becomes a one-line :class:`DiskFullError` and leaves no temporary file.
 - :func:`remove_stale_temporaries` deletes what killed writers left behind.
 - :func:`list_files` is the one directory scanner (sorted, hidden entries skipped).
+- :func:`text_lines` is the one reader of the project's text lists (UTF-8, a byte-order
+  mark accepted, a byte that is not UTF-8 named with its line).
 - :func:`check_writable_folder` and :func:`check_writable_file` test an output location
   before any expensive work is done for it.
 """
@@ -166,3 +168,29 @@ def list_files(root, suffix):
                 relative = name if relative_folder == "." else os.path.join(relative_folder, name)
                 found.append(relative.replace(os.sep, "/"))
     return sorted(found)
+
+
+class TextEncodingError(InputError):
+    """A list file that is not UTF-8 text."""
+
+
+UTF8_BOM = "\ufeff"
+
+
+def text_lines(path):
+    """Yield ``(line_number, line)`` (from 1, newline kept) of the UTF-8 text file ``path``.
+
+    A byte-order mark at the start (files saved on Windows) is dropped. A line that is not
+    UTF-8 raises :class:`TextEncodingError` naming the file, the line, the byte and its column.
+    """
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise TextEncodingError(
+                    f"{path}:{number}: not UTF-8 text (byte 0x{raw[error.start]:02x} at column {error.start + 1}); "
+                    "is it a text list? Save it as UTF-8") from None
+            if number == 1 and line.startswith(UTF8_BOM):
+                line = line[len(UTF8_BOM):]
+            yield number, line

@@ -1,5 +1,6 @@
 """Training data pipeline: sampling, sharding, resuming, labels and bad input."""
 import os
+import re
 
 import numpy as np
 import pytest
@@ -9,7 +10,8 @@ from src.data.audio import SAMPLE_RATE, write_audio
 from src.data.dataset import (BadAudioRegister, DataError, DrawSampler, TrainingSamples, create_train_dataset,
                               load_training_list, missing_files, training_batches)
 from src.data.features import log_mel
-from src.data.lists import ListFormatError
+from src.data.lists import ListFormatError, read_train_list
+from src.fileio import TextEncodingError
 
 
 _config = training_settings
@@ -123,6 +125,21 @@ def test_a_list_path_leaving_train_path_is_refused(tmp_path):
     with pytest.raises(ListFormatError, match=r"train.txt:5: utterance 'id00001/\.\./\.\./\.\./outside\.wav' "
                                               r"leaves the train_path folder"):
         load_training_list(_config(tmp_path, list_path, class_num=2))
+
+
+def test_a_list_in_another_encoding_names_line_and_byte_and_a_byte_order_mark_is_accepted(tmp_path):
+    list_path = write_tone_corpus(tmp_path, num_speakers=2, utterances=2)
+    text = open(list_path, encoding="utf-8").read()
+    with open(list_path, "w", encoding="utf-8-sig") as handle:
+        handle.write(text)
+    assert read_train_list(list_path).speakers == ["id00000", "id00001"]
+    lines = text.splitlines()
+    with open(list_path, "wb") as handle:
+        handle.write("".join(line + "\n" for line in lines[:2]).encode("utf-8"))
+        handle.write(lines[2].replace("id00001/", "id00001/\u00e9").encode("latin-1") + b"\n")
+    with pytest.raises(TextEncodingError, match=rf"^{re.escape(list_path)}:3: not UTF-8 text "
+                                                r"\(byte 0xe9 at column 17\)"):
+        read_train_list(list_path)
 
 
 def test_repeated_list_lines_are_counted_in_a_warning(tmp_path, caplog):

@@ -160,6 +160,14 @@ def test_verify_prints_score_and_decision(workspace, reference, eval_script, cap
     assert printed[1].startswith("uncalibrated decision: raw score (cosine) >= threshold")
 
 
+def test_verify_a_file_against_itself_scores_one(workspace, eval_script, capsys):
+    root, _ = workspace
+    wave = str(root / "data/eval/spk0/v1/00000.wav")
+    eval_script.main(["--config", str(root / "tiny.yaml"), "--model_path", str(root / "exported.ckpt"),
+                      "--verify", wave, wave])
+    assert capsys.readouterr().out.splitlines()[0] == "score = 1.0000  threshold = 0.5  ACCEPT"
+
+
 def test_extract_writes_one_vector_per_listed_file(workspace, reference, eval_script, tmp_path):
     root, _ = workspace
     absolute = root / "data/eval/spk2/v1/00002.wav"
@@ -234,6 +242,8 @@ def test_malformed_trial_line_and_missing_inputs(workspace, eval_script, tmp_pat
         (["--model_path", str(tmp_path / "none.ckpt")], "model_path: file"),
         (["--verify", str(tmp_path / "a.wav"), str(tmp_path / "b.wav")], "a.wav: audio file not found"),
         (["--extract", str(tmp_path / "list.txt"), str(tmp_path)], "list.txt: list file not found"),
+        (["--eval_list", str(root / "data/eval/spk0/v1/00000.wav")],
+         f"{root / 'data/eval/spk0/v1/00000.wav'}:1: not UTF-8 text (byte 0x"),
     ]
     for arguments, message in cases:
         argv = ["--config", str(root / "tiny.yaml"), "--model_path", str(root / "exported.ckpt"),

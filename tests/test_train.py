@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ from src.fileio import DiskFullError, OutputError
 from src.kernels.cells import unavailable_reason
 from src.runtime import apply_cpu_kernels
 from src.train.checkpoint import CheckpointError, CheckpointManager, TrainingState, prepare_checkpoint_folder
+from src.train.folder_lock import LOCK_NAME, FolderInUseError, claim_folder
 from src.train.margin_schedule import MarginSchedule
 from src.train.step import TrainStep
 
@@ -177,6 +179,57 @@ def test_a_signal_stops_training_after_saving_its_position(corpus, tmp_path, sig
                                       f"--max_steps={step + 1}"), cwd=tmp_path)
         assert resumed.returncode == 0, resumed.stderr[-2000:]
         assert f"resumed from {stopped.group(4)} at step {step}" in resumed.stderr
+
+
+def test_a_second_run_on_a_folder_in_use_is_refused_before_any_checkpoint(corpus, tmp_path):
+    run_dir = tmp_path / "run"
+    first = subprocess.Popen(_train_command(corpus, run_dir, "--num_epochs=1000"), cwd=tmp_path,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not (run_dir / LOCK_NAME).exists():
+            assert first.poll() is None and time.time() < deadline, "the first run did not claim its folder"
+            time.sleep(0.05)
+        second = _run(_train_command(corpus, run_dir), cwd=tmp_path)
+        assert second.returncode == 1 and "Traceback" not in second.stderr
+        assert second.stderr.splitlines()[-1] == (
+            f"error: ckpt_save_dir: {run_dir} is in use by the training of pid {first.pid} on this host (started "
+            f"{(run_dir / LOCK_NAME).read_text().split(' started ')[1].strip()}); wait for it, stop it, or use "
+            "another ckpt_save_dir")
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=120)
+    assert not (run_dir / LOCK_NAME).exists()
+
+
+def test_the_folder_lock_names_its_owner_and_goes_at_the_end(tmp_path):
+    with pytest.raises(RuntimeError), claim_folder(str(tmp_path)) as lock:
+        host, pid = open(lock).read().split()[1:4:2]
+        assert (host, int(pid)) == (socket.gethostname(), os.getpid())
+        raise RuntimeError("the run failed")
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_lock_of_a_live_process_or_another_host_refuses_and_a_dead_ones_is_taken_over(tmp_path, caplog):
+    lock = tmp_path / LOCK_NAME
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        lock.write_text(f"host {socket.gethostname()} pid {sleeper.pid} started 2026-01-02 03:04:05\n")
+        with pytest.raises(FolderInUseError, match=rf"is in use by the training of pid {sleeper.pid} on this host "
+                                                   r"\(started 2026-01-02 03:04:05\)"):
+            with claim_folder(str(tmp_path)):
+                pass
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert lock.exists()
+    with claim_folder(str(tmp_path)):
+        assert f"pid {os.getpid()} " in lock.read_text()
+    assert f"took over the lock of pid {sleeper.pid}" in caplog.text and not lock.exists()
+    lock.write_text("host elsewhere pid 12 started 2026-01-02 03:04:05\n")
+    with pytest.raises(FolderInUseError, match=rf"pid 12 on host elsewhere .*; if that run has ended, delete {lock}"):
+        with claim_folder(str(tmp_path)):
+            pass
 
 
 @pytest.mark.parametrize("problem,message", [

@@ -35,7 +35,7 @@ from scipy.signal import fftconvolve
 from src.config import parse_range, parse_talker_range
 from src.data.audio import AudioError, crop_or_pad, read_audio
 from src.errors import InputError
-from src.fileio import list_files
+from src.fileio import list_files, text_lines
 
 logger = logging.getLogger(__name__)
 
@@ -91,18 +91,17 @@ def read_wav_list(folder, list_path):
     Each folder is listed once, so checking 60,000 entries costs a few hundred listings.
     """
     files, listings = [], {}
-    with open(list_path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            relative = line.strip()
-            if not relative:
-                continue
-            path = os.path.join(folder, relative)
-            parent, name = os.path.split(path)
-            if parent not in listings:
-                listings[parent] = set(os.listdir(parent)) if os.path.isdir(parent) else set()
-            if name not in listings[parent]:
-                raise InputError(f"{list_path}:{number}: {relative} not found in {folder}; write "
-                                 "the list again (scripts/split_musan.py --rirs) or delete it")
+    for number, line in text_lines(list_path):
+        relative = line.strip()
+        if not relative:
+            continue
+        path = os.path.join(folder, relative)
+        parent, name = os.path.split(path)
+        if parent not in listings:
+            listings[parent] = set(os.listdir(parent)) if os.path.isdir(parent) else set()
+        if name not in listings[parent]:
+            raise InputError(f"{list_path}:{number}: {relative} not found in {folder}; write "
+                             "the list again (scripts/split_musan.py --rirs) or delete it")
             files.append(path)
     return tuple(files)
 

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 
 from src.errors import InputError
+from src.fileio import text_lines
 
 
 class ListFormatError(InputError):
@@ -41,11 +42,10 @@ def _content_lines(path):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ListFormatError(f"{path}: list file not found")
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            fields = line.split()
-            if fields:
-                yield number, fields
+    for number, line in text_lines(path):
+        fields = line.split()
+        if fields:
+            yield number, fields
 
 
 def read_train_list(path):

@@ -33,6 +33,7 @@ from src.evaluation.evaluate import (cohort_utterances, load_applicable_calibrat
                                      scoring_description)
 from src.evaluation.metrics import bayes_threshold
 from src.evaluation.scoring import EmbeddingTable
+from src.fileio import text_lines
 
 
 def read_verification_audio(path):
@@ -94,7 +95,8 @@ def verify_pair(config, setup, extractor, path_a, wave_a, path_b, wave_b):
     The first line is ``score = S  threshold = T  ACCEPT|REJECT`` without a calibration and
     ``score = S  llr = L  threshold = T  ACCEPT|REJECT`` with one; the second is ``setup.rule``.
     """
-    paths, waves = (path_a, path_b), (wave_a, wave_b)
+    waves = (wave_a, wave_b)
+    paths = (path_a,) if path_a == path_b else (path_a, path_b)  # a file against itself: one embedding
     table = EmbeddingTable(paths, np.stack([finite_embedding(extractor.embed_wave(wave), path)
                                             for path, wave in zip(paths, waves)]))
     cohort_table = None
@@ -107,7 +109,7 @@ def verify_pair(config, setup, extractor, path_a, wave_a, path_b, wave_b):
         decision = "ACCEPT" if raw >= setup.threshold else "REJECT"
         return [f"score = {raw:.4f}  threshold = {setup.threshold:g}  {decision}", setup.rule]
     durations = np.array([[wave.size / SAMPLE_RATE for wave in waves]])
-    norms = np.linalg.norm(table.matrix.astype(np.float64), axis=1)[np.newaxis]
+    norms = np.linalg.norm(table.matrix[[0, -1]].astype(np.float64), axis=1)[np.newaxis]
     llr = float(setup.calibration.llrs([raw], durations, norms)[0])
     decision = "ACCEPT" if llr >= setup.threshold else "REJECT"
     return [f"score = {raw:.4f}  llr = {llr:.4f}  threshold = {setup.threshold:.4f}  {decision}", setup.rule]
@@ -132,19 +134,18 @@ def read_audio_list(path):
     entries = []
     resolved_paths = set()
     first_line = {}
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            entry = line.strip()
-            resolved = os.path.normpath(os.path.join(folder, entry))
-            if not entry or resolved in resolved_paths:
-                continue
-            name = output_name(entry)
-            if name in first_line:
-                raise ListFormatError(f"{path}:{number}: {entry!r} would be written to {name}, "
-                                      f"like the entry on line {first_line[name]}")
-            first_line[name] = number
-            resolved_paths.add(resolved)
-            entries.append((entry, resolved))
+    for number, line in text_lines(path):
+        entry = line.strip()
+        resolved = os.path.normpath(os.path.join(folder, entry))
+        if not entry or resolved in resolved_paths:
+            continue
+        name = output_name(entry)
+        if name in first_line:
+            raise ListFormatError(f"{path}:{number}: {entry!r} would be written to {name}, "
+                                  f"like the entry on line {first_line[name]}")
+        first_line[name] = number
+        resolved_paths.add(resolved)
+        entries.append((entry, resolved))
     if not entries:
         raise ListFormatError(f"{path}: list is empty")
     return entries

@@ -24,7 +24,7 @@ import os
 import numpy as np
 
 from src.data.lists import ListFormatError, Trial
-from src.fileio import write_lines
+from src.fileio import text_lines, write_lines
 
 
 def write_scores(path, trials, scores):
@@ -46,22 +46,21 @@ def read_scores(path):
     if not os.path.isfile(path):
         raise ListFormatError(f"{path}: score file not found")
     trials, scores = [], []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 4 or fields[3] not in ("0", "1"):
-                raise ListFormatError(
-                    f"{path}:{number}: expected '<utt_a> <utt_b> <score> <1|0>', got {line.strip()!r}")
-            try:
-                score = float(fields[2])
-            except ValueError:
-                score = math.nan
-            if not math.isfinite(score):
-                raise ListFormatError(f"{path}:{number}: score {fields[2]!r} is not a finite number")
-            trials.append(Trial(target=fields[3] == "1", utt_a=fields[0], utt_b=fields[1]))
-            scores.append(score)
+    for number, line in text_lines(path):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 4 or fields[3] not in ("0", "1"):
+            raise ListFormatError(
+                f"{path}:{number}: expected '<utt_a> <utt_b> <score> <1|0>', got {line.strip()!r}")
+        try:
+            score = float(fields[2])
+        except ValueError:
+            score = math.nan
+        if not math.isfinite(score):
+            raise ListFormatError(f"{path}:{number}: score {fields[2]!r} is not a finite number")
+        trials.append(Trial(target=fields[3] == "1", utt_a=fields[0], utt_b=fields[1]))
+        scores.append(score)
     if not trials:
         raise ListFormatError(f"{path}: score file is empty")
     return trials, np.array(scores, dtype=np.float64)

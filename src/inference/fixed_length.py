@@ -52,6 +52,7 @@ from src.data.audio import repeat_pad
 from src.data.features import HOP_LENGTH, log_mel, samples_for_frames
 from src.config import ConfigError
 from src.errors import InputError
+from src.fileio import text_lines
 from src.inference.binary_io import BIN_SUFFIX
 
 # Fewest frames of a fixed-length input: export.py and preprocess.py both refuse less.
@@ -160,17 +161,16 @@ def read_window_list(path):
     """``[(file name, utterance), ...]`` of a windows.txt; InputError naming ``file:line`` if malformed."""
     pairs = []
     seen = set()
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 2 or not fields[0].endswith(BIN_SUFFIX):
-                raise InputError(f"{path}:{number}: expected '<window file>.bin <utterance>', got {line.strip()!r}")
-            if fields[0] in seen:
-                raise InputError(f"{path}:{number}: window file {fields[0]} is listed twice")
-            seen.add(fields[0])
-            pairs.append((fields[0], fields[1]))
+    for number, line in text_lines(path):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2 or not fields[0].endswith(BIN_SUFFIX):
+            raise InputError(f"{path}:{number}: expected '<window file>.bin <utterance>', got {line.strip()!r}")
+        if fields[0] in seen:
+            raise InputError(f"{path}:{number}: window file {fields[0]} is listed twice")
+        seen.add(fields[0])
+        pairs.append((fields[0], fields[1]))
     if not pairs:
         raise InputError(f"{path}: lists no window")
     return pairs

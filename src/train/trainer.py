@@ -18,6 +18,7 @@ from src.runtime import (amp_level, apply_cpu_kernels, apply_mixed_precision, co
                          init_data_parallel, launched_distributed)
 from src.train.checkpoint import (BEST_BY_EER, BEST_BY_LOSS, CheckpointManager, TrainingState, initialise_from,
                                   last_checkpoint, prepare_checkpoint_folder)
+from src.train.folder_lock import claim_folder
 from src.train.lr_schedule import cyclic_lr, half_cycle_steps
 from src.train.margin_schedule import MarginSchedule
 from src.train.step import TrainStep
@@ -55,16 +56,25 @@ def _progress_bar(total, initial):
 
 
 def train(config):
-    """Train the configured model; returns the path of the last checkpoint saved (rank 0)."""
+    """Train the configured model; returns the path of the last checkpoint saved (rank 0).
+
+    Rank 0 holds ``ckpt_save_dir`` for the whole run (src/train/folder_lock.py).
+    """
     require_files(config, "train_list")
     require_dirs(config, "train_path")
-    prefix = model_entry(config).checkpoint_prefix
     distributed = launched_distributed()
     device = init_context(config, distributed)
     rank, group_size = init_data_parallel() if distributed else (0, 1)
-    if rank == 0:
+    if rank != 0:
+        return _train(config, device, distributed, rank, group_size)
+    with claim_folder(config.ckpt_save_dir):
         LOGGER.info("settings:\n%s", format_config(config))
+        return _train(config, device, distributed, rank, group_size)
 
+
+def _train(config, device, distributed, rank, group_size):
+    """Build the network, data, head and optimizer; resume or initialise; run the loop."""
+    prefix = model_entry(config).checkpoint_prefix
     impl = conv_impl(config, device)
     precision = amp_level(config, device)
     network = apply_mixed_precision(build_embedding_network(config, impl), precision)
