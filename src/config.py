@@ -45,6 +45,11 @@ def _non_negative(value):
     return None if value >= 0 else "must be >= 0"
 
 
+def _at_least_two_frames(value):
+    # Features are centred on the crop's own mean, which leaves a single frame all zero.
+    return None if value >= 2 else "must be >= 2 (the features of a one-frame crop are all zero)"
+
+
 def _probability(value):
     return None if 0 <= value <= 1 else "must be between 0 and 1"
 
@@ -142,7 +147,7 @@ SETTINGS = {
     "eval_path": Setting("dataset/Voxceleb2/eval/wav", str, "Folder the eval_list paths are relative to"),
     "musan_path": Setting("dataset/Others/musan_split", str, "MUSAN cut into chunks; '' disables"),
     "rir_path": Setting("dataset/Others/RIRS_NOISES/simulated_rirs", str, "Room impulse responses; '' disables"),
-    "segment_frames": Setting(200, int, "Frames (10 ms each) of the random training crop", _positive),
+    "segment_frames": Setting(200, int, "Frames (10 ms each) of the random training crop", _at_least_two_frames),
     "speed_perturb": Setting("0.9,1.0,1.1", str, "Speed factors, e.g. '0.9,1.0,1.1': each perturbed speed of a speaker "
                              "is a class of its own; '' or '1.0' = off", _parses(parse_speed_factors)),
     "speed_perturb_prob": Setting(0.667, float, "Share of samples played at a perturbed speed (drawn "
@@ -285,9 +290,12 @@ def _coerce(key, value, source):
         if isinstance(value, bool):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        return number
     if value is None:
         return ""
     if not isinstance(value, (str, int, float)):
@@ -315,12 +323,32 @@ def _check(values):
         raise ConfigError("aug_clean: all augmentation weights are 0 while augment is true")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that refuses a mapping key given twice (YAML would keep the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        first_lines = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in first_lines:
+                raise ConfigError(f"config: {self.name}:{line}: {key} is given twice (first on line "
+                                  f"{first_lines[key]})")
+            first_lines[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml(path):
     if not os.path.isfile(path):
         raise ConfigError(f"config: file {path} not found")
     try:
         with open(path, encoding="utf-8") as handle:
-            content = yaml.safe_load(handle)
+            loader = _UniqueKeyLoader(handle)
+            loader.name = path
+            try:
+                content = loader.get_single_data()
+            finally:
+                loader.dispose()
     except yaml.YAMLError as error:
         raise ConfigError(f"config: {path} is not valid YAML ({error})".replace("\n", " ")) from None
     except UnicodeDecodeError as error:

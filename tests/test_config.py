@@ -144,6 +144,10 @@ def test_wrong_type_in_yaml_names_key_and_file(tmp_path):
     (["--device_target=TPU"], "device_target"),
     (["--aug_noise=-1"], "aug_noise"),
     (["--segment_frames=0"], "segment_frames"),
+    (["--segment_frames=1"], "segment_frames"),              # all zero once centred
+    (["--threshold=nan"], "threshold"),
+    (["--max_lrate=inf"], "max_lrate"),
+    (["--weight_decay=inf"], "weight_decay"),
     (["--noise_snr=15,0"], "noise_snr"),                     # low above high
     (["--babble_snr=13"], "babble_snr"),                     # one number
     (["--babble_talkers=0,3"], "babble_talkers"),            # no talker
@@ -247,6 +251,13 @@ def test_yaml_that_is_not_utf8_gives_one_line_error(tmp_path):
     path.write_bytes("file_name: \xe9cap\xe0\n".encode("latin-1"))
     message = config_error(["--config", str(path)])
     assert str(path) in message and "UTF-8" in message and "\n" not in message
+
+
+def test_a_key_given_twice_in_yaml_is_refused_with_both_lines(tmp_path):
+    path = write_yaml(tmp_path, "channels: 512\nemb_size: 64\n\nchannels: 256\n")
+    assert config_error(["--config", path]) == f"config: {path}:4: channels is given twice (first on line 1)"
+    assert config_error(["--config", write_yaml(tmp_path, "max_lrate: .inf\n")]).startswith(
+        "max_lrate (from ")
 
 
 def test_missing_yaml_file_is_named(tmp_path):

@@ -19,6 +19,7 @@ from mindspore import Tensor, nn
 
 from fixtures import PLAIN_RECIPE_ARGS, REPO_ROOT, TINY_NETWORK_ARGS, tiny_network, write_tone_corpus
 from src.checkpoint import read_checkpoint
+from src.data.audio import write_audio
 from src.model.aam_softmax import AAMSoftmax
 from src.model.speaker_loss import SpeakerLoss
 from src.fileio import DiskFullError, OutputError
@@ -237,6 +238,10 @@ def test_a_lock_of_a_live_process_or_another_host_refuses_and_a_dead_ones_is_tak
     ("malformed", r"^error: .*train.txt:3: expected '<speaker> <relative/path.wav>', got 'id00000'$"),
     ("missing", r"^error: .*train.txt: 1 listed files are missing under .* \(e.g. id00003/v0/00009.wav\)"),
     ("unreadable", r"^error: 2 unreadable training files \(max_bad_audio is 1\); last: .*: cannot read audio"),
+    ("silent", r"^error: none of the 12 training files is usable audio; last: .*: no active speech in "),
+    ("one_speaker", r"^error: .*train.txt: lists one speaker \(id00002\); training a speaker classifier needs two"),
+    ("diverging", r"^error: every one of the 6 steps of this run was skipped because of non-finite gradients, "
+                  r"so the weights in .*ecapa-2_3.ckpt are not trained"),
 ])
 def test_bad_training_input_stops_with_one_line(corpus, tmp_path, problem, message):
     root = tmp_path / "data"
@@ -251,6 +256,15 @@ def test_bad_training_input_stops_with_one_line(corpus, tmp_path, problem, messa
         extra = ["--max_bad_audio=1"]
     elif problem == "malformed":
         lines[2] = "id00000"
+    elif problem == "silent":
+        for name in lines:
+            write_audio(root / "train" / "wav" / name.split()[1], np.zeros(16000, np.float32))
+        extra = ["--max_bad_audio=100"]
+    elif problem == "one_speaker":
+        lines = [line for line in lines if line.startswith("id00002 ")]
+        extra = ["--class_num=auto"]
+    elif problem == "diverging":
+        extra = ["--aam_scale=1e38"]  # the logits overflow: every gradient is NaN
     else:
         lines.append("id00003 id00003/v0/00009.wav")
         extra = ["--max_bad_audio=0"]

@@ -59,6 +59,9 @@ def read_training_list(config, num_speeds=1):
         first = next(utterance for utterance, count in Counter(train_list.utterances).items() if count > 1)
         LOGGER.warning("%s: %d lines repeat an utterance listed before (e.g. %s); each line is trained on",
                        config.train_list, repeated, first)
+    if len(train_list.speakers) < 2:
+        raise DataError(f"{config.train_list}: lists one speaker ({train_list.speakers[0]}); training a "
+                        "speaker classifier needs two or more")
     classes = len(train_list.speakers) * num_speeds
     if config.class_num not in ("auto", classes):
         speeds = f" x {num_speeds} speeds = {classes} classes" if num_speeds > 1 else ""
@@ -175,10 +178,13 @@ class BadAudioRegister:
         with self._lock:
             return list(self._known())
 
-    def stop_error(self):
-        """The DataError that stops training when there are too many, else None."""
+    def stop_error(self, listed=None):
+        """The DataError that stops training: more unusable files than the limit, or all ``listed``
+        files unusable; else None."""
         with self._lock:
             count, message = self._count.value, self._message.value.decode("utf-8", "replace")
+        if listed is not None and count >= listed:
+            return DataError(f"none of the {listed} training files is usable audio; last: {message}")
         if count <= self.limit:
             return None
         return DataError(f"{count} unreadable training files (max_bad_audio is {self.limit}); last: {message}")
@@ -250,7 +256,7 @@ class TrainingSamples:
             except AudioError as error:
                 self._note_bad(candidate, error)
         else:
-            raise DataError(f"none of the {len(self.utterances)} training files is usable audio")
+            raise self.bad_audio.stop_error(len(self.utterances))
         if self.speed is not None:
             segment = self.speed.crop(wave, self.segment_samples, speed_index, rng)
         else:
@@ -311,7 +317,8 @@ def training_batches(dataset):
     try:
         yield from dataset.create_tuple_iterator(num_epochs=1)
     except RuntimeError:
-        stop_error = dataset.training_samples.bad_audio.stop_error()
+        samples = dataset.training_samples
+        stop_error = samples.bad_audio.stop_error(len(samples.utterances))
         if stop_error is None:
             raise
         raise stop_error from None

@@ -10,8 +10,9 @@ from mindspore import Tensor, nn
 
 from src.checkpoint import weights_fingerprint
 from src.config import ConfigError, format_config, require_dirs, require_files
-from src.interrupts import StopRequests
 from src.data.dataset import create_train_dataset, training_batches
+from src.errors import InputError
+from src.interrupts import StopRequests
 from src.model import build_embedding_network, build_head, count_parameters, model_entry
 from src.model.speaker_loss import SpeakerLoss
 from src.runtime import (amp_level, apply_cpu_kernels, apply_mixed_precision, conv_impl, init_context,
@@ -25,6 +26,10 @@ from src.train.step import TrainStep
 from src.train.validation import Validator
 
 LOGGER = logging.getLogger("train")
+
+
+class TrainingError(InputError):
+    """A run that trained nothing (every step skipped)."""
 
 
 class _Progress:
@@ -240,6 +245,10 @@ def _loop(config, step_cell, optimizer, rates, dataset, steps_per_epoch, step, t
     skipped += sum(int(was_skipped.asnumpy()) for _, _, was_skipped, _ in unread)
     if bar is not None:
         bar.close()
+    if skipped and skipped == step - first_step:
+        raise TrainingError(f"every one of the {skipped} steps of this run was skipped because of non-finite "
+                            f"gradients, so the weights in {saved} are not trained; check the data, "
+                            "max_lrate, aam_scale and loss_scale")
     if skipped:
         LOGGER.warning("%d steps were skipped because of non-finite gradients", skipped)
     LOGGER.info("finished at step %d; weights fingerprint %s", step, weights_fingerprint(step_cell.loss_net))
