@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from src.cli import run_main  # noqa: E402
 from src.config import load_config, require_dirs, require_files  # noqa: E402
 from src.data.lists import read_trial_list, trial_utterances  # noqa: E402
+from src.evaluation.embeddings import require_audio_files  # noqa: E402
 from src.fileio import check_writable_folder  # noqa: E402
 from src.inference.binary_io import list_bin_files  # noqa: E402
 from src.inference.fixed_length import TRIAL_LIST, WINDOW_LIST, check_fixed_length, window_hop  # noqa: E402
@@ -47,6 +48,7 @@ def main():
     check_writable_folder(args.output_path, "--output_path")
     trials = read_trial_list(config.eval_list)
     utterances = trial_utterances(trials)
+    require_audio_files(utterances, config.eval_path, f"eval_list {config.eval_list}")
 
     start = time.perf_counter()
     feature_dir = write_feature_folder(config.eval_list, utterances, config.eval_path, args.output_path, length,

@@ -1,6 +1,6 @@
 #!/bin/bash
 # Steps shared by run_infer_310.sh, run_infer_cpu.sh and run_infer_onnx.sh; sourced, not run.
-# REPO (repository root) and PYTHON default to this file's repository and 'python'; the
+# REPO (repository root) defaults to this file's repository, PYTHON as python_env.sh picks; the
 # sourcing script defines a usage function (printing the usage lines), or infer_on_cpu does.
 # Every output goes to the current folder:
 #   preprocess_Result/  feat/*.bin, utt_list.txt or windows.txt, eval.txt   (only when DATA is a dataset)
@@ -9,7 +9,8 @@
 #   preprocess.log infer.log postprocess.log     what each step printed
 
 REPO=${REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
-PYTHON=${PYTHON:-python}
+# shellcheck source=python_env.sh
+source "$(dirname "${BASH_SOURCE[0]}")/python_env.sh"
 
 # fail_usage MESSAGE: print "error: MESSAGE" and the usage on stderr, exit 1.
 fail_usage() {

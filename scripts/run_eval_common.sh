@@ -30,7 +30,8 @@ fi
 CKPT="$(cd "$(dirname "$CKPT")" && pwd)/$(basename "$CKPT")"
 LOG="$PWD/eval.log"
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PYTHON=${PYTHON:-python}
+# shellcheck source=python_env.sh
+source "$(dirname "${BASH_SOURCE[0]}")/python_env.sh"
 
 cd "$REPO_ROOT"
 echo "eval.py on $DEVICE_TARGET $DEVICE_ID with $CKPT; log in $LOG"

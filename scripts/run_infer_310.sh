@@ -21,7 +21,6 @@ fi
 
 SCRIPT_DIR=$(cd "$(dirname "$0")" && pwd)
 REPO=$(dirname "$SCRIPT_DIR")
-PYTHON=${PYTHON:-python}
 # shellcheck source=infer_common.sh
 source "$SCRIPT_DIR/infer_common.sh"
 

@@ -44,8 +44,13 @@ def save_checkpoint(parameters, path, append_dict=None):
 
 def read_checkpoint(path):
     """All entries of a checkpoint file as {name: Parameter}; CheckpointError if unreadable."""
+    if path and os.path.isdir(path):
+        raise CheckpointError(f"{path} is a folder, expected a checkpoint file (.ckpt); in a training "
+                              "folder the file 'last' names the newest checkpoint")
     if not path or not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path!r} not found")
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"{path}: the file is empty (0 bytes), expected a MindSpore checkpoint")
     try:
         return ms.load_checkpoint(path)
     except (ValueError, RuntimeError, TypeError) as error:

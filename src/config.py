@@ -401,6 +401,8 @@ def require_files(config, *keys):
     """Stop with a ConfigError unless each named setting is an existing file."""
     for key in keys:
         path = getattr(config, key)
+        if path and os.path.isdir(path):
+            raise ConfigError(f"{key}: {path!r} is a folder, expected a file")
         if not path or not os.path.isfile(path):
             raise ConfigError(f"{key}: file {path!r} not found")
 

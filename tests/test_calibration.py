@@ -4,13 +4,15 @@ import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
 from src.data.lists import TrainList, Trial, read_trial_list
-from src.evaluation.calibrate import calibration_scores, trial_qualities, CalibrationInputs
+from src.data.audio import write_audio
+from src.evaluation.calibrate import CalibrationInputs, calibration_scores, prepare_calibration, trial_qualities
 from src.evaluation.calibration import (MIN_FALSE_ACCEPTS, Calibration, CalibrationError, check_applicable,
                                         fa_rate_threshold, fit_calibration, fit_logistic, load_calibration,
                                         save_calibration, trial_features)
@@ -219,6 +221,21 @@ def test_calibration_scores_leave_out_the_own_speaker_only_for_the_automatic_lis
             top = np.sort(units[others] @ side)[-3:]
             normalised.append((a @ b - top.mean()) / top.std(ddof=1))
         assert value == pytest.approx(np.mean(normalised), rel=1e-5)
+
+
+def test_calibrating_on_the_evaluation_list_is_warned_about(tmp_path, caplog):
+    write_audio(tmp_path / "wav" / "s0" / "a.wav", np.zeros(800, np.float32))
+    write_audio(tmp_path / "wav" / "s1" / "b.wav", np.zeros(800, np.float32))
+    trials = tmp_path / "trials.txt"
+    trials.write_text("1 s0/a.wav s0/a.wav\n0 s0/a.wav s1/b.wav\n")
+    settings = SimpleNamespace(score_calibration="linear", calibration_file="", cal_list=str(trials),
+                               cal_path=str(tmp_path / "wav"), train_path="", eval_list=f"{tmp_path}/./trials.txt")
+    with caplog.at_level("WARNING"):
+        prepare_calibration(settings)
+    assert "cal_list is the eval_list: a calibration fitted on the trials it is measured on" in caplog.text
+    caplog.clear()
+    prepare_calibration(SimpleNamespace(**{**vars(settings), "eval_list": str(tmp_path / "other.txt")}))
+    assert "cal_list is the eval_list" not in caplog.text
 
 
 def test_trial_qualities(tmp_path):

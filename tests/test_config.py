@@ -208,7 +208,7 @@ def test_require_files_and_dirs(tmp_path):
         require_dirs(config, "train_path")
     assert str(caught.value).startswith("train_path") and missing in str(caught.value)
     # A folder is not a file and a file is not a folder.
-    with pytest.raises(ConfigError, match="eval_path"):
+    with pytest.raises(ConfigError, match=f"^eval_path: '{tmp_path}' is a folder, expected a file$"):
         require_files(config, "eval_path")
     with pytest.raises(ConfigError, match="eval_list"):
         require_dirs(config, "eval_list")

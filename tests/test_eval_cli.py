@@ -237,9 +237,13 @@ def test_malformed_trial_line_and_missing_inputs(workspace, eval_script, tmp_pat
     root, _ = workspace
     malformed = tmp_path / "trials.txt"
     malformed.write_text("1 spk0/v1/00000.wav spk0/v1/00001.wav\n2 spk0/v1/00000.wav spk1/v1/00000.wav\n")
+    empty = tmp_path / "empty.ckpt"
+    empty.write_bytes(b"")
     cases = [
         (["--eval_list", str(malformed)], f"{malformed}:2: expected '<1|0> <utt_a> <utt_b>'"),
         (["--model_path", str(tmp_path / "none.ckpt")], "model_path: file"),
+        (["--model_path", str(tmp_path)], f"model_path: '{tmp_path}' is a folder, expected a file"),
+        (["--model_path", str(empty)], f"{empty}: the file is empty (0 bytes), expected a MindSpore checkpoint"),
         (["--verify", str(tmp_path / "a.wav"), str(tmp_path / "b.wav")], "a.wav: audio file not found"),
         (["--extract", str(tmp_path / "list.txt"), str(tmp_path)], "list.txt: list file not found"),
         (["--eval_list", str(root / "data/eval/spk0/v1/00000.wav")],

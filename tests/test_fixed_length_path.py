@@ -379,3 +379,30 @@ def test_postprocess_names_utterances_without_windows(setup, windowed, tmp_path,
     with pytest.raises(InputError, match=r"windows\.txt lists no window of 1 utterance\(s\) of the trial list: "
                                          r"id2/video0/00002\.wav"):
         postprocess.main()
+
+
+def test_preprocess_names_every_missing_file_before_writing_anything(setup, tmp_path):
+    trials = tmp_path / "eval.txt"
+    trials.write_text((setup / "data" / "eval.txt").read_text() + "1 gone/a.wav gone/b.wav\n")
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, str(REPO / "preprocess.py"), *TINY_NETWORK_ARGS, f"--eval_list={trials}",
+                             f"--eval_path={setup / 'data' / 'eval' / 'wav'}", f"--output_path={out}",
+                             f"--length={LENGTH}"], capture_output=True, text=True, check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (f"error: eval_list {trials}: 2 of 11 audio files "
+                                              f"not found under '{setup / 'data' / 'eval' / 'wav'}', first: "
+                                              "gone/a.wav, gone/b.wav")
+    assert not (out / "feat").exists()
+
+
+def test_an_interpreter_without_mindspore_is_named_with_the_way_to_the_right_one(setup, tmp_path):
+    stand_in = tmp_path / "python"
+    stand_in.write_text("#!/bin/sh\nexit 1\n")
+    stand_in.chmod(0o755)
+    result = subprocess.run(["bash", str(CPU_SCRIPT), str(setup / "model.mindir"), str(setup / "data")], cwd=tmp_path,
+                            env=dict(os.environ, PYTHON=str(stand_in)), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == (f"error: the interpreter '{stand_in}' ({stand_in}) cannot import mindspore; activate the "
+                             "environment scripts/install.sh made (source .venv/bin/activate) or set "
+                             "PYTHON=/path/to/.venv/bin/python\n")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["python"]

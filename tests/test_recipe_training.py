@@ -51,6 +51,8 @@ def test_margin_rises_exponentially_between_the_warm_up_epochs():
     assert rising[2] == pytest.approx(0.2 * (1 - 0.001 ** 0.1) / 0.999)  # about half the rise at 10 %
     fixed = MarginSchedule(0.0, 0.3, 0, 0, 10)
     assert fixed.fixed and {fixed(step) for step in (0, 5, 500)} == {0.3}
+    assert [schedule.final_from(step) for step in (0, 39, 40, 59)] == [False, False, True, True]
+    assert fixed.final_from(0)
 
 
 def test_head_margin_changes_between_calls_without_recompiling(rng):

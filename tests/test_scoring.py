@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from src.data.lists import Trial
+from src.data.lists import Trial, warn_about_repeated_trials
 from src.evaluation import scoring
 from src.evaluation.scoring import (EmbeddingTable, mean_embedding, score_trials,
                                     trial_labels)
@@ -149,3 +149,18 @@ def test_identical_top_cohort_scores_are_rejected(data):
     embeddings, trials, cohort, _ = data
     with pytest.raises(ValueError, match="top 3 cohort scores of .* are all equal"):
         score_trials(embeddings, trials, cohort=np.tile(cohort[:1], (5, 1)), top_n=3)
+
+
+def test_repeated_trials_and_trials_of_an_utterance_with_itself_are_counted_in_warnings(caplog):
+    trials = [Trial(True, "a/1.wav", "a/2.wav"), Trial(False, "a/1.wav", "b/1.wav"),
+              Trial(True, "a/2.wav", "a/1.wav"), Trial(True, "b/1.wav", "b/1.wav"),
+              Trial(False, "a/1.wav", "b/1.wav"), Trial(True, "a/2.wav", "a/2.wav")]
+    with caplog.at_level("WARNING"):
+        warn_about_repeated_trials(trials, "trials.txt")
+    assert [record.getMessage() for record in caplog.records] == [
+        "trials.txt: 2 trials repeat an earlier pair (e.g. a/2.wav a/1.wav); each is scored and counted again",
+        "trials.txt: 2 trials compare an utterance with itself (e.g. b/1.wav); their score is the highest "
+        "possible and says nothing of the system"]
+    caplog.clear()
+    warn_about_repeated_trials(trials[:2], "trials.txt")
+    assert caplog.records == []

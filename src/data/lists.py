@@ -6,11 +6,14 @@
 Paths in both are relative to the folder given as ``train_path`` / ``eval_path``.
 Malformed lines raise :class:`ListFormatError` naming the file and line number.
 """
+import logging
 import os
 from dataclasses import dataclass
 
 from src.errors import InputError
 from src.fileio import text_lines
+
+LOGGER = logging.getLogger(__name__)
 
 
 class ListFormatError(InputError):
@@ -83,6 +86,25 @@ def read_trial_list(path):
     if not trials:
         raise ListFormatError(f"{path}: list is empty")
     return trials
+
+
+def warn_about_repeated_trials(trials, source):
+    """Log a warning counting the trials that repeat an earlier pair (in either order) and those
+    of an utterance against itself; both are scored like any other trial."""
+    seen, repeated, own = set(), [], []
+    for trial in trials:
+        pair = frozenset((trial.utt_a, trial.utt_b))
+        if trial.utt_a == trial.utt_b:
+            own.append(trial.utt_a)
+        elif pair in seen:
+            repeated.append(trial)
+        seen.add(pair)
+    if repeated:
+        LOGGER.warning("%s: %d trials repeat an earlier pair (e.g. %s %s); each is scored and counted again",
+                       source, len(repeated), repeated[0].utt_a, repeated[0].utt_b)
+    if own:
+        LOGGER.warning("%s: %d trials compare an utterance with itself (e.g. %s); their score is the "
+                       "highest possible and says nothing of the system", source, len(own), own[0])
 
 
 def trial_utterances(trials):

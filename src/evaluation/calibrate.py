@@ -17,13 +17,14 @@ speaker. The scores are still optimistic: the network was trained on these utter
 so its training speakers' scores are better separated than unseen speakers' are. A
 ``cal_list`` of held-out speakers avoids that.
 """
+import logging
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from src.config import ConfigError
-from src.data.lists import read_train_list, read_trial_list, trial_utterances
+from src.data.lists import read_train_list, read_trial_list, trial_utterances, warn_about_repeated_trials
 from src.evaluation.calibration import (CalibrationError, check_applicable, fit_calibration, load_calibration,
                                         save_calibration)
 from src.evaluation.calibration_trials import build_calibration_trials
@@ -32,6 +33,8 @@ from src.evaluation.metrics import evaluate
 from src.evaluation.scoring import (as_table, cohort_statistics, paired_cosine, score_trials, trial_labels,
                                     unit_rows)
 from src.fileio import write_lines
+
+LOGGER = logging.getLogger(__name__)
 
 CALIBRATION_FILE = "calibration.json"
 CALIBRATION_TRIALS_FILE = "calibration_trials.txt"
@@ -70,6 +73,10 @@ def prepare_calibration(config):
         if not os.path.isfile(config.cal_list):
             raise ConfigError(f"cal_list: file {config.cal_list!r} not found")
         trials = read_trial_list(config.cal_list)
+        warn_about_repeated_trials(trials, config.cal_list)
+        if os.path.isfile(config.eval_list) and os.path.samefile(config.cal_list, config.eval_list):
+            LOGGER.warning("cal_list is the eval_list: a calibration fitted on the trials it is measured on "
+                           "makes actDCF and Cllr look better than on new trials; give a list of other speakers")
         _require_both_classes(trials, config.cal_list)
         root = config.cal_path or config.train_path
         require_audio_files(trial_utterances(trials), root, f"cal_list {config.cal_list}")

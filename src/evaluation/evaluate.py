@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 
 from src.config import ConfigError
-from src.data.lists import read_train_list, read_trial_list, trial_utterances
+from src.data.lists import read_train_list, read_trial_list, trial_utterances, warn_about_repeated_trials
 from src.errors import InputError
 from src.evaluation.calibrate import apply_calibration, calibration_scores, fit_and_save, prepare_calibration
 from src.evaluation.calibration import check_applicable, load_calibration
@@ -118,6 +118,7 @@ def prepare_inputs(config):
     if not os.path.isfile(config.eval_list):
         raise ConfigError(f"eval_list: file {config.eval_list!r} not found")
     trials = read_trial_list(config.eval_list)
+    warn_about_repeated_trials(trials, config.eval_list)
     targets = int(trial_labels(trials).sum())
     if targets in (0, len(trials)):
         raise EvaluationError(f"{config.eval_list}: all {len(trials)} trials are "

@@ -8,7 +8,9 @@ on resume, and the settings that give that number its meaning (:data:`STEP_SETTI
 Pointer files ``last`` (the newest checkpoint) and ``best`` name a checkpoint file. ``best``
 is the end-of-epoch checkpoint with the lowest validation EER when the run validates
 ('<name> <eer> valid_eer'), otherwise the one with the lowest epoch-mean training loss
-('<name> <loss>').
+('<name> <loss>') among the epochs trained wholly at the final margin: the loss rises with
+the margin, so an epoch of the warm-up would win for its smaller margin alone. A run that
+ends before its warm-up does has no ``best``.
 
 :func:`initialise_from` starts a fresh run from another run's network and head weights.
 

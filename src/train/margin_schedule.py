@@ -33,6 +33,10 @@ class MarginSchedule:
         return cls(config.aam_margin_start, config.aam_margin, config.margin_warmup_start,
                    config.margin_warmup_end, steps_per_epoch)
 
+    def final_from(self, step):
+        """True when step ``step`` (0-based) and every later one have the final margin."""
+        return self.fixed or step >= self.end_step
+
     def __call__(self, step):
         if self.fixed or step >= self.end_step:
             return self.final_margin

@@ -103,8 +103,9 @@ def _train(config, device, distributed, rank, group_size):
         raise ConfigError(f"margin_warmup_end: the {config.head} head has no margin to schedule")
     if not margins.fixed and config.margin_warmup_end > config.num_epochs:
         LOGGER.warning("margin_warmup_end %d is after the last epoch (num_epochs %d): the margin ends at "
-                       "%.3f, not aam_margin %g; shorten the warm-up for a short run (margin_warmup_end 0 "
-                       "fixes the margin)", config.margin_warmup_end, config.num_epochs,
+                       "%.3f, not aam_margin %g, and no checkpoint is 'best' (it compares epochs at the "
+                       "final margin); shorten the warm-up for a short run (margin_warmup_end 0 fixes the "
+                       "margin)", config.margin_warmup_end, config.num_epochs,
                        margins(steps_per_epoch * config.num_epochs - 1), config.aam_margin)
     if state is None and config.init_from:
         LOGGER.info("%s", initialise_from(config.init_from, loss_net))
@@ -231,7 +232,9 @@ def _loop(config, step_cell, optimizer, rates, dataset, steps_per_epoch, step, t
             validating = validator is not None and end_of_epoch and validator.due(epoch)
             valid_eer = _validate(validator, step_cell, epoch, window) if validating else None
             if manager is not None and (end_of_epoch or periodic or step == total_steps):
-                epoch_loss = float(np.mean(epoch_losses)) if end_of_epoch else None
+                # Losses of epochs at a smaller margin are lower for that alone: 'best' skips them.
+                comparable = end_of_epoch and margins.final_from((epoch - 1) * steps_per_epoch)
+                epoch_loss = float(np.mean(epoch_losses)) if comparable else None
                 saved = manager.save(step_cell, epoch, step_in_epoch, step, epoch_loss, run_settings, valid_eer)
                 LOGGER.info("saved %s", saved)
             if end_of_epoch:
