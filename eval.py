@@ -8,25 +8,26 @@ CKPT is a training checkpoint or an exported-weights checkpoint. Every setting o
 src/config.py is accepted as --key=value or from a --config YAML file. Relative paths
 are relative to the current directory.
 """
-import logging
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("GLOG_v", "3")  # MindSpore's own log: errors only, unless GLOG_v is set
 
-from src.checkpoint import load_embedding_weights  # noqa: E402
-from src.cli import run_main  # noqa: E402
-from src.config import format_config, load_config, require_files  # noqa: E402
-from src.errors import InputError  # noqa: E402
-from src.evaluation.embeddings import EmbeddingExtractor, model_fingerprint  # noqa: E402
-from src.evaluation.evaluate import prepare_inputs, run_evaluation  # noqa: E402
-from src.evaluation.extract import (check_audio_list, extract_to_folder, prepare_verification,  # noqa: E402
+import logging
+
+from src.checkpoint import load_embedding_weights
+from src.cli import run_main
+from src.config import format_config, load_config, require_files
+from src.errors import InputError
+from src.evaluation.embeddings import EmbeddingExtractor, model_fingerprint
+from src.evaluation.evaluate import prepare_inputs, run_evaluation
+from src.evaluation.verify_extract import (check_audio_list, extract_to_folder, prepare_verification,
                                     read_verification_audio, verify_pair)
-from src.evaluation.sharding import Shards  # noqa: E402
-from src.fileio import check_writable_folder  # noqa: E402
-from src.inference.folding import fold_batch_norm  # noqa: E402
-from src.model import build_embedding_network  # noqa: E402
-from src.runtime import (apply_cpu_kernels, conv_impl, init_context, join_process_group,  # noqa: E402
+from src.evaluation.sharding import Shards
+from src.fileio import check_writable_folder
+from src.inference.folding import fold_batch_norm
+from src.model import build_embedding_network
+from src.kernels.network import apply_cpu_kernels
+from src.device import (conv_impl, init_context, join_process_group,
                          launched_distributed)
 
 logger = logging.getLogger("eval")
@@ -47,7 +48,7 @@ def add_arguments(parser):
 def load_extractor(config, distributed=False):
     """The embedding network of the config with the weights of model_path, ready to extract.
 
-    ``distributed``: this process is one rank of a launch (see src/runtime.py init_context).
+    ``distributed``: this process is one rank of a launch (see src/device.py init_context).
     """
     device = init_context(config, distributed)
     impl = conv_impl(config, device)
@@ -66,7 +67,7 @@ def verify(config, path_a, path_b):
     """Print the score of two audio files, the LLR with a calibration_file, and ACCEPT or REJECT.
 
     Both files, the cohort and the calibration file are checked (readable, enough speech,
-    fitting the settings) before the model is loaded (see src/evaluation/extract.py).
+    fitting the settings) before the model is loaded (see src/evaluation/verify_extract.py).
     """
     wave_a, wave_b = read_verification_audio(path_a), read_verification_audio(path_b)
     setup = prepare_verification(config)
@@ -75,7 +76,7 @@ def verify(config, path_a, path_b):
 
 
 def extract(config, list_path, out_dir):
-    """Write the embedding of every file of an audio list to out_dir (see src/evaluation/extract.py)."""
+    """Write the embedding of every file of an audio list to out_dir (see src/evaluation/verify_extract.py)."""
     entries = check_audio_list(list_path)
     check_writable_folder(out_dir, "--extract OUTDIR")
     stats = extract_to_folder(load_extractor(config), entries, out_dir)

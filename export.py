@@ -20,21 +20,21 @@ the features of a tone must match the checkpoint network's; otherwise the file i
 and the script exits with status 1.
 """
 import os
-import sys
+
+os.environ.setdefault("GLOG_v", "3")  # MindSpore's own log: errors only, unless GLOG_v is set
+
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from src.checkpoint import load_embedding_weights  # noqa: E402
-from src.cli import run_main  # noqa: E402
-from src.config import ConfigError, load_config  # noqa: E402
-from src.fileio import check_writable_file  # noqa: E402
-from src.inference.exporter import (CHECK_TOLERANCE, ExportError, ExportMismatchError,  # noqa: E402
+from src.checkpoint import load_embedding_weights
+from src.cli import run_main
+from src.config import ConfigError, load_config
+from src.fileio import check_writable_file
+from src.inference.exporter import (CHECK_TOLERANCE, ExportError, ExportMismatchError,
                                     check_mindir, check_onnx, export_network, export_path, onnx_conv_impl)
-from src.inference.fixed_length import check_fixed_length  # noqa: E402
-from src.inference.folding import fold_batch_norm  # noqa: E402
-from src.model import build_embedding_network  # noqa: E402
-from src.runtime import conv_impl, init_context  # noqa: E402
+from src.inference.fixed_length import check_fixed_length
+from src.inference.folding import fold_batch_norm
+from src.model import build_embedding_network
+from src.device import conv_impl, init_context
 
 
 def add_arguments(parser):
@@ -54,7 +54,7 @@ def check_exported(path, file_format, network, input_shape):
             return
     except ExportMismatchError as error:
         os.remove(path)
-        raise SystemExit(f"error: {error} (deleted)") from None
+        raise ExportMismatchError(f"{error} (deleted)") from None
     if differences is None:
         print("check: onnxruntime is not installed, the ONNX file was not run")
         return

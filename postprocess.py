@@ -16,22 +16,21 @@ The ``calibration_file`` setting (a calibration eval.py fitted on plain cosine s
 the scores into LLRs first; a qmf one reads the audio durations from ``eval_path``.
 """
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("GLOG_v", "3")  # MindSpore's own log: errors only, unless GLOG_v is set
 
-from src.cli import run_main  # noqa: E402
-from src.config import load_config, require_files  # noqa: E402
-from src.data.lists import read_trial_list, trial_utterances  # noqa: E402
-from src.errors import InputError  # noqa: E402
-from src.fileio import check_writable_file  # noqa: E402
-from src.evaluation.calibrate import calibrate_cosine_scores  # noqa: E402
-from src.evaluation.metrics import evaluate  # noqa: E402
-from src.evaluation.report import UNCALIBRATED_NOTE, append_summary, format_summary, write_scores  # noqa: E402
-from src.evaluation.scoring import score_trials, trial_labels  # noqa: E402
-from src.inference.model_file import embedding_size_of  # noqa: E402
-from src.inference.fixed_length import read_window_list  # noqa: E402
-from src.inference.results import read_result_embeddings, read_window_embeddings  # noqa: E402
+from src.cli import run_main
+from src.config import load_config, require_files
+from src.data.lists import read_trial_list, trial_utterances
+from src.errors import InputError
+from src.fileio import check_writable_file
+from src.evaluation.calibration_step import calibrate_cosine_scores
+from src.evaluation.metrics import evaluate
+from src.evaluation.report import UNCALIBRATED_NOTE, append_summary, format_summary, write_scores
+from src.evaluation.scoring import score_trials, trial_labels
+from src.inference.model_file import embedding_size_of
+from src.inference.fixed_length import read_window_list
+from src.inference.results import read_result_embeddings, read_window_embeddings
 
 
 def add_arguments(parser):

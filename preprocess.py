@@ -16,20 +16,20 @@ as ``eval.txt``. ``--mindir_path`` takes ``length`` from the model's input shape
 ONNX). Existing .bin files in ``<output_path>/feat`` are removed first.
 """
 import os
-import sys
+
+os.environ.setdefault("GLOG_v", "3")  # MindSpore's own log: errors only, unless GLOG_v is set
+
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from src.cli import run_main  # noqa: E402
-from src.config import load_config, require_dirs, require_files  # noqa: E402
-from src.data.lists import read_trial_list, trial_utterances  # noqa: E402
-from src.evaluation.embeddings import require_audio_files  # noqa: E402
-from src.fileio import check_writable_folder  # noqa: E402
-from src.inference.binary_io import list_bin_files  # noqa: E402
-from src.inference.fixed_length import TRIAL_LIST, WINDOW_LIST, check_fixed_length, window_hop  # noqa: E402
-from src.inference.model_file import fixed_length_of  # noqa: E402
-from src.inference.preprocessing import write_feature_folder  # noqa: E402
+from src.cli import run_main
+from src.config import load_config, require_dirs, require_files
+from src.data.lists import read_trial_list, trial_utterances
+from src.evaluation.embeddings import require_audio_files
+from src.fileio import check_writable_folder
+from src.inference.binary_io import list_bin_files
+from src.inference.fixed_length import TRIAL_LIST, WINDOW_LIST, check_fixed_length, window_hop
+from src.inference.model_file import fixed_length_of
+from src.inference.preprocessing import write_feature_folder
 
 
 def add_arguments(parser):

@@ -1,11 +1,10 @@
 """Train ECAPA-TDNN: python train.py [--config FILE.yaml] [--key=value ...]"""
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("GLOG_v", "3")  # MindSpore's own log: errors only, unless GLOG_v is set
 
-from src.cli import run_main  # noqa: E402
-from src.config import load_config  # noqa: E402
+from src.cli import run_main
+from src.config import load_config
 
 
 def main(argv=None):

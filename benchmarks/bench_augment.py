@@ -7,18 +7,15 @@ Without ``--musan_path`` / ``--rir_path`` it generates a small synthetic stand-i
 """
 import argparse
 import os
-import sys
 import tempfile
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from src.data.audio import SAMPLE_RATE, write_audio  # noqa: E402
-from src.data.audio import crop_or_pad  # noqa: E402
-from src.data.augment import KINDS, Augmenter  # noqa: E402
-from src.data.speed_perturb import SpeedPerturb  # noqa: E402
+from src.data.audio import SAMPLE_RATE, write_audio
+from src.data.audio import crop_or_pad
+from src.data.augment import KINDS, Augmenter
+from src.data.speed_perturb import SpeedPerturb
 
 
 def make_material(root, rng):

@@ -21,23 +21,24 @@ network (``--channels=512``, ``--num_threads=1`` ...) can be added. Usage:
     python benchmarks/bench_extract.py [--utterances 5] [--seconds 2 5 10 30]
         [--graphs dynamic buckets] [--kernels none float32 bf16] [--key=value ...]
 """
-import argparse
 import os
+
+os.environ.setdefault("GLOG_v", "3")  # MindSpore's own log: errors only, unless GLOG_v is set
+
+import argparse
 import statistics
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from src.config import load_config  # noqa: E402
-from src.data.audio import SAMPLE_RATE  # noqa: E402
-from src.data.features import log_mel  # noqa: E402
-from src.evaluation.embeddings import EXTRACTION_GRAPHS, EmbeddingExtractor, bucket_frames  # noqa: E402
-from src.inference.folding import fold_batch_norm  # noqa: E402
-from src.model import build_embedding_network  # noqa: E402
-from src.runtime import apply_cpu_kernels, conv_impl, init_context  # noqa: E402
+from src.config import load_config
+from src.data.audio import SAMPLE_RATE
+from src.data.features import log_mel
+from src.evaluation.embeddings import EXTRACTION_GRAPHS, EmbeddingExtractor, bucket_frames
+from src.inference.folding import fold_batch_norm
+from src.model import build_embedding_network
+from src.device import conv_impl, init_context
+from src.kernels.network import apply_cpu_kernels
 
 
 def build_extractors(config, impl, device, graphs, kernel_choices):

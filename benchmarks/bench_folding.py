@@ -9,22 +9,22 @@ load average. Usage:
 
     python benchmarks/bench_folding.py [--rounds 3] [--seconds 10] [--channels 1024]
 """
-import argparse
 import os
-import sys
+
+os.environ.setdefault("GLOG_v", "3")  # MindSpore's own log: errors only, unless GLOG_v is set
+
+import argparse
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from mindspore import Tensor
 
-from mindspore import Tensor  # noqa: E402
-
-from src.config import load_config  # noqa: E402
-from src.evaluation.embeddings import EmbeddingExtractor  # noqa: E402
-from src.inference.folding import fold_batch_norm  # noqa: E402
-from src.model import build_embedding_network  # noqa: E402
-from src.runtime import conv_impl, init_context  # noqa: E402
+from src.config import load_config
+from src.evaluation.embeddings import EmbeddingExtractor
+from src.inference.folding import fold_batch_norm
+from src.model import build_embedding_network
+from src.device import conv_impl, init_context
 
 
 def randomise_batch_norms(network, rng):

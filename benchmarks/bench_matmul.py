@@ -11,18 +11,18 @@ Every case runs once per round and the rounds repeat, so all cases see the same 
 machine load; prints the median and best GFLOP/s per case and the load average.
 Usage: python benchmarks/bench_matmul.py [--rounds 7] [--rows 3200]
 """
-import argparse
 import os
+
+os.environ.setdefault("GLOG_v", "3")  # MindSpore's own log: errors only, unless GLOG_v is set
+
+import argparse
 import statistics
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import mindspore as ms  # noqa: E402
-from mindspore import Tensor, nn, ops  # noqa: E402
+import mindspore as ms
+from mindspore import Tensor, nn, ops
 
 
 class _Product(nn.Cell):

@@ -8,18 +8,14 @@
 Prints the median wall time of a few runs. Usage: python benchmarks/bench_metrics.py [--runs N]
 """
 import argparse
-import os
 import statistics
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from src.data.lists import Trial  # noqa: E402
-from src.evaluation.metrics import compute_eer, compute_min_dcf, evaluate  # noqa: E402
-from src.evaluation.scoring import mean_embedding, score_trials  # noqa: E402
+from src.data.lists import Trial
+from src.evaluation.metrics import compute_eer, compute_min_dcf, evaluate
+from src.evaluation.scoring import mean_embedding, score_trials
 
 NUM_TRIALS = 580_000
 NUM_UTTERANCES = 4_708

@@ -29,24 +29,24 @@ chunks and exponentially decaying impulse responses. Usage:
         [--workers 1 2] [--kinds threads processes] [--speed_perturb 0.9,1.0,1.1]
         [--channels 1024] [--pipeline_only]
 """
-import argparse
 import os
+
+os.environ.setdefault("GLOG_v", "3")  # MindSpore's own log: errors only, unless GLOG_v is set
+
+import argparse
 import statistics
-import sys
 import tempfile
 import threading
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks.bench_augment import make_material  # noqa: E402
-from benchmarks.bench_train_step import build_step  # noqa: E402
-from src.config import load_config  # noqa: E402
-from src.data.dataset import create_train_dataset  # noqa: E402
-from src.demo_corpus import generate_demo_corpus  # noqa: E402
-from src.runtime import init_context  # noqa: E402
+from benchmarks.bench_augment import make_material
+from benchmarks.bench_train_step import build_step
+from src.config import load_config
+from src.data.dataset import create_train_dataset
+from src.demo_corpus import generate_demo_corpus
+from src.device import init_context
 
 GOAL_RATIO = 2.0
 

@@ -28,14 +28,12 @@ import time
 
 import numpy as np
 
+from src.data.audio import SAMPLE_RATE, write_audio
+from src.data.augment import Augmenter
+from src.data.dataset import read_training_list
+from src.fileio import write_lines
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO_ROOT)
-
-from src.data.audio import SAMPLE_RATE, write_audio  # noqa: E402
-from src.data.augment import Augmenter  # noqa: E402
-from src.data.dataset import load_training_list  # noqa: E402
-from src.fileio import write_lines  # noqa: E402
-
 UTTERANCES_PER_VIDEO = 7
 # Hard links one file may have, kept below ext4's limit of 65,000.
 LINKS_PER_SOURCE = 50000
@@ -105,7 +103,7 @@ def time_list_reading(list_path, root, speakers):
     results = {}
     for check in (False, True):
         start = time.perf_counter()
-        load_training_list(_settings(list_path, root, speakers, check))
+        read_training_list(_settings(list_path, root, speakers, check))
         results[check] = time.perf_counter() - start
     return results
 

@@ -22,25 +22,26 @@ DATA_DIR holds eval.txt, eval/wav/, train.txt and train/wav/ (the so762 layout);
 config must describe CHECKPOINT's network.
 """
 import os
+
+os.environ.setdefault("GLOG_v", "3")  # MindSpore's own log: errors only, unless GLOG_v is set
+
 import subprocess
 import sys
 from itertools import combinations
 
 import numpy as np
 
+from benchmarks.calibration_folds import speaker_of
+from src.cli import ArgumentParser, run_main
+from src.data.lists import read_trial_list
+from src.errors import InputError
+from src.evaluation.calibration import fit_calibration
+from src.evaluation.embeddings import CACHE_FILE_NAME, audio_durations, copy_cache
+from src.evaluation.metrics import evaluate
+from src.evaluation.report import read_scores
+from src.fileio import write_lines
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO_ROOT)
-
-from benchmarks.calibration_folds import speaker_of  # noqa: E402
-from src.cli import ArgumentParser, run_main  # noqa: E402
-from src.data.lists import read_trial_list  # noqa: E402
-from src.errors import InputError  # noqa: E402
-from src.evaluation.calibration import fit_calibration  # noqa: E402
-from src.evaluation.embeddings import CACHE_FILE_NAME, audio_durations, copy_cache  # noqa: E402
-from src.evaluation.metrics import evaluate  # noqa: E402
-from src.evaluation.report import read_scores  # noqa: E402
-from src.fileio import write_lines  # noqa: E402
-
 PRIORS = (0.01, 0.05)
 KINDS = ("linear", "qmf")
 

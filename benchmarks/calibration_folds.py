@@ -13,8 +13,9 @@ and the table gives EER, minDCF and actDCF at p = 0.01 and 0.05, Cllr and minCll
 per fold and calibration the gap ``actDCF / minDCF - 1`` at the operating point of the fit's
 prior. Last, from the AS-norm scores of the two folds, the gap of a linear calibration fitted
 at priors 0.01, 0.05 and 0.5 on the other group (as in the folds) and on the measured list
-itself (an oracle: what the linear form allows at best), with each fit's slope and offset. Lists, scores and logs go to OUT_DIR (the embeddings are extracted once per fold and
-copied between its runs). Usage:
+itself (an oracle: what the linear form allows at best), with each fit's slope and offset.
+Lists, scores and logs go to OUT_DIR (the embeddings are extracted once per fold and copied
+between its runs). Usage:
 
     python benchmarks/calibration_folds.py DATA_DIR CHECKPOINT OUT_DIR [--config FILE]
         [--top_n 100] [--key=value ...]
@@ -23,6 +24,9 @@ DATA_DIR holds eval.txt, eval/wav/, train.txt and train/wav/ (the so762 layout);
 config must describe CHECKPOINT's network (e.g. configs/small.yaml for a recipe run).
 """
 import os
+
+os.environ.setdefault("GLOG_v", "3")  # MindSpore's own log: errors only, unless GLOG_v is set
+
 import re
 import subprocess
 import sys
@@ -31,18 +35,16 @@ from itertools import combinations
 
 import numpy as np
 
+from src.cli import ArgumentParser, run_main
+from src.data.lists import read_trial_list
+from src.errors import InputError
+from src.evaluation.calibration import fit_logistic
+from src.evaluation.metrics import act_dcf_from_llrs, compute_min_dcf
+from src.evaluation.report import read_scores
+from src.evaluation.embeddings import copy_cache
+from src.fileio import write_lines
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO_ROOT)
-
-from src.cli import ArgumentParser, run_main  # noqa: E402
-from src.data.lists import read_trial_list  # noqa: E402
-from src.errors import InputError  # noqa: E402
-from src.evaluation.calibration import fit_logistic  # noqa: E402
-from src.evaluation.metrics import act_dcf_from_llrs, compute_min_dcf  # noqa: E402
-from src.evaluation.report import read_scores  # noqa: E402
-from src.evaluation.embeddings import copy_cache  # noqa: E402
-from src.fileio import write_lines  # noqa: E402
-
 PRIORS = (0.01, 0.05)
 METRICS = ("EER", "minDCF(p=0.01)", "minDCF(p=0.05)", "actDCF(p=0.01)", "actDCF(p=0.05)", "Cllr", "minCllr")
 METRIC_LINE = re.compile(r"^(\S+) = ([0-9.]+)%?$", re.MULTILINE)

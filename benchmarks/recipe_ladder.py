@@ -41,13 +41,11 @@ import statistics
 import subprocess
 import sys
 
+from src.cli import ArgumentParser, run_main
+from src.errors import InputError
+from src.fileio import write_text
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO_ROOT)
-
-from src.cli import ArgumentParser, run_main  # noqa: E402
-from src.errors import InputError  # noqa: E402
-from src.fileio import write_text  # noqa: E402
-
 FIXED_MARGIN = ["--margin_warmup_end=0"]
 NO_SPEED_PERTURBATION = ["--speed_perturb="]
 ZOO_AUGMENTATION = ["--augment=true", "--aug_clean=1", "--aug_reverb=1", "--aug_noise=1",

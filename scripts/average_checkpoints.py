@@ -8,13 +8,14 @@ statistics included) and of the margin head's, without optimizer state; eval.py,
 and train.py's init_from accept it.
 """
 import os
+
+os.environ.setdefault("GLOG_v", "3")  # MindSpore's own log: errors only, unless GLOG_v is set
+
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from src.cli import ArgumentParser, run_main  # noqa: E402
-from src.errors import InputError  # noqa: E402
-from src.fileio import check_writable_file  # noqa: E402
+from src.cli import ArgumentParser, run_main
+from src.errors import InputError
+from src.fileio import check_writable_file
 
 
 def parse_args(argv):

@@ -5,16 +5,12 @@
 A score file has one trial a line, ``<utt_a> <utt_b> <score> <1|0>`` (1 = target). The
 metrics are computed by the same code as eval.py's; for several files, one block each.
 """
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from src.cli import ArgumentParser, run_main  # noqa: E402
-from src.errors import InputError  # noqa: E402
-from src.evaluation.metrics import evaluate  # noqa: E402
-from src.evaluation.report import format_summary, read_scores  # noqa: E402
-from src.evaluation.scoring import trial_labels  # noqa: E402
+from src.cli import ArgumentParser, run_main
+from src.errors import InputError
+from src.evaluation.metrics import evaluate
+from src.evaluation.report import format_summary, read_scores
+from src.evaluation.scoring import trial_labels
 
 
 def main(argv=None):

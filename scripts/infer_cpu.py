@@ -9,12 +9,11 @@ Writes <result_path>/<utt>.bin embeddings (default ./result_Files) and the timin
 usage error, as out/main; 1 with one "error:" line naming the file for a failure.
 """
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("GLOG_v", "3")  # MindSpore's own log: errors only, unless GLOG_v is set
 
-from src.cli import run_main  # noqa: E402
-from src.inference.runner import format_timing, parse_args, run_inference  # noqa: E402
+from src.cli import run_main
+from src.inference.runner import format_timing, parse_args, run_inference
 
 
 def main(argv=None):

@@ -8,14 +8,10 @@ Writes <result_path>/<utt>.bin embeddings (default ./result_Files) and the timin
 (default <result_path>/../time_Result/test_perform_static.txt). Exit status: 0; 2 for a
 usage error; 1 with one "error:" line naming the file for a failure.
 """
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from src.cli import run_main  # noqa: E402
-from src.inference.onnx_model import OnnxModel  # noqa: E402
-from src.inference.runner import format_timing, parse_args, run_inference  # noqa: E402
+from src.cli import run_main
+from src.inference.onnx_model import OnnxModel
+from src.inference.runner import format_timing, parse_args, run_inference
 
 
 def main(argv=None):

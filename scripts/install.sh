@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create the project's virtual environment (.venv in the repository), install the pinned
-# requirements into it and build the custom CPU kernels (src/kernels/: matrix products and
-# whole TDNN blocks in float32 or bfloat16, for the cpu_kernels setting). With --dev, also the
+# requirements and the repository itself (editable, pyproject.toml) into it and build the
+# custom CPU kernels (src/kernels/: matrix products and whole TDNN blocks in float32 or
+# bfloat16, for the cpu_kernels setting). With --dev, also the
 # test tools. A failed kernel build is reported and does not fail the install (cpu_kernels
 # then falls back to MindSpore's own ops).
 # Usage: bash scripts/install.sh [--dev]
@@ -14,4 +15,6 @@ if [ ! -x "$ROOT/.venv/bin/python" ]; then
 fi
 "$ROOT/.venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQUIREMENTS"
 "$ROOT/.venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -r "$ROOT/requirements-kernels.txt"
-(cd "$ROOT" && .venv/bin/python -m src.kernels.build) || echo "continuing without the CPU kernels"
+# The repository itself, editable: every program imports 'src' from this checkout.
+"$ROOT/.venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e "$ROOT"
+"$ROOT/.venv/bin/python" "$ROOT/scripts/build_kernels.py" || echo "continuing without the CPU kernels"

@@ -25,12 +25,9 @@ stop every process the launcher started.
 """
 import argparse
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from src.cli import ArgumentParser, UsageError, run_main  # noqa: E402
-from src.launch.runs import (MSRUN_TARGETS, TARGETS, Launcher, Nodes, run_msrun, run_rank_table,  # noqa: E402
+from src.cli import ArgumentParser, UsageError, run_main
+from src.launch.runs import (MSRUN_TARGETS, TARGETS, Launcher, Nodes, run_msrun, run_rank_table,
                              run_standalone)
 
 SETTINGS_HELP = "the launcher argument, then --key=value settings for train.py"

@@ -7,13 +7,9 @@ VoxCeleb layout; the same options give byte-identical files. Exit status: 0, or 
 one "error:" line for a bad option, a setting out of range or a folder that already
 holds a corpus (see --overwrite).
 """
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from src.cli import ArgumentParser, run_main  # noqa: E402
-from src.demo_corpus import format_summary, generate_demo_corpus  # noqa: E402
+from src.cli import ArgumentParser, run_main
+from src.demo_corpus import format_summary, generate_demo_corpus
 
 
 def parse_args(argv=None):

@@ -13,16 +13,14 @@ import argparse
 import os
 import sys
 
+from src.cli import ArgumentParser, run_main
+from src.data.lists import read_trial_list
+from src.fileio import list_files, write_lines
+from src.prepare.common import PrepareError, require_folder
+from src.prepare.convert import SOURCE_SUFFIX, convert_tree, failure_lines
+from src.prepare.lists import build_train_list, prepare_eval_list, trial_speakers
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from src.cli import ArgumentParser, run_main  # noqa: E402
-from src.data.lists import read_trial_list  # noqa: E402
-from src.fileio import list_files, write_lines  # noqa: E402
-from src.prepare.common import PrepareError, require_folder  # noqa: E402
-from src.prepare.convert import SOURCE_SUFFIX, convert_tree, failure_lines  # noqa: E402
-from src.prepare.lists import build_train_list, prepare_eval_list, trial_speakers  # noqa: E402
-
 FAILURES_FILE = "train_convert_failures.txt"
 
 

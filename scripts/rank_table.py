@@ -12,12 +12,9 @@ Exit status: 0, or 1 with one "error:" line naming the file and the field at fau
 """
 import argparse
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from src.cli import ArgumentParser, run_main  # noqa: E402
-from src.launch.rank_table import local_ranks, local_server, rank_size, read_rank_table  # noqa: E402
+from src.cli import ArgumentParser, run_main
+from src.launch.rank_table import local_ranks, local_server, rank_size, read_rank_table
 
 
 def main(argv=None):

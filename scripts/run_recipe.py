@@ -25,20 +25,21 @@ RIR folders come from the config, or from the environment variables MUSAN_PATH a
 RIR_PATH when set. Programs run from the repository root under this interpreter.
 """
 import os
+
+os.environ.setdefault("GLOG_v", "3")  # MindSpore's own log: errors only, unless GLOG_v is set
+
 import subprocess
 import sys
 
+import yaml
+
+from src.cli import ArgumentParser, run_main
+from src.errors import InputError
+from src.evaluation.embeddings import copy_cache
+from src.fileio import write_lines
+from src.interrupts import Interrupted, signal_name
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO_ROOT)
-
-import yaml  # noqa: E402
-
-from src.cli import ArgumentParser, run_main  # noqa: E402
-from src.errors import InputError  # noqa: E402
-from src.evaluation.embeddings import copy_cache  # noqa: E402
-from src.fileio import write_lines  # noqa: E402
-from src.interrupts import Interrupted, signal_name  # noqa: E402
-
 STAGES = {1: "train", 2: "finetune", 3: "average", 4: "evaluate", 5: "export"}
 SCORINGS = (("cosine", "none"), ("AS-norm", "asnorm"))
 LOG_TAIL_LINES = 20
@@ -206,7 +207,7 @@ class Recipe:
 
 
 def last_checkpoint(folder):
-    """The checkpoint the ``last`` pointer of a run folder names (see src/train/checkpoint.py)."""
+    """The checkpoint the ``last`` pointer of a run folder names (see src/train/run_folder.py)."""
     pointer = os.path.join(folder, "last")
     if not os.path.isfile(pointer):
         raise RecipeError(f"stage 2 needs the checkpoints of stage 1: {pointer} not found")

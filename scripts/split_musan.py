@@ -18,14 +18,13 @@ import argparse
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from src.cli import ArgumentParser, run_main
+from src.data.augment import RIR_LIST_NAME
+from src.fileio import check_writable_file
+from src.prepare.common import PrepareError
+from src.prepare.musan import list_rirs, locate_simulated_rirs, split_musan
 
-from src.cli import ArgumentParser, run_main  # noqa: E402
-from src.data.augment import RIR_LIST_NAME  # noqa: E402
-from src.fileio import check_writable_file  # noqa: E402
-from src.prepare.common import PrepareError  # noqa: E402
-from src.prepare.musan import list_rirs, locate_simulated_rirs, split_musan  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def parse_args(argv):

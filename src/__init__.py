@@ -1,7 +1,5 @@
 """ECAPA-TDNN speaker verification in MindSpore.
 
-MindSpore's own log is limited to errors unless GLOG_v is set (GLOG_v=2 shows warnings).
+The programs (train.py, eval.py, ...) limit MindSpore's own log to errors unless GLOG_v is
+set (GLOG_v=2 shows warnings); importing this package changes nothing.
 """
-import os
-
-os.environ.setdefault("GLOG_v", "3")

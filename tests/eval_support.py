@@ -3,9 +3,14 @@ import os
 
 from fixtures import TINY_NETWORK, speaker_wave
 from src.checkpoint import save_checkpoint
-from src.data.audio import write_audio
+from src.data.audio import read_audio, write_audio
 from src.model.aam_softmax import AAMSoftmax
 from src.model.speaker_loss import SpeakerLoss
+
+
+def embed_file(extractor, path):
+    """Embedding (D,) float32 of a 16 kHz audio file by an EmbeddingExtractor."""
+    return extractor.embed_wave(read_audio(path))
 
 
 def write_corpus(root, num_speakers, per_speaker, rng, prefix="spk"):

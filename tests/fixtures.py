@@ -93,3 +93,8 @@ def training_settings(root, list_path, **overrides):
                   speed_perturb="", speed_perturb_prob=0.667)
     values.update(overrides)
     return SimpleNamespace(**values)
+
+
+def bad_files(samples):
+    """Paths of the unusable files a TrainingSamples' workers have found so far."""
+    return {os.path.join(samples.train_path, samples.utterances[index]) for index in samples.bad_audio.indices()}

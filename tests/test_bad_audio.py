@@ -14,11 +14,11 @@ import pytest
 import soundfile
 import yaml
 
-from fixtures import TINY_NETWORK, speaker_wave, tiny_network, training_settings, write_tone_corpus
+from fixtures import TINY_NETWORK, bad_files, speaker_wave, tiny_network, training_settings, write_tone_corpus
 from src.cli import run_main
 from src.data import speech_content
 from src.data.audio import SAMPLE_RATE, AudioError, read_audio, write_audio
-from src.data.dataset import DataError, TrainingSamples, create_train_dataset, load_training_list
+from src.data.dataset import DataError, TrainingSamples, create_train_dataset, read_training_list
 from src.data.speech_content import SpeechContent, measure
 from src.checkpoint import save_checkpoint
 
@@ -136,7 +136,7 @@ def test_training_skips_silent_and_non_finite_files_and_checks_each_file_once(tm
     import src.data.dataset as dataset
 
     list_path, root, paths = _training_corpus(tmp_path)
-    utterances, labels = load_training_list(_config(tmp_path, list_path))
+    utterances, labels, _ = read_training_list(_config(tmp_path, list_path))
     measured, reads = [], []
     monkeypatch.setattr(dataset, "measure", lambda wave: measured.append(len(wave)) or measure(wave))
     monkeypatch.setattr(dataset, "read_audio", lambda path: reads.append(path) or read_audio(path))
@@ -145,7 +145,7 @@ def test_training_skips_silent_and_non_finite_files_and_checks_each_file_once(tm
     assert label == 0 and features.shape == (50, 80)
     _, label = samples[1]  # silence -> NaN -> the normal tone of speaker 1
     assert label == 1
-    assert samples.bad_files == {paths[1], paths[2]}
+    assert bad_files(samples) == {paths[1], paths[2]}
     for epoch in (1, 2):
         assert samples[epoch * 4 + 1][1] == 1
         assert samples[epoch * 4][1] == 0

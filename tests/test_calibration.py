@@ -12,11 +12,11 @@ from sklearn.linear_model import LogisticRegression
 
 from src.data.lists import TrainList, Trial, read_trial_list
 from src.data.audio import write_audio
-from src.evaluation.calibrate import CalibrationInputs, calibration_scores, prepare_calibration, trial_qualities
+from src.evaluation.calibration_step import CalibrationInputs, calibration_scores, prepare_calibration, trial_qualities
 from src.evaluation.calibration import (MIN_FALSE_ACCEPTS, Calibration, CalibrationError, check_applicable,
                                         fa_rate_threshold, fit_calibration, fit_logistic, load_calibration,
                                         save_calibration, trial_features)
-from src.evaluation.calibration_trials import build_calibration_trials
+from src.evaluation.calibration_list import build_calibration_trials
 from src.evaluation.metrics import evaluate
 from src.evaluation.scoring import EmbeddingTable
 from src.inference.fixed_length import bin_file_name

@@ -9,13 +9,15 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 
 from src.kernels import build as kernel_build
-from src.inference.folding import ChannelAffine, fold_batch_norm, fold_tdnn_block
-from src.kernels.cells import (KernelProduct, KernelTimeMax, SqueezeExcitationKernel, TdnnInferenceKernel,
-                               TdnnTrainingKernel, bfloat16_bits, unavailable_reason)
-from src.model.ecapa_tdnn import SqueezeExcitation
-from src.model.layers import TDNNBlock
+from src.inference.folding import fold_batch_norm, fold_tdnn_block
+from src.kernels.cells import (KernelProduct, KernelTimeMax, TdnnInferenceKernel, TdnnTrainingKernel,
+                               bfloat16_bits, unavailable_reason)
+from src.kernels.network import KernelSqueezeExcitation, KernelTDNNBlock
+from src.model.ecapa_tdnn import AttentiveStatsPooling, SqueezeExcitation
+from src.model.layers import ChannelAffine, TDNNBlock, TimeConv1d
+from src.model.masked import MaskedSqueezeExcitation
 from src.config import ConfigError, load_config
-from src.runtime import apply_cpu_kernels
+from src.kernels.network import apply_cpu_kernels
 from fixtures import TINY_NETWORK_ARGS, randomise, tiny_network, tiny_network_copy
 
 KERNELS_MISSING = unavailable_reason()
@@ -110,8 +112,9 @@ def test_bf16_network_matches_float32_and_learns():
     reference = network(features).asnumpy()
     bf16 = apply_cpu_kernels(tiny_network_copy(network), "bf16", "CPU")
     swapped = [cell for _, cell in bf16.cells_and_names() if isinstance(cell, KernelProduct)]
-    convs = [cell for _, cell in bf16.cells_and_names() if hasattr(cell, "kernel_products")]
+    convs = [cell for _, cell in network.cells_and_names() if isinstance(cell, (TimeConv1d, AttentiveStatsPooling))]
     assert len(swapped) == len(convs) > 20
+    assert sorted(bf16.parameters_dict()) == sorted(network.parameters_dict())
     embeddings = bf16(features).asnumpy()
     cosine = (embeddings * reference).sum(1) / np.linalg.norm(embeddings, axis=1) / np.linalg.norm(reference, axis=1)
     assert cosine.min() > 0.999
@@ -163,7 +166,8 @@ def test_folded_bf16_network_runs_every_block_in_one_call():
     reference = network(features).asnumpy()
     folded = apply_cpu_kernels(fold_batch_norm(network, config, "shifted"), "bf16", "CPU")
     blocks = [cell for _, cell in folded.cells_and_names() if isinstance(cell, TDNNBlock)]
-    assert blocks and all(isinstance(block.inference_kernel, TdnnInferenceKernel) for block in blocks)
+    assert blocks and all(isinstance(block, KernelTDNNBlock) and isinstance(block.kernel, TdnnInferenceKernel)
+                          for block in blocks)
     embeddings = folded(features).asnumpy()
     cosine = (embeddings * reference).sum(1) / np.linalg.norm(embeddings, axis=1) / np.linalg.norm(reference, axis=1)
     assert cosine.min() > 0.9999 and np.abs(embeddings - reference).max() > 0
@@ -191,7 +195,7 @@ def test_bf16_with_mixed_precision_on_cpu_is_a_config_error():
 
 def test_unavailable_reason_names_the_missing_library(tmp_path):
     missing = str(tmp_path / "libecapa_kernels.so")
-    assert unavailable_reason(missing) == f"{missing} is not built (run: python -m src.kernels.build)"
+    assert unavailable_reason(missing) == f"{missing} is not built (run: python scripts/build_kernels.py)"
     broken = tmp_path / "broken.so"
     broken.write_bytes(b"not a library")
     assert unavailable_reason(str(broken)).startswith(f"{broken} does not load:")
@@ -264,7 +268,7 @@ def _twin_blocks(kernel_size, dilation, seed):
 @pytest.mark.parametrize("kernel_size, dilation", [(1, 1), (3, 3), (5, 1)])
 def test_float32_training_kernel_matches_the_block_and_its_gradients(kernel_size, dilation):
     plain, fused = _twin_blocks(kernel_size, dilation, seed=kernel_size + dilation)
-    fused.training_kernel = TdnnTrainingKernel(fused, bf16=False)
+    fused = KernelTDNNBlock(fused, bf16=False)
     rng = np.random.default_rng(2)
     x = rng.standard_normal((3, 17, 12)).astype(np.float32)
     weights = rng.uniform(-1, 1, (3, 17, 20)).astype(np.float32)
@@ -285,8 +289,8 @@ def test_float32_training_kernel_matches_the_block_and_its_gradients(kernel_size
 @needs_kernels
 def test_training_kernel_without_input_gradient_gives_zeros_and_the_same_parameter_gradients():
     full, data_input = _twin_blocks(3, 2, seed=8)
-    full.training_kernel = TdnnTrainingKernel(full, bf16=False)
-    data_input.training_kernel = TdnnTrainingKernel(data_input, bf16=False, input_gradient=False)
+    full = KernelTDNNBlock(full, bf16=False)
+    data_input = KernelTDNNBlock(data_input, bf16=False, input_gradient=False)
     rng = np.random.default_rng(9)
     x = rng.standard_normal((2, 13, 12)).astype(np.float32)
     weights = rng.uniform(-1, 1, (2, 13, 20)).astype(np.float32)
@@ -298,11 +302,11 @@ def test_training_kernel_without_input_gradient_gives_zeros_and_the_same_paramet
 
 
 class _Masked(nn.Cell):
-    """A squeeze-excitation cell applied with a fixed frame mask."""
+    """The frame-mask variant of a squeeze-excitation cell, applied with a fixed mask."""
 
     def __init__(self, cell, mask):
         super().__init__()
-        self.cell = cell
+        self.cell = MaskedSqueezeExcitation(cell)
         self.mask = mask
 
     def construct(self, x):
@@ -316,7 +320,7 @@ def test_squeeze_excitation_kernel_matches_the_cell_and_its_gradients(frames):
     randomise(plain, seed=frames)
     for target, source in zip(fused.get_parameters(), plain.get_parameters()):
         target.set_data(Tensor(source.asnumpy().copy()))
-    fused.kernel = SqueezeExcitationKernel()
+    fused = KernelSqueezeExcitation(fused)
     rng = np.random.default_rng(frames)
     x = rng.standard_normal((3, frames, 300)).astype(np.float32)
     weights = rng.uniform(-1, 1, (3, frames, 300)).astype(np.float32)
@@ -328,7 +332,8 @@ def test_squeeze_excitation_kernel_matches_the_cell_and_its_gradients(frames):
     for name, gradient in dparams.items():
         assert np.abs(gradient).max() > 0, name
         np.testing.assert_allclose(fused_dparams[name], gradient, rtol=1e-4, atol=1e-5, err_msg=name)
-    # With a frame mask the cell's own ops run: the average is over the real frames only.
+    # The frame-mask variant of the kernel cell runs the cell's own ops: the average is over the
+    # real frames only.
     mask = np.ones((3, frames, 1), np.float32)
     mask[1, frames // 2 + 1:] = 0
     masked = _Masked(fused, Tensor(mask))(Tensor(x)).asnumpy()
@@ -429,9 +434,9 @@ def test_float32_kernels_give_the_network_gradients_of_mindspore(input_gradient)
         target.set_data(Tensor(source.asnumpy().copy()))
     apply_cpu_kernels(twin, "float32", "CPU", input_gradient=input_gradient)
     blocks = [block for _, block in twin.cells_and_names() if isinstance(block, TDNNBlock)]
-    assert all(block.training_kernel is not None for block in blocks)
+    assert all(isinstance(block.kernel, TdnnTrainingKernel) for block in blocks)
     # Only the block that reads the features may skip its input's gradient.
-    skips = [int(block.training_kernel.geometry.asnumpy()[3]) == 0 for block in blocks]
+    skips = [int(block.kernel.geometry.asnumpy()[3]) == 0 for block in blocks]
     assert skips == [block is twin.layer1 and not input_gradient for block in blocks]
     rng = np.random.default_rng(13)
     features = rng.standard_normal((3, 50, 80)).astype(np.float32)

@@ -5,10 +5,10 @@ import re
 import numpy as np
 import pytest
 
-from fixtures import training_settings, write_tone_corpus
+from fixtures import bad_files, training_settings, write_tone_corpus
 from src.data.audio import SAMPLE_RATE, write_audio
 from src.data.dataset import (BadAudioRegister, DataError, DrawSampler, TrainingSamples, create_train_dataset,
-                              load_training_list, missing_files, training_batches)
+                              missing_files, read_training_list, training_batches)
 from src.data.features import log_mel
 from src.data.lists import ListFormatError, read_train_list
 from src.fileio import TextEncodingError
@@ -42,7 +42,7 @@ def test_resumed_sampler_continues_the_uninterrupted_stream():
 
 def test_samples_are_deterministic_labelled_and_repeat_padded(tmp_path):
     list_path = write_tone_corpus(tmp_path, num_speakers=3, utterances=2, seconds=(0.3, 0.4))
-    utterances, labels = load_training_list(_config(tmp_path, list_path, class_num=3))
+    utterances, labels, _ = read_training_list(_config(tmp_path, list_path, class_num=3))
     samples = TrainingSamples(utterances, labels, os.path.join(tmp_path, "train", "wav"), segment_frames=100,
                               seed=5)
     features, label = samples[2 + 6]  # draw 8 = utterance 2 in epoch 1
@@ -62,17 +62,17 @@ def test_samples_are_deterministic_labelled_and_repeat_padded(tmp_path):
 def test_class_num_must_match_speakers(tmp_path):
     list_path = write_tone_corpus(tmp_path, num_speakers=3, utterances=1)
     with pytest.raises(DataError, match="class_num: set to 5 but .* has 3 speakers"):
-        load_training_list(_config(tmp_path, list_path, class_num=5))
+        read_training_list(_config(tmp_path, list_path, class_num=5))
 
 
 def test_missing_files_are_dropped_up_to_the_limit(tmp_path):
     list_path = write_tone_corpus(tmp_path, num_speakers=2, utterances=3)
     os.remove(os.path.join(tmp_path, "train", "wav", "id00001", "v0", "00002.wav"))
-    utterances, labels = load_training_list(_config(tmp_path, list_path, class_num=2, max_bad_audio=1))
+    utterances, labels, _ = read_training_list(_config(tmp_path, list_path, class_num=2, max_bad_audio=1))
     assert len(utterances) == 5 and "id00001/v0/00002.wav" not in utterances
     assert labels == [0, 0, 0, 1, 1]
     with pytest.raises(DataError, match="1 listed files are missing .*id00001/v0/00002.wav"):
-        load_training_list(_config(tmp_path, list_path, class_num=2, max_bad_audio=0))
+        read_training_list(_config(tmp_path, list_path, class_num=2, max_bad_audio=0))
 
 
 def test_unreadable_audio_is_replaced_by_the_next_utterance_and_counted(tmp_path):
@@ -82,11 +82,11 @@ def test_unreadable_audio_is_replaced_by_the_next_utterance_and_counted(tmp_path
     with open(bad, "wb") as handle:
         handle.write(b"not a wav file at all")
     write_audio(os.path.join(wav_root, "id00001", "v0", "00000.wav"), np.zeros(8000), sample_rate=8000)
-    utterances, labels = load_training_list(_config(tmp_path, list_path, class_num=2))
+    utterances, labels, _ = read_training_list(_config(tmp_path, list_path, class_num=2))
     samples = TrainingSamples(utterances, labels, wav_root, segment_frames=50, seed=0, max_bad_audio=2)
     _, label = samples[1]  # unreadable -> utterance 2 (wrong sample rate) -> utterance 3
     assert label == 1
-    assert samples.bad_files == {bad, os.path.join(wav_root, "id00001", "v0", "00000.wav")}
+    assert bad_files(samples) == {bad, os.path.join(wav_root, "id00001", "v0", "00000.wav")}
     strict = TrainingSamples(utterances, labels, wav_root, segment_frames=50, seed=0, max_bad_audio=1)
     with pytest.raises(DataError, match="2 unreadable training files .*sample rate is 8000 Hz"):
         strict[1]
@@ -95,10 +95,10 @@ def test_unreadable_audio_is_replaced_by_the_next_utterance_and_counted(tmp_path
 def test_stereo_audio_counts_as_unreadable(tmp_path):
     import soundfile
 
-    list_path = write_tone_corpus(tmp_path, num_speakers=1, utterances=2)
+    list_path = write_tone_corpus(tmp_path, num_speakers=2, utterances=2)
     wav_root = os.path.join(tmp_path, "train", "wav")
     soundfile.write(os.path.join(wav_root, "id00000", "v0", "00000.wav"), np.zeros((SAMPLE_RATE, 2)), SAMPLE_RATE)
-    utterances, labels = load_training_list(_config(tmp_path, list_path, class_num=1))
+    utterances, labels, _ = read_training_list(_config(tmp_path, list_path, class_num=2))
     samples = TrainingSamples(utterances, labels, wav_root, segment_frames=50, seed=0, max_bad_audio=0)
     with pytest.raises(DataError, match="has 2 channels, expected mono"):
         samples[0]
@@ -124,7 +124,7 @@ def test_a_list_path_leaving_train_path_is_refused(tmp_path):
         handle.write("id00001 id00001/../../../outside.wav\n")
     with pytest.raises(ListFormatError, match=r"train.txt:5: utterance 'id00001/\.\./\.\./\.\./outside\.wav' "
                                               r"leaves the train_path folder"):
-        load_training_list(_config(tmp_path, list_path, class_num=2))
+        read_training_list(_config(tmp_path, list_path, class_num=2))
 
 
 def test_a_list_in_another_encoding_names_line_and_byte_and_a_byte_order_mark_is_accepted(tmp_path):
@@ -148,7 +148,7 @@ def test_repeated_list_lines_are_counted_in_a_warning(tmp_path, caplog):
     with open(list_path, "a", encoding="utf-8") as handle:
         handle.write("\n".join([lines[0], lines[0], lines[3]]) + "\n")
     with caplog.at_level("WARNING"):
-        utterances, _ = load_training_list(_config(tmp_path, list_path, class_num=2))
+        utterances, _, _ = read_training_list(_config(tmp_path, list_path, class_num=2))
     assert len(utterances) == 7
     assert "3 lines repeat an utterance listed before (e.g. id00000/v0/00000.wav)" in caplog.text
 
@@ -157,12 +157,12 @@ def test_unchecked_missing_files_are_found_when_drawn_and_counted(tmp_path):
     list_path = write_tone_corpus(tmp_path, num_speakers=2, utterances=3)
     os.remove(os.path.join(tmp_path, "train", "wav", "id00001", "v0", "00002.wav"))
     settings = _config(tmp_path, list_path, class_num=2, max_bad_audio=1, check_train_files=False)
-    utterances, labels = load_training_list(settings)
+    utterances, labels, _ = read_training_list(settings)
     assert len(utterances) == 6
     samples = TrainingSamples(utterances, labels, settings.train_path, segment_frames=50, seed=0, max_bad_audio=1)
     features, label = samples[5]  # the missing file: the next utterance (wrapping round) stands in
     assert label == labels[0] and features.shape == (50, 80)
-    assert samples.bad_files == {os.path.join(settings.train_path, "id00001/v0/00002.wav")}
+    assert bad_files(samples) == {os.path.join(settings.train_path, "id00001/v0/00002.wav")}
 
 
 def test_parallel_existence_check_matches_a_plain_one(tmp_path):
@@ -198,7 +198,7 @@ def test_speed_classes_follow_the_documented_mapping_and_are_deterministic(tmp_p
     from src.data.speed_perturb import SpeedPerturb
 
     list_path = write_tone_corpus(tmp_path, num_speakers=3, utterances=4)
-    utterances, labels = load_training_list(_config(tmp_path, list_path, class_num=9), num_speeds=3)
+    utterances, labels, _ = read_training_list(_config(tmp_path, list_path, class_num=9), num_speeds=3)
     train_path = os.path.join(tmp_path, "train", "wav")
 
     def samples(probability):
@@ -258,7 +258,7 @@ def test_worker_processes_count_each_bad_file_once_across_processes(tmp_path):
     config = _config(tmp_path, list_path, num_workers=2, worker_processes=True, max_bad_audio=2, num_epochs=3)
     dataset, _ = create_train_dataset(config)
     assert len(list(training_batches(dataset))) == 9
-    assert len(dataset.training_samples.bad_files) == 2
+    assert len(bad_files(dataset.training_samples)) == 2
     strict = _config(tmp_path, list_path, num_workers=2, worker_processes=True, max_bad_audio=1)
     dataset, _ = create_train_dataset(strict)
     with pytest.raises(DataError, match=r"^2 unreadable training files \(max_bad_audio is 1\); last: .*cannot read"):

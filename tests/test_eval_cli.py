@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import yaml
 
-from eval_support import save_training_checkpoint, write_corpus, write_train_list, write_trials
+from eval_support import embed_file, save_training_checkpoint, write_corpus, write_train_list, write_trials
 from fixtures import TINY_NETWORK, tiny_network
 from src.cli import run_main
 from src.data.lists import ListFormatError
-from src.evaluation.calibrate import SEEN_UTTERANCES_WARNING
+from src.evaluation.calibration_step import SEEN_UTTERANCES_WARNING
 from src.evaluation.calibration import Calibration, load_calibration, save_calibration
 from src.evaluation.embeddings import EmbeddingExtractor, audio_durations, file_sha256
-from src.evaluation.extract import output_name, read_audio_list
+from src.evaluation.verify_extract import output_name, read_audio_list
 from src.evaluation.metrics import evaluate
 from src.evaluation.report import read_scores
 from src.evaluation.scoring import trial_labels
@@ -146,7 +146,7 @@ def test_second_run_reuses_the_cache(workspace, evaluated, eval_script, capsys, 
 def test_verify_prints_score_and_decision(workspace, reference, eval_script, capsys):
     root, _ = workspace
     wave_a, wave_b = root / "data/eval/spk0/v1/00000.wav", root / "data/eval/spk1/v1/00001.wav"
-    a, b = reference.embed_file(wave_a), reference.embed_file(wave_b)
+    a, b = embed_file(reference, wave_a), embed_file(reference, wave_b)
     expected = float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
     threshold = round(expected, 4) + 0.001
     eval_script.main(["--config", str(root / "tiny.yaml"), "--model_path", str(root / "exported.ckpt"),
@@ -181,7 +181,7 @@ def test_extract_writes_one_vector_per_listed_file(workspace, reference, eval_sc
     for name, wave in expected_names.items():
         vector = np.load(tmp_path / "vectors" / name)
         assert vector.shape == (TINY_NETWORK["emb_size"],) and vector.dtype == np.float32
-        np.testing.assert_allclose(vector, reference.embed_file(wave), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(vector, embed_file(reference, wave), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.skipif(unavailable_reason() is not None, reason=f"CPU kernels: {unavailable_reason()}")
@@ -195,7 +195,7 @@ def test_extract_on_the_cpu_kernels(workspace, reference, eval_script, tmp_path)
                           "--cpu_kernels", kernels, "--extract", str(audio_list), str(tmp_path / kernels)])
         vectors[kernels] = {name: np.load(tmp_path / kernels / name) for name in os.listdir(tmp_path / kernels)}
     for name, wave in (("spk0_v1_00000.npy", "spk0/v1/00000.wav"), ("spk1_v1_00001.npy", "spk1/v1/00001.wav")):
-        expected = reference.embed_file(root / "data" / "eval" / wave)
+        expected = embed_file(reference, root / "data" / "eval" / wave)
         np.testing.assert_allclose(vectors["float32"][name], expected, rtol=1e-4, atol=1e-5)
         bf16 = vectors["bf16"][name]
         assert bf16 @ expected / np.linalg.norm(bf16) / np.linalg.norm(expected) > 0.999
@@ -301,7 +301,7 @@ def test_eval_fits_applies_and_reports_a_calibration(workspace, reference, eval_
     data = root / "data" / "eval"
     seconds = dict(zip(*(lambda names: (names, audio_durations(names, str(data))))(
         sorted({t.utt_a for t in trials} | {t.utt_b for t in trials}))))
-    norm = {name: np.linalg.norm(reference.embed_file(data / name)) for name in seconds}
+    norm = {name: np.linalg.norm(embed_file(reference, data / name)) for name in seconds}
     durations = np.array([[seconds[t.utt_a], seconds[t.utt_b]] for t in trials])
     norms = np.array([[norm[t.utt_a], norm[t.utt_b]] for t in trials])
     np.testing.assert_allclose(llrs, calibration.llrs(raw_scores, durations, norms), rtol=1e-4, atol=1e-4)
@@ -330,7 +330,7 @@ def test_verify_with_a_calibration_prints_the_llr_and_a_calibrated_decision(
         workspace, reference, eval_script, capsys, operating_point, threshold):
     root, _ = workspace
     wave_a, wave_b = root / "data/eval/spk0/v1/00000.wav", root / "data/eval/spk0/v1/00001.wav"
-    a, b = reference.embed_file(wave_a), reference.embed_file(wave_b)
+    a, b = embed_file(reference, wave_a), embed_file(reference, wave_b)
     cosine = float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
     path = write_cosine_calibration(root, "cosine.json")
     eval_script.main(["--config", str(root / "tiny.yaml"), "--model_path", str(root / "exported.ckpt"),

@@ -17,8 +17,9 @@ from src.data.features import log_mel
 from src.inference.exporter import (ExportError, ExportMismatchError, check_mindir, check_onnx,
                                     export_network, export_path, onnx_conv_impl)
 from src.inference.folding import fold_batch_norm
-from src.inference.model_file import load_graph_cell, mindir_shapes, model_shapes
-from src.inference.onnx_model import onnx_session
+from src.cli import run_main
+from src.inference.model_file import load_graph_cell, mindir_shapes, model_shapes, onnx_session
+
 
 TINY_ARGS = [*TINY_NETWORK_ARGS, "--device_target=CPU"]
 EMB_SIZE = TINY_NETWORK["emb_size"]
@@ -115,6 +116,17 @@ def test_check_fails_for_a_mindir_of_other_weights(tmp_path, reference):
     path = export_network(random_network(seed=1), SHAPE, str(tmp_path / "other"), "MINDIR")
     with pytest.raises(ExportMismatchError, match=r"other\.mindir: output differs from the network's by up to"):
         check_mindir(path, reference, SHAPE)
+
+
+def test_a_mismatching_export_is_deleted_and_reported_in_one_line(monkeypatch, tmp_path, training_checkpoint, capsys):
+    other = random_network(seed=1)
+    monkeypatch.setattr(export, "check_mindir", lambda path, network, shape: check_mindir(path, other, shape))
+    with pytest.raises(SystemExit) as stop:
+        run_main(run_export, monkeypatch, "--checkpoint_path", training_checkpoint, "--file_name", tmp_path / "m")
+    assert stop.value.code == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(f"error: {tmp_path / 'm.mindir'}: output differs from the network's by up to")
+    assert error.endswith("(deleted)") and list(tmp_path.iterdir()) == []
 
 
 def test_missing_checkpoint_is_a_config_error(monkeypatch, tmp_path):

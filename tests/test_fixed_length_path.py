@@ -288,7 +288,8 @@ def test_average_embeddings_normalises_each_then_the_mean():
 
 def run_preprocess(setup, out, *settings):
     result = subprocess.run([sys.executable, str(REPO / "preprocess.py"), *TINY_NETWORK_ARGS,
-                             f"--eval_list={setup / 'data' / 'eval.txt'}", f"--eval_path={setup / 'data' / 'eval' / 'wav'}",
+                             f"--eval_list={setup / 'data' / 'eval.txt'}",
+                             f"--eval_path={setup / 'data' / 'eval' / 'wav'}",
                              f"--output_path={out}", f"--length={LENGTH}", *settings],
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -319,7 +320,8 @@ def windowed(setup):
     features = setup / "windowed"
     printed = run_preprocess(setup, features, "--windows=all")
     assert "windows every 60 frames" in printed
-    for script, model, work in ((CPU_SCRIPT, "model.mindir", "windowed_cpu"), (ONNX_SCRIPT, "model.onnx", "windowed_onnx")):
+    for script, model, work in ((CPU_SCRIPT, "model.mindir", "windowed_cpu"),
+                                (ONNX_SCRIPT, "model.onnx", "windowed_onnx")):
         (setup / work).mkdir()
         result = run_script(script, setup / model, features, cwd=setup / work)
         assert result.returncode == 0, result.stdout + result.stderr

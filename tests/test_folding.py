@@ -13,7 +13,8 @@ from fixtures import TINY_NETWORK_ARGS, randomise, speaker_wave
 from src.checkpoint import save_checkpoint
 from src.config import load_config
 from src.data.features import log_mel
-from src.inference.folding import (ChannelAffine, fold_batch_norm, fold_norm_dense_norm, fold_tdnn_block,
+from src.model.layers import ChannelAffine
+from src.inference.folding import (fold_batch_norm, fold_norm_dense_norm, fold_tdnn_block,
                                    has_folding)
 from src.model import MODELS, build_embedding_network, register_model
 from src.model.layers import ChannelBatchNorm, TDNNBlock

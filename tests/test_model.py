@@ -9,7 +9,7 @@ from fixtures import tiny_network
 from src.model import count_parameters
 from src.model.ecapa_tdnn import ECAPA_TDNN, AttentiveStatsPooling, SqueezeExcitation
 from src.model.layers import ChannelBatchNorm, TDNNBlock, TimeConv1d
-from src.runtime import conv_impl_for_device
+from src.device import conv_impl_for_device
 
 
 def numpy_conv(x, weight, bias, dilation):
@@ -202,7 +202,8 @@ def test_aam_is_finite_at_cosine_plus_minus_one(sign):
     net = Loss()
     embeddings = Tensor(direction * 2.0)
     value = net(embeddings).asnumpy()
-    gradients = ops.GradOperation(get_all=True, get_by_list=True)(net, ms.ParameterTuple(net.trainable_params()))(embeddings)
+    gradient_of = ops.GradOperation(get_all=True, get_by_list=True)
+    gradients = gradient_of(net, ms.ParameterTuple(net.trainable_params()))(embeddings)
     assert np.isfinite(value)
     for part in gradients:
         for gradient in part:
@@ -395,4 +396,5 @@ def test_training_flops_match_a_hand_count():
     attention = 2 * rows * 24 * 8 + 2 * batch * 48 * 8  # frame third per frame, statistics per utterance
     logits, fc, head = 2 * rows * 8 * 24, 2 * batch * 48 * 6, 2 * batch * 6 * 5
     forward = layer1 + 3 * se_block + mfa + attention + logits + fc + head
-    assert training_flops(twelve_band_network("shifted"), AAMSoftmax(6, 5), batch, 10) == (forward, 2 * forward - layer1)
+    flops = training_flops(twelve_band_network("shifted"), AAMSoftmax(6, 5), batch, 10)
+    assert flops == (forward, 2 * forward - layer1)

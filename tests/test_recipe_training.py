@@ -15,7 +15,7 @@ from src.config import ConfigError, load_config
 from src.model.aam_softmax import AAMSoftmax
 from src.model.speaker_loss import SpeakerLoss
 from src.train.averaging import average_weights, newest_checkpoints, save_average
-from src.train.checkpoint import BEST_BY_EER, CheckpointError, CheckpointManager, initialise_from
+from src.train.run_folder import BEST_BY_EER, CheckpointError, CheckpointManager, initialise_from
 from src.train.margin_schedule import MarginSchedule
 from src.train.step import TrainStep
 from src.train.validation import Validator
@@ -114,7 +114,7 @@ def test_validation_leaves_the_training_trajectory_and_compiles_once(tmp_path, r
         result, _ = validator.run(validated)
         eers.append(result.eer)
     assert validated.training and validated.loss_net.embedding_network.training
-    assert len(validated.compile_cache) == 1 and validator.extractor.compiled_graphs == 1
+    assert len(validated.compile_cache) == 1 and len(validator.extractor.network.compile_cache) == 1
     assert all(0.0 <= eer <= 1.0 for eer in eers) and len(validator.trials) == 15
     for expected, actual in zip(plain.loss_net.get_parameters(), validated.loss_net.get_parameters()):
         np.testing.assert_array_equal(actual.asnumpy(), expected.asnumpy(), err_msg=expected.name)

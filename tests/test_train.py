@@ -24,8 +24,8 @@ from src.model.aam_softmax import AAMSoftmax
 from src.model.speaker_loss import SpeakerLoss
 from src.fileio import DiskFullError, OutputError
 from src.kernels.cells import unavailable_reason
-from src.runtime import apply_cpu_kernels
-from src.train.checkpoint import CheckpointError, CheckpointManager, TrainingState, prepare_checkpoint_folder
+from src.kernels.network import apply_cpu_kernels
+from src.train.run_folder import CheckpointError, CheckpointManager, TrainingState, prepare_checkpoint_folder
 from src.train.folder_lock import LOCK_NAME, FolderInUseError, claim_folder
 from src.train.margin_schedule import MarginSchedule
 from src.train.step import TrainStep
@@ -279,7 +279,7 @@ def test_bad_training_input_stops_with_one_line(corpus, tmp_path, problem, messa
 
 def test_mixed_precision_network_trains_and_matches_float32(rng):
     """Under O2 the layers run in float16 with float32 weights and batch-norm statistics."""
-    from src.runtime import apply_mixed_precision
+    from src.device import apply_mixed_precision
 
     def build():
         ms.set_seed(3)

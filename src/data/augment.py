@@ -102,7 +102,7 @@ def read_wav_list(folder, list_path):
         if name not in listings[parent]:
             raise InputError(f"{list_path}:{number}: {relative} not found in {folder}; write "
                              "the list again (scripts/split_musan.py --rirs) or delete it")
-            files.append(path)
+        files.append(path)
     return tuple(files)
 
 

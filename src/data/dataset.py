@@ -35,12 +35,6 @@ class DataError(InputError):
     """Training data that cannot be used (labels, missing or too many unreadable files)."""
 
 
-def load_training_list(config, num_speeds=1):
-    """Utterances and labels of :func:`read_training_list`."""
-    utterances, labels, _ = read_training_list(config, num_speeds)
-    return utterances, labels
-
-
 def read_training_list(config, num_speeds=1):
     """Read train_list, check class_num against its classes and that every file exists.
 
@@ -218,10 +212,6 @@ class TrainingSamples:
         self.bad_audio = BadAudioRegister(max_bad_audio)
         self._checked_files = set()
 
-    @property
-    def bad_files(self):
-        """Paths of the unusable files found so far, by any worker."""
-        return {os.path.join(self.train_path, self.utterances[index]) for index in self.bad_audio.indices()}
 
     def _note_bad(self, index, error):
         if index not in self.bad_audio:

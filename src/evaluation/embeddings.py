@@ -11,12 +11,12 @@ accepts any number of frames. The result equals a plain call on the same (1, T, 
 input; nothing is padded, cropped or batched. A dynamic-shape call carries a per-call
 overhead that a static-shape graph does not, which matters for short utterances.
 
-With ``buckets`` (the ``extraction_graphs: buckets`` setting) a network that takes a frame
-mask (``accepts_frame_mask``, as ECAPA-TDNN does) runs static-shape graphs instead: the
+With ``buckets`` (the ``extraction_graphs: buckets`` setting) a network with a frame-mask
+variant (src/model/masked.py, as ECAPA-TDNN has) runs static-shape graphs instead: the
 features are zero-padded at the end to the next length of a geometric ladder of buckets
 (:func:`bucket_frames`, at most :data:`BUCKET_RATIO` longer than the utterance) and the
 network is told which frames are real, so the embedding equals the unpadded one up to float
-rounding (src/model/ecapa_tdnn.py). Each bucket compiles once, at its first utterance; the
+rounding. Each bucket compiles once, at its first utterance; the
 choice depends on the utterance's length alone, so every process of a distributed
 evaluation embeds an utterance identically. On CPU (C=1024, batch norm folded) the buckets
 take 0.82x the dynamic graph's time at 2 s and 1.07-1.16x at 5-30 s, where their padding
@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 import mindspore as ms
 import numpy as np
 import soundfile
-from mindspore import Tensor, nn
+from mindspore import Tensor
 
 from src.data import features
 from src.data.audio import SAMPLE_RATE, AudioError, read_audio
@@ -51,6 +51,7 @@ from src.errors import InputError
 from src.fileio import atomic_write
 from src.evaluation.scoring import EmbeddingTable
 from src.model import network_description
+from src.model.masked import supports_frame_mask, with_frame_mask
 
 CACHE_FILE_NAME = "embeddings.npz"
 CACHE_FORMAT_VERSION = 2
@@ -92,17 +93,6 @@ def bucket_frames(frames):
     return length
 
 
-class _MaskedNetwork(nn.Cell):
-    """``network(features, mask)`` as a cell of its own, so it compiles apart from the dynamic graph."""
-
-    def __init__(self, network):
-        super().__init__()
-        self.network = network
-
-    def construct(self, features, mask):
-        return self.network(features, mask)
-
-
 class EmbeddingExtractor:
     """Embeds one utterance at a time with ``network``, without recompiling per length.
 
@@ -120,8 +110,7 @@ class EmbeddingExtractor:
         self.compiled = False
         network.set_train(False)
         network.set_inputs(Tensor(shape=[1, None, n_mels], dtype=ms.float32))
-        self.masked = _MaskedNetwork(network) if graphs == "buckets" and getattr(
-            network, "accepts_frame_mask", False) else None
+        self.masked = with_frame_mask(network) if graphs == "buckets" and supports_frame_mask(network) else None
         self.buckets = set()  # lengths (frames) whose static graph is compiled
         self.bucket_compile_seconds = 0.0
 
@@ -129,14 +118,6 @@ class EmbeddingExtractor:
     def graphs(self):
         """'buckets' when static bucket graphs are used, else 'dynamic'."""
         return "buckets" if self.masked is not None else "dynamic"
-
-    @property
-    def compiled_graphs(self):
-        """Number of graphs compiled so far: the dynamic graph (1 after any number of lengths), or
-        one per bucket used."""
-        if self.masked is not None:
-            return len(self.buckets)
-        return len(getattr(self.network, "compile_cache", ()))
 
     def compile(self):
         """Compile the dynamic graph (by embedding WARM_UP_FRAMES of silence) unless done or static
@@ -175,13 +156,6 @@ class EmbeddingExtractor:
     def embed_wave(self, wave):
         """Embedding (D,) float32 of a 16 kHz waveform (S,)."""
         return self.embed_features(features.log_mel(wave, self.n_mels))
-
-    def embed_file(self, path, allow_resample=False):
-        """Embedding (D,) float32 of an audio file (16 kHz unless ``allow_resample``).
-
-        Raises EmbeddingError if the embedding is not finite.
-        """
-        return finite_embedding(self.embed_wave(read_audio(path, allow_resample=allow_resample)), path)
 
 
 @dataclass

@@ -8,7 +8,7 @@ with the ``top_n`` best cohort scores of each utterance (see src/evaluation/scor
 
 Calibration (after AS-norm): ``score_calibration`` linear or qmf fits a calibration of the
 scores to log-likelihood ratios on a calibration list and applies it
-(src/evaluation/calibrate.py); ``calibration_file`` applies a saved one instead. The
+(src/evaluation/calibration_step.py); ``calibration_file`` applies a saved one instead. The
 metrics of the raw scores are reported beside those of the LLRs.
 
 Files written to ``eval_output_dir``: ``scores.txt`` (see src/evaluation/report.py; LLRs
@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from src.config import ConfigError
 from src.data.lists import read_train_list, read_trial_list, trial_utterances, warn_about_repeated_trials
 from src.errors import InputError
-from src.evaluation.calibrate import apply_calibration, calibration_scores, fit_and_save, prepare_calibration
+from src.evaluation.calibration_step import apply_calibration, calibration_scores, fit_and_save, prepare_calibration
 from src.evaluation.calibration import check_applicable, load_calibration
-from src.evaluation.calibration_trials import round_robin
+from src.evaluation.calibration_list import round_robin
 from src.evaluation.embeddings import (CACHE_FILE_NAME, EmbeddingCache, extract_embeddings,
                                        file_sha256, model_fingerprint, require_audio_files)
 from src.evaluation.metrics import evaluate
@@ -55,7 +55,7 @@ class EvalInputs:
     trials: the parsed trial list; utterances: its unique utterances (relative to
     eval_path); cohort: cohort utterances (relative to train_path), empty when unused;
     cohort_speakers: their speaker ids; calibration: the calibration trials of a fit
-    (src/evaluation/calibrate.py) or None; applied: the loaded ``calibration_file``
+    (src/evaluation/calibration_step.py) or None; applied: the loaded ``calibration_file``
     (src/evaluation/calibration.py) or None.
     """
     trials: list

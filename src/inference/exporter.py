@@ -12,8 +12,9 @@ import numpy as np
 from src.data.audio import SAMPLE_RATE
 from src.data.features import N_MELS, log_mel, samples_for_frames
 from src.errors import InputError
-from src.inference.model_file import ModelFileError, load_graph_cell
-from src.inference.onnx_model import onnx_session, onnxruntime_available, runtime_errors
+from src.inference.model_file import (ModelFileError, load_graph_cell, onnx_session, onnxruntime_available,
+                                      runtime_errors)
+
 
 EXTENSIONS = {"MINDIR": ".mindir", "AIR": ".air", "ONNX": ".onnx"}
 CHECK_TOLERANCE = 1e-4
@@ -23,7 +24,7 @@ class ExportError(InputError):
     """A format that cannot be exported here, or an exporter that fails on this network."""
 
 
-class ExportMismatchError(RuntimeError):
+class ExportMismatchError(ExportError):
     """An exported file whose output differs from the network's beyond CHECK_TOLERANCE."""
 
 

@@ -25,11 +25,11 @@ Rules are registered per model name (:func:`register_folding`); a model without 
 not folded (:func:`fold_batch_norm` returns None) and is exported and evaluated as it is.
 """
 import numpy as np
-from mindspore import Parameter, Tensor, nn
+from mindspore import Tensor, nn
 
 from src.model import build_embedding_network
 from src.model.registry import registering
-from src.model.layers import ChannelBatchNorm, TDNNBlock, tile_rows
+from src.model.layers import ChannelAffine, ChannelBatchNorm, TDNNBlock
 
 FOLDING_RULES = {}
 
@@ -37,30 +37,6 @@ FOLDING_RULES = {}
 def register_folding(model_name):
     """Decorator registering ``rule(network)``, which folds a copy of ``model_name`` in place."""
     return registering(FOLDING_RULES, model_name, "folding rule of model")
-
-
-class ChannelAffine(nn.Cell):
-    """``x * scale + shift`` per channel (last axis) with constant parameters: (..., C) -> (..., C).
-
-    ``scale`` None means 1 (only the shift is added). Rows are repeated by tiling, as in
-    ChannelBatchNorm's inference path, which MindSpore's CPU kernels run faster than a
-    broadcasting operation.
-    """
-
-    def __init__(self, shift, scale=None):
-        super().__init__()
-        self.channels = int(shift.shape[0])
-        self.shift = Parameter(Tensor(np.asarray(shift, np.float32)), name="shift", requires_grad=False)
-        self.has_scale = scale is not None
-        if self.has_scale:
-            self.scale = Parameter(Tensor(np.asarray(scale, np.float32)), name="scale", requires_grad=False)
-
-    def construct(self, x):
-        rows = x.reshape(-1, self.channels)
-        count = rows.shape[0]
-        if self.has_scale:
-            rows = rows * tile_rows(self.scale.reshape(1, -1), count)
-        return (rows + tile_rows(self.shift.reshape(1, -1), count)).reshape(x.shape)
 
 
 def norm_affine(norm):

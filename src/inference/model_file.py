@@ -1,4 +1,5 @@
-"""Reading an exported model: input/output shapes of a MindIR or ONNX file, and a callable MindIR cell."""
+"""Reading an exported model: input/output shapes of a MindIR or ONNX file, a callable MindIR
+cell and an onnxruntime session."""
 import math
 import os
 
@@ -55,11 +56,67 @@ def mindir_shapes(path):
     return _shape(path, model.graph.input[0], "input"), _shape(path, model.graph.output[0], "output")
 
 
+def _runtime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ModelFileError("onnxruntime is not installed; install requirements-dev.txt to run ONNX "
+                             "models") from None
+    return onnxruntime
+
+
+def onnxruntime_available():
+    """Whether onnxruntime can be imported."""
+    try:
+        _runtime()
+    except ModelFileError:
+        return False
+    return True
+
+
+def runtime_errors():
+    """The exception types onnxruntime raises for a file or graph it cannot load or run."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    return (state.Fail, state.InvalidGraph, state.InvalidArgument, state.RuntimeException, state.NoSuchFile,
+            state.InvalidProtobuf, state.NotImplemented)
+
+
+def onnx_session(path):
+    """An onnxruntime CPU InferenceSession of ``path``; ModelFileError naming the file if it cannot load."""
+    runtime = _runtime()
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ModelFileError(f"{path}: ONNX file not found")
+    try:
+        return runtime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    except runtime_errors() as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise ModelFileError(f"{path}: onnxruntime cannot load this ONNX file ({first_line})") from None
+
+
+def _fixed_shape(path, value, role):
+    shape = tuple(value.shape)
+    if not all(isinstance(dim, int) and dim > 0 for dim in shape):
+        raise ModelFileError(f"{path}: model {role} {value.name!r} has the shape {shape} with an unfixed "
+                             "dimension; export the model with a fixed length")
+    if value.type != "tensor(float)":
+        raise ModelFileError(f"{path}: model {role} {value.name!r} is {value.type}, not float32")
+    return shape
+
+
+def onnx_shapes(session, path):
+    """``(input_shape, output_shape)`` of a session with one fixed-shape float32 input and output."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ModelFileError(f"{path}: expected a model with 1 input and 1 output, found {len(inputs)} "
+                             f"and {len(outputs)}")
+    return _fixed_shape(path, inputs[0], "input"), _fixed_shape(path, outputs[0], "output")
+
+
 def model_shapes(path):
     """``(input_shape, output_shape)`` of an exported model: ONNX for a ``.onnx`` file, else MindIR."""
     if os.fspath(path).endswith(".onnx"):
-        from src.inference.onnx_model import onnx_session, onnx_shapes
-
         return onnx_shapes(onnx_session(path), os.fspath(path))
     return mindir_shapes(path)
 

@@ -1,10 +1,10 @@
-"""Compile the custom CPU kernels: ``python -m src.kernels.build``.
+"""How the custom CPU kernels are compiled (scripts/build_kernels.py runs it).
 
 Builds ``src/kernels/build/libecapa_kernels.so`` from the ``.cc`` files here with g++, against
 the oneDNN library that MindSpore ships (``mindspore/lib/libdnnl.so.3``) and the oneDNN
-headers of the ``onednn-devel`` package (installed into ``<venv>/include``). Exits with
-status 1 and one line on what is missing when it cannot build; the network then runs its
-products in float32 (see products.py).
+headers of the ``onednn-devel`` package (installed into ``<venv>/include``). When it cannot
+build, :func:`build` raises RuntimeError naming what is missing, and ``cpu_kernels`` falls
+back to MindSpore's own ops (see cells.py).
 """
 import os
 import shutil
@@ -60,16 +60,3 @@ def build(output=LIBRARY):
         raise RuntimeError(f"g++ failed on {', '.join(SOURCES)}:\n{result.stderr.strip()}")
     return output
 
-
-def main():
-    try:
-        path = build()
-    except RuntimeError as error:
-        print(f"custom CPU kernels not built: {error}", file=sys.stderr)
-        return 1
-    print(f"built {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,7 +13,8 @@ False multiplies in float32. Inputs and outputs are float32 either way.
 - ``SqueezeExcitationKernel()``: a squeeze-excitation cell in one call (float32), and its
   gradient in another.
 - ``KernelTimeMax()``: the maximum over frames, (N, T, C) -> (N, 1, C), without a gradient.
-- ``use_kernels(network, bf16)``: puts them into a network, in place.
+
+src/kernels/network.py puts them into a network.
 
 ``unavailable_reason()`` says why the kernels cannot run here (not built, no AVX512-BF16),
 or None when they can. They run on MindSpore's CPU backend only.
@@ -42,7 +43,7 @@ def _library():
 def unavailable_reason(library=LIBRARY):
     """Why the kernels cannot run on this machine, or None if they can."""
     if not os.path.isfile(library):
-        return f"{library} is not built (run: python -m src.kernels.build)"
+        return f"{library} is not built (run: python scripts/build_kernels.py)"
     try:
         native = ctypes.CDLL(library).EcapaKernelsNativeBf16()
     except OSError as error:
@@ -186,44 +187,3 @@ class SqueezeExcitationKernel(nn.Cell):
         _, summary, hidden, gates = out
         return self.gradient(x, w1, w2, summary, hidden, gates, dout[0])
 
-
-def use_kernels(network, bf16=True, input_gradient=True):
-    """Run ``network``'s products, TDNN blocks and squeeze-excitation on the kernels, in place;
-    returns how many cells changed.
-
-    Every product named by a cell's ``kernel_products`` becomes a KernelProduct, and every
-    maximum over time named by its ``kernel_time_max`` a KernelTimeMax. Each
-    SqueezeExcitation (shifted formulation) gets a SqueezeExcitationKernel. Each TDNNBlock
-    with the shifted formulation gets a whole-block kernel: TdnnInferenceKernel in a folded
-    inference copy (src/inference/folding.py), else TdnnTrainingKernel for training mode.
-    Weights are read at this call for the inference kernels, so load them first.
-
-    ``input_gradient`` False: the network's input needs no gradient (training on data), so
-    the block named by the network's ``input_block`` attribute, if it has one, skips it; a
-    gradient taken with respect to the network's input is then zero.
-    """
-    from src.inference.folding import ChannelAffine
-    from src.model.ecapa_tdnn import SqueezeExcitation
-    from src.model.layers import TDNNBlock
-
-    first = getattr(network, getattr(network, "input_block", ""), None) if not input_gradient else None
-    changed = 0
-    for _, cell in network.cells_and_names():
-        for attribute in getattr(cell, "kernel_products", ()):
-            setattr(cell, attribute, KernelProduct(bf16))
-            changed += 1
-        for attribute in getattr(cell, "kernel_time_max", ()):
-            setattr(cell, attribute, KernelTimeMax())
-            changed += 1
-    for _, cell in list(network.cells_and_names()):
-        if isinstance(cell, SqueezeExcitation) and cell.squeeze.shifted:
-            cell.kernel = SqueezeExcitationKernel()
-            changed += 1
-        if not (isinstance(cell, TDNNBlock) and cell.conv.shifted):
-            continue
-        if isinstance(cell.norm, ChannelAffine):
-            cell.inference_kernel = TdnnInferenceKernel(cell, bf16)
-        else:
-            cell.training_kernel = TdnnTrainingKernel(cell, bf16, input_gradient=cell is not first)
-        changed += 1
-    return changed

@@ -1,4 +1,4 @@
-"""Starting and supervising train.py for the training launchers (scripts/launch.py), and eval.py for distributed evaluation.
+"""Starting and supervising train.py for the launchers (scripts/launch.py), and eval.py for distributed evaluation.
 
 - :mod:`src.launch.rank_table` reads and checks HCCL rank tables (version 1.0) and finds
   the ranks of this server;

@@ -7,49 +7,22 @@ log-mel (N, T, 80)
   -> attentive statistics pooling with global context            (N, 2 * C_mfa)
   -> BN -> Dense -> BN                                           (N, emb_size)
 
-Activations are time-major (N, T, C); see src/model/layers.py for why, and for why sums
-over time and repetitions over time are batched products with ones.
+Activations are time-major (N, T, C); src/model/layers.py says why, and why sums over time
+and repetitions over time are batched products with ones. Zero-padded batches with a frame
+mask run through the variants of src/model/masked.py; the CPU kernels (src/kernels) replace
+some cells of a built network. Neither changes the classes here or their parameters.
 
-Padded batches. ``ECAPA_TDNN(features, mask)`` embeds utterances that were zero-padded at
-the end to a common length: ``mask`` (N, T, 1) is 1 at real frames and 0 at padding. Every
-step that mixes frames then sees exactly what it sees in the unpadded utterance: the input
-of each kernel-k convolution is zero past the real frames (as its own zero padding is), the
-time averages of squeeze-excitation and of the pooling statistics run over the real frames
-only, and the attention softmax gives padded frames weight 0. The embeddings equal those of
-the unpadded utterances up to float rounding, so one compiled static-shape graph can serve
-every length up to T. This holds in inference mode; in training mode batch norm would count
-the padded frames in its batch statistics.
+>>> network = ECAPA_TDNN(channels=16, mfa_channels=24, attention_channels=8, se_channels=4,
+...                      scale=4, emb_size=8)                                  # doctest: +SKIP
+>>> network(Tensor(np.zeros((2, 100, 80), np.float32))).shape                  # doctest: +SKIP
+(2, 8)
 """
 from mindspore import nn, ops
 
-from src.model.layers import ChannelBatchNorm, TDNNBlock, TimeConv1d
+from src.model.layers import ChannelBatchNorm, TDNNBlock, TimeConv1d, repeat_frames, time_sum
 from src.model.registry import register_model
 
 VARIANCE_FLOOR = 1e-4
-# Attention logit of padded frames: exp(-1e4 - max) is 0 in float16 and float32.
-PADDED_LOGIT = -1e4
-
-
-def time_sum(x):
-    """Sum over frames: (N, T, C) -> (N, 1, C), as a batched product with ones."""
-    return ops.bmm(ops.ones((x.shape[0], 1, x.shape[1]), x.dtype), x)
-
-
-class TimeMax(nn.Cell):
-    """The largest value over frames: (N, T, C) -> (N, 1, C)."""
-
-    def construct(self, x):
-        return x.max(axis=1, keepdims=True)
-
-
-def channel_mask(mask, channels):
-    """A frame mask (N, T, 1) repeated over ``channels``: (N, T, channels), for same-shape products."""
-    return ops.tile(mask, (1, 1, channels))
-
-
-def repeat_frames(x, frames):
-    """(N, 1, C) -> (N, frames, C), as a batched product with ones; its gradient is a time_sum."""
-    return ops.bmm(ops.ones((x.shape[0], frames, 1), x.dtype), x)
 
 
 class Res2Conv(nn.Cell):
@@ -68,34 +41,17 @@ class Res2Conv(nn.Cell):
         self.blocks = nn.CellList([TDNNBlock(width, width, kernel_size, dilation, impl)
                                    for _ in range(scale - 1)])
 
-    def construct(self, x, mask=None):
-        """x (N, T, C); mask (N, T, 1) of real frames or None (see the module docstring)."""
-        width = x.shape[2] // self.scale
-        if mask is None:
-            return self._groups(x, width, None)
-        return self._groups(x * channel_mask(mask, x.shape[2]), width, channel_mask(mask, width))
-
-    def _groups(self, x, width, group_mask):
-        """The multi-scale sums over groups of ``width`` channels; outputs of the group convolutions
-        times ``group_mask`` (N, T, width) unless None, so the next convolution sees zeros past the end."""
-        groups = ops.split(x, width, axis=2)
+    def construct(self, x):
+        groups = ops.split(x, x.shape[2] // self.scale, axis=2)
         outputs = [groups[0]]
-        previous = groups[0]
         for index in range(1, self.scale):
-            current = groups[index] if index == 1 else groups[index] + previous
-            previous = self.blocks[index - 1](current)
-            if group_mask is not None:
-                previous = previous * group_mask
-            outputs.append(previous)
+            group = groups[index] if index == 1 else groups[index] + outputs[-1]
+            outputs.append(self.blocks[index - 1](group))
         return ops.concat(outputs, axis=2)
 
 
 class SqueezeExcitation(nn.Cell):
-    """Channel gates from the time average: (N, T, C) -> (N, T, C) scaled per channel.
-
-    ``kernel`` (src.kernels.cells.use_kernels sets it; None otherwise) computes the whole
-    cell in one call, and its gradient in another, for unpadded input.
-    """
+    """Channel gates from the time average: (N, T, C) -> (N, T, C) scaled per channel."""
 
     def __init__(self, channels, bottleneck, impl):
         super().__init__()
@@ -103,21 +59,14 @@ class SqueezeExcitation(nn.Cell):
         self.excite = TimeConv1d(bottleneck, channels, 1, impl=impl)
         self.relu = nn.ReLU()
         self.sigmoid = nn.Sigmoid()
-        self.kernel = None
 
-    def construct(self, x, mask=None):
-        """x (N, T, C); mask (N, T, 1) of real frames or None: the average is over the real frames."""
-        if self.kernel is not None and mask is None:
-            return self.kernel(x, self.squeeze.weight_matrix(), self.squeeze.bias, self.excite.weight_matrix(),
-                               self.excite.bias)[0]
+    def gates(self, average):
+        """Gates (N, 1, C) in (0, 1) of the time average (N, 1, C)."""
+        return self.sigmoid(self.excite(self.relu(self.squeeze(average))))
+
+    def construct(self, x):
         frames = x.shape[1]
-        if mask is None:
-            summary = time_sum(x) / frames
-        else:
-            real = channel_mask(mask, x.shape[2])
-            summary = time_sum(x * real) / time_sum(real)
-        gates = self.sigmoid(self.excite(self.relu(self.squeeze(summary))))
-        return x * repeat_frames(gates, frames)
+        return x * repeat_frames(self.gates(time_sum(x) / frames), frames)
 
 
 class SERes2Block(nn.Cell):
@@ -130,18 +79,14 @@ class SERes2Block(nn.Cell):
         self.tdnn2 = TDNNBlock(channels, channels, 1, impl=impl)
         self.se = SqueezeExcitation(channels, se_channels, impl)
 
-    def construct(self, x, mask=None):
-        """x (N, T, C); mask (N, T, 1) of real frames or None."""
-        return self.se(self.tdnn2(self.res2(self.tdnn1(x), mask)), mask) + x
+    def construct(self, x):
+        return self.se(self.tdnn2(self.res2(self.tdnn1(x)))) + x
 
 
-def _mean_and_std(weighted_sum, weighted_square_sum, total_weight):
-    """Mean and standard deviation over time from the weighted sums of x and x * x.
-
-    The sums are (N, 1, C); total_weight, the sum of the weights, is (N, 1, C) or a number.
-    Returns two (N, 1, C) tensors; the variance is floored at VARIANCE_FLOOR (by a maximum,
-    which MindSpore's ONNX exporter converts, unlike a one-sided clamp).
-    """
+def mean_and_std(weighted_sum, weighted_square_sum, total_weight):
+    """Mean and standard deviation (N, 1, C) over time from the weighted sums of x and x * x
+    (N, 1, C) and the sum of the weights (N, 1, C, or a number of frames). The variance is
+    floored at VARIANCE_FLOOR by a maximum, which MindSpore's ONNX exporter converts."""
     mean = weighted_sum / total_weight
     variance = weighted_square_sum / total_weight - mean * mean
     return mean, ops.sqrt(ops.maximum(variance, VARIANCE_FLOOR))
@@ -151,16 +96,9 @@ class AttentiveStatsPooling(nn.Cell):
     """Channel- and context-dependent attentive statistics pooling: (N, T, C) -> (N, 2C).
 
     Each frame's attention logits see the frame together with the utterance's plain mean
-    and standard deviation (global context); the softmax is over T per channel. The
-    attention block's 1x1 convolution of [frame, mean, std] is split by input channels
-    into a per-frame product and a per-utterance one, so the (N, T, 3C) concatenation is
-    never built, and the softmax's normalisation is applied to the (N, 1, C) sums.
+    and standard deviation (global context); the softmax is over T per channel, and the
+    output is the attention-weighted mean and standard deviation.
     """
-
-    # Its x @ W^T products and its maximum over time may run on the CPU kernels
-    # (src/kernels/cells.py use_kernels).
-    kernel_products = ("matmul",)
-    kernel_time_max = ("time_max",)
 
     def __init__(self, channels, attention_channels, impl):
         super().__init__()
@@ -170,8 +108,10 @@ class AttentiveStatsPooling(nn.Cell):
         self.matmul = ops.MatMul(transpose_b=True)
         self.time_max = TimeMax()
 
-    def _attention_hidden(self, x, mean, std):
-        """The attention TDNN block applied to [x, mean, std] (statistics repeated over T): (N, T, A)."""
+    def attention_hidden(self, x, mean, std):
+        """The attention TDNN block of [x, mean, std] with the statistics (N, 1, C) repeated over
+        time: (N, T, A). Its 1x1 convolution is split by input channels into a per-frame
+        product and a per-utterance one, so the (N, T, 3C) concatenation is never built."""
         batch, frames, channels = x.shape
         conv = self.attention.conv
         frame_weight, mean_weight, std_weight = ops.split(conv.weight.reshape(conv.out_channels, 3 * channels),
@@ -179,44 +119,37 @@ class AttentiveStatsPooling(nn.Cell):
         frame_part = self.matmul(x.reshape(-1, channels), frame_weight)
         utterance_part = (self.matmul(mean.reshape(batch, channels), mean_weight)
                           + self.matmul(std.reshape(batch, channels), std_weight) + conv.bias)
-        hidden = (frame_part.reshape(batch, frames, -1)
-                  + repeat_frames(utterance_part.reshape(batch, 1, -1), frames))
+        hidden = frame_part.reshape(batch, frames, -1) + repeat_frames(utterance_part.reshape(batch, 1, -1), frames)
         return self.attention.norm(self.attention.relu(hidden))
 
-    def construct(self, x, mask=None):
-        """x (N, T, C); mask (N, T, 1) of real frames or None: statistics and softmax over the real frames."""
-        if mask is None:
-            return self._pool(x, x, x.shape[1], None)
-        real = channel_mask(mask, x.shape[2])
-        return self._pool(x, x * real, time_sum(real), real)
-
-    def _pool(self, x, real_x, count, real):
-        """Pooled (N, 2C) of x (N, T, C); real_x: x with padded frames zeroed, count: real frames
-        (a number or (N, 1, C)), real: (N, T, C) mask or None."""
-        frames = x.shape[1]
-        mean, std = _mean_and_std(time_sum(real_x), time_sum(real_x * real_x), count)
-        logits = self.logits(self.tanh(self._attention_hidden(x, mean, std)))
-        if real is not None:
-            logits = logits * real + (1 - real) * PADDED_LOGIT
-        # exp(logit - its maximum over time): the softmax numerators, at most 1.
+    def attentive_statistics(self, x, logits):
+        """Mean and standard deviation of x (N, T, C) under the softmax over time of ``logits``,
+        concatenated: (N, 2C). The softmax's normalisation is applied to the (N, 1, C) sums."""
         peak = ops.stop_gradient(self.time_max(logits))
-        numerators = ops.exp(logits - ops.tile(peak, (1, frames, 1)))
+        numerators = ops.exp(logits - ops.tile(peak, (1, x.shape[1], 1)))
         weighted = numerators * x
-        mean, std = _mean_and_std(time_sum(weighted), time_sum(weighted * x), time_sum(numerators))
+        mean, std = mean_and_std(time_sum(weighted), time_sum(weighted * x), time_sum(numerators))
         return ops.concat([mean, std], axis=2).squeeze(1)
+
+    def construct(self, x):
+        mean, std = mean_and_std(time_sum(x), time_sum(x * x), x.shape[1])
+        logits = self.logits(self.tanh(self.attention_hidden(x, mean, std)))
+        return self.attentive_statistics(x, logits)
+
+
+class TimeMax(nn.Cell):
+    """The largest value over frames: (N, T, C) -> (N, 1, C)."""
+
+    def construct(self, x):
+        return x.max(axis=1, keepdims=True)
 
 
 class ECAPA_TDNN(nn.Cell):
     """The embedding network: log-mel (N, T, in_channels) -> embeddings (N, emb_size).
 
     ``impl`` selects the convolution formulation ('shifted' for CPU, 'native' for
-    Ascend/GPU); parameters are identical either way. ``accepts_frame_mask``: it embeds
-    zero-padded batches exactly given their frame mask (module docstring). ``input_block``:
-    the child cell that receives the features.
+    Ascend/GPU); parameters are identical either way.
     """
-
-    accepts_frame_mask = True
-    input_block = "layer1"  # the child that receives the features (src/kernels/cells.py use_kernels)
 
     def __init__(self, in_channels=80, channels=1024, mfa_channels=1536, attention_channels=128,
                  se_channels=128, scale=8, emb_size=192, impl="shifted"):
@@ -231,17 +164,13 @@ class ECAPA_TDNN(nn.Cell):
         self.fc = nn.Dense(2 * mfa_channels, emb_size)
         self.embedding_norm = ChannelBatchNorm(emb_size)
 
-    def construct(self, features, mask=None):
-        """features (N, T, in_channels) -> (N, emb_size); mask (N, T, 1) of real frames (1) and
-        end padding (0), or None for unpadded input (see the module docstring)."""
-        if mask is not None:
-            features = features * channel_mask(mask, features.shape[2])
+    def construct(self, features):
         out1 = self.layer1(features)
-        out2 = self.layer2(out1, mask)
-        out3 = self.layer3(out2, mask)
-        out4 = self.layer4(out3, mask)
+        out2 = self.layer2(out1)
+        out3 = self.layer3(out2)
+        out4 = self.layer4(out3)
         aggregated = self.mfa.of_concatenation([out2, out3, out4])
-        pooled = self.pooling_norm(self.pooling(aggregated, mask))
+        pooled = self.pooling_norm(self.pooling(aggregated))
         return self.embedding_norm(self.fc(pooled))
 
 

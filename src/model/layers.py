@@ -20,10 +20,21 @@ a tile, and batch norm and the shifted copies have hand-written gradients.
 import math
 
 import mindspore as ms
-from mindspore import Parameter, nn, ops
+import numpy as np
+from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import HeUniform, Uniform, initializer
 
 CONV_IMPLS = ("shifted", "native")
+
+
+def time_sum(x):
+    """Sum over frames: (N, T, C) -> (N, 1, C), as a batched product with ones."""
+    return ops.bmm(ops.ones((x.shape[0], 1, x.shape[1]), x.dtype), x)
+
+
+def repeat_frames(x, frames):
+    """(N, 1, C) -> (N, frames, C), as a batched product with ones; its gradient is a time_sum."""
+    return ops.bmm(ops.ones((x.shape[0], frames, 1), x.dtype), x)
 
 
 def repeat_rows(row, count):
@@ -85,11 +96,7 @@ class TimeConv1d(nn.Cell):
 
     kernel_size must be odd; the receptive field is dilation * (kernel_size - 1) + 1 frames.
     ``impl`` chooses the formulation ('shifted' or 'native'); results agree to float tolerance.
-    The shifted formulation's products, ``self.matmul(x, w)`` = x @ w.T, may be swapped for
-    oneDNN ones (``kernel_products``, see src/runtime.py apply_cpu_kernels).
     """
-
-    kernel_products = ("matmul",)
 
     def __init__(self, in_channels, out_channels, kernel_size=1, dilation=1, has_bias=True,
                  impl="shifted"):
@@ -226,7 +233,7 @@ class ChannelBatchNorm(nn.Cell):
     inference uses the moving averages as one per-channel scale and shift. Written out
     (see _BatchStatisticsNorm) because MindSpore's CPU BatchNorm kernel is ~30x slower
     on (N*T, C) inputs. Parameters are named as in ``nn.BatchNorm1d``. Mixed precision
-    keeps this cell in float32 (``keeps_float32``, see src/runtime.py).
+    keeps this cell in float32 (``keeps_float32``, see src/device.py).
     """
 
     keeps_float32 = True
@@ -265,42 +272,42 @@ class ChannelBatchNorm(nn.Cell):
         return out.reshape(x.shape)
 
 
-class TDNNBlock(nn.Cell):
-    """TimeConv1d -> ReLU -> batch norm: (N, T, C_in) -> (N, T, C_out).
+class ChannelAffine(nn.Cell):
+    """``x * scale + shift`` per channel (last axis) with constant parameters: (..., C) -> (..., C).
 
-    Whole-block kernels (src.kernels.cells.use_kernels sets them; None otherwise):
-    ``inference_kernel(x)`` computes a folded inference copy's block in one call;
-    ``training_kernel(x, weight matrix, bias, gamma, beta)`` returns the training-mode block
-    output, the activations its gradient needs, and the batch mean and variance for the
-    moving averages. The parts stay in place for code that uses them one by one.
+    What a batch norm becomes once folded (src/inference/folding.py). ``scale`` None means 1
+    (only the shift is added). Rows are repeated by tiling, as in ChannelBatchNorm's
+    inference path.
     """
+
+    def __init__(self, shift, scale=None):
+        super().__init__()
+        self.channels = int(shift.shape[0])
+        self.shift = Parameter(Tensor(np.asarray(shift, np.float32)), name="shift", requires_grad=False)
+        self.has_scale = scale is not None
+        if self.has_scale:
+            self.scale = Parameter(Tensor(np.asarray(scale, np.float32)), name="scale", requires_grad=False)
+
+    def construct(self, x):
+        rows = x.reshape(-1, self.channels)
+        count = rows.shape[0]
+        if self.has_scale:
+            rows = rows * tile_rows(self.scale.reshape(1, -1), count)
+        return (rows + tile_rows(self.shift.reshape(1, -1), count)).reshape(x.shape)
+
+
+class TDNNBlock(nn.Cell):
+    """TimeConv1d -> ReLU -> batch norm: (N, T, C_in) -> (N, T, C_out)."""
 
     def __init__(self, in_channels, out_channels, kernel_size=1, dilation=1, impl="shifted"):
         super().__init__()
         self.conv = TimeConv1d(in_channels, out_channels, kernel_size, dilation, impl=impl)
         self.relu = nn.ReLU()
         self.norm = ChannelBatchNorm(out_channels)
-        self.inference_kernel = None
-        self.training_kernel = None
-
-    def _runs_on_a_kernel(self):
-        return self.inference_kernel is not None or (self.training_kernel is not None and self.training)
 
     def construct(self, x):
-        if self.inference_kernel is not None:
-            return self.inference_kernel(x)
-        if self._runs_on_a_kernel():
-            return self._train_by_kernel(x)
         return self.norm(self.relu(self.conv(x)))
-
-    def _train_by_kernel(self, x):
-        out, _, mean, variance = self.training_kernel(x, self.conv.weight_matrix(), self.conv.bias, self.norm.gamma,
-                                                      self.norm.beta)
-        self.norm.update_moving_statistics(mean, variance, x.shape[0] * x.shape[1])
-        return out
 
     def of_concatenation(self, parts):
         """The block applied to ``ops.concat(parts, axis=2)`` (see TimeConv1d.of_concatenation)."""
-        if self._runs_on_a_kernel():
-            return self.construct(ops.concat(parts, axis=2))
         return self.norm(self.relu(self.conv.of_concatenation(parts)))

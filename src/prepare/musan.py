@@ -176,10 +176,10 @@ def list_rirs(rir_root, list_path):
     """Write the sorted wav paths under ``rir_root`` (relative to it) to ``list_path``.
 
     Training reads the list at ``<rir_root>/rir_list.txt``
-    (:data:`src.data.augment.RIR_LIST_NAME`) instead of scanning the folder. Returns a :class:`collections.Counter` of RIRs per room type, the room type
-    being a path's first folder (``smallroom``, ``mediumroom``, ``largeroom`` in
-    RIRS_NOISES). Raises :class:`PrepareError` when there is no wav or a wav
-    lies directly in ``rir_root``.
+    (:data:`src.data.augment.RIR_LIST_NAME`) instead of scanning the folder. Returns a
+    :class:`collections.Counter` of RIRs per room type, the room type being a path's first
+    folder (``smallroom``, ``mediumroom``, ``largeroom`` in RIRS_NOISES). Raises
+    :class:`PrepareError` when there is no wav or a wav lies directly in ``rir_root``.
     """
     require_folder(rir_root, "RIR")
     rirs = list_files(rir_root, WAV_SUFFIX)

@@ -12,7 +12,7 @@ import numpy as np
 from mindspore import Tensor
 
 from src.checkpoint import EMBEDDING_PREFIX, CheckpointError, read_checkpoint, save_checkpoint
-from src.train.checkpoint import HEAD_PREFIX
+from src.train.run_folder import HEAD_PREFIX
 
 _RUN_CHECKPOINT = re.compile(r"^(.+)-(\d+)_(\d+)\.ckpt$")
 

@@ -13,11 +13,12 @@ from src.config import ConfigError, format_config, require_dirs, require_files
 from src.data.dataset import create_train_dataset, training_batches
 from src.errors import InputError
 from src.interrupts import StopRequests
+from src.kernels.network import apply_cpu_kernels
 from src.model import build_embedding_network, build_head, count_parameters, model_entry
 from src.model.speaker_loss import SpeakerLoss
-from src.runtime import (amp_level, apply_cpu_kernels, apply_mixed_precision, conv_impl, init_context,
+from src.device import (amp_level, apply_mixed_precision, conv_impl, init_context,
                          init_data_parallel, launched_distributed)
-from src.train.checkpoint import (BEST_BY_EER, BEST_BY_LOSS, CheckpointManager, TrainingState, initialise_from,
+from src.train.run_folder import (BEST_BY_EER, BEST_BY_LOSS, CheckpointManager, TrainingState, initialise_from,
                                   last_checkpoint, prepare_checkpoint_folder)
 from src.train.folder_lock import claim_folder
 from src.train.lr_schedule import cyclic_lr, half_cycle_steps

@@ -5,7 +5,7 @@ With ``score_calibration`` linear or qmf, eval.py fits a calibration
 evaluation trials (cosine, mean subtraction, AS-norm as configured) and applies it to the
 evaluation scores. The list is ``cal_list`` (paths relative to ``cal_path``, default
 ``train_path``) or, when that is empty, built from ``train_list``
-(src/evaluation/calibration_trials.py: ``cal_trials`` trials, seed ``seed``) and written
+(src/evaluation/calibration_list.py: ``cal_trials`` trials, seed ``seed``) and written
 to ``eval_output_dir/calibration_trials.txt`` (trial-list format, paths relative to
 ``train_path``). The fit goes to ``eval_output_dir/calibration.json``.
 
@@ -27,7 +27,7 @@ from src.config import ConfigError
 from src.data.lists import read_train_list, read_trial_list, trial_utterances, warn_about_repeated_trials
 from src.evaluation.calibration import (CalibrationError, check_applicable, fit_calibration, load_calibration,
                                         save_calibration)
-from src.evaluation.calibration_trials import build_calibration_trials
+from src.evaluation.calibration_list import build_calibration_trials
 from src.evaluation.embeddings import audio_durations, file_sha256, require_audio_files
 from src.evaluation.metrics import evaluate
 from src.evaluation.scoring import (as_table, cohort_statistics, paired_cosine, score_trials, trial_labels,

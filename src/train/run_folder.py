@@ -115,10 +115,6 @@ class CheckpointManager:
                 os.remove(os.path.join(self.folder, old))
         return os.path.join(self.folder, name)
 
-    def latest(self):
-        """Path of the checkpoint ``last`` names, or None when there is no pointer."""
-        return last_checkpoint(self.folder)
-
 
 def _pointer_metric(pointer):
     """What a best pointer's value measures: its third word, BEST_BY_LOSS when there is none."""

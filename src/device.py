@@ -5,7 +5,6 @@ rank table on Ascend (RANK_SIZE, RANK_ID, DEVICE_ID in the environment), or by `
 on GPU and CPU (MS_WORKER_NUM and friends); every process holds a full model copy.
 """
 import contextlib
-import logging
 import os
 
 import mindspore as ms
@@ -126,31 +125,3 @@ def apply_mixed_precision(network, level):
             cell.to_float(ms.float32)
     return network
 
-
-def apply_cpu_kernels(network, kernels, device, threads=0, amp="O0", input_gradient=True):
-    """Run ``network`` on the custom CPU kernels of src/kernels as ``kernels`` says; returns it.
-
-    'none' leaves the network as it is. 'float32' and 'bf16' swap its products and TDNN
-    blocks for oneDNN kernel calls (src.kernels.cells.use_kernels) whose products take
-    float32 or bfloat16 inputs (float32 sums and outputs), forward and backward; ReLU, batch
-    norm and the rest stay float32. Where the kernels cannot run (not a CPU run, not built, no
-    AVX512-BF16) it logs a warning and leaves the network as it is. ``threads``: the kernels'
-    threads, 0 for all cores. ``amp``: the network's mixed-precision level; the kernels take
-    float32 only, so another level on CPU is a ConfigError. ``input_gradient`` False (training,
-    where the input is data) lets the first block skip the gradient of its input.
-    """
-    if kernels == "none":
-        return network
-    if device == "CPU" and amp != "O0":
-        raise ConfigError(f"cpu_kernels: {kernels} needs a float32 network, but amp_level is {amp} "
-                          "(set amp_level O0, or cpu_kernels none)")
-    from src.kernels.cells import set_kernel_threads, unavailable_reason, use_kernels
-
-    reason = unavailable_reason() if device == "CPU" else f"they run on CPU, not {device}"
-    if reason is not None:
-        logging.getLogger(__name__).warning("cpu_kernels %s unavailable, running MindSpore's own ops: %s",
-                                            kernels, reason)
-        return network
-    set_kernel_threads(threads)
-    use_kernels(network, bf16=kernels == "bf16", input_gradient=input_gradient)
-    return network
