@@ -18,6 +18,7 @@ from src.checkpoint import load_embedding_weights
 from src.cli import run_main
 from src.config import format_config, load_config, require_files
 from src.errors import InputError
+from src.data.front_ends import front_end_of
 from src.evaluation.embeddings import EmbeddingExtractor, model_fingerprint
 from src.evaluation.evaluate import prepare_inputs, run_evaluation
 from src.evaluation.verify_extract import (check_audio_list, extract_to_folder, prepare_verification,
@@ -57,9 +58,10 @@ def load_extractor(config, distributed=False):
     folded = fold_batch_norm(network, config, impl) if config.fold_batch_norm else None
     network = apply_cpu_kernels(network if folded is None else folded, config.cpu_kernels, device,
                                 config.num_threads)
-    extractor = EmbeddingExtractor(network, config.in_channels, config.extraction_graphs)
-    logger.info("loaded %s on %s%s, %s graphs, cpu_kernels %s", config.model_path, device,
-                "" if folded is None else ", batch norm folded", extractor.graphs, config.cpu_kernels)
+    extractor = EmbeddingExtractor(network, config.in_channels, config.extraction_graphs, front_end_of(config))
+    logger.info("loaded %s on %s%s, %s graphs, cpu_kernels %s, features %s", config.model_path, device,
+                "" if folded is None else ", batch norm folded", extractor.graphs, config.cpu_kernels,
+                config.features)
     return extractor
 
 
@@ -94,7 +96,8 @@ def evaluate_trials(config):
     shards = None
     if distributed:
         rank, size = join_process_group()
-        shards = Shards(rank, size, config.eval_output_dir, model_fingerprint(config.model_path, extractor.network))
+        shards = Shards(rank, size, config.eval_output_dir, model_fingerprint(config.model_path, extractor.network,
+                                                                                  config.features))
     lines = run_evaluation(config, extractor, inputs, shards)
     if shards is not None and not shards.gathers:
         logger.info("rank %d of %d: %s; rank 0 scores the trials", shards.rank, shards.size, "; ".join(lines))

@@ -23,6 +23,7 @@ import time
 
 from src.cli import run_main
 from src.config import load_config, require_dirs, require_files
+from src.data.front_ends import front_end_of
 from src.data.lists import read_trial_list, trial_utterances
 from src.evaluation.embeddings import require_audio_files
 from src.fileio import check_writable_folder
@@ -52,7 +53,7 @@ def main():
 
     start = time.perf_counter()
     feature_dir = write_feature_folder(config.eval_list, utterances, config.eval_path, args.output_path, length,
-                                       config.windows, config.window_hop)
+                                       config.windows, config.window_hop, front_end_of(config))
     count = len(list_bin_files(feature_dir))
     windows = ("" if config.windows == "first" else
                f", windows every {window_hop(length, config.window_hop)} frames listed in "

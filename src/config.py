@@ -122,6 +122,10 @@ SETTINGS = {
     # Network
     "model": Setting("ecapa_tdnn", str, "Embedding network, by its registered name (src/model/)"),
     "head": Setting("aam", str, "Margin head of training, by its registered name (src/model/)"),
+    "features": Setting("zoo", str, "Front end: zoo (this project's log-mel), speechbrain (SpeechBrain's Fbank, "
+                        "sentence mean removed), kaldi (Kaldi fbank as WeSpeaker computes it, mean removed); "
+                        "a model imported from a library needs that library's",
+                        choices=("zoo", "speechbrain", "kaldi")),
     "in_channels": Setting(80, int, "Log-mel bands fed to the network", _positive),
     "channels": Setting(1024, int, "Channels of the SE-Res2Blocks", _positive),
     "mfa_channels": Setting(1536, int, "Channels after multi-layer feature aggregation", _positive),

@@ -90,7 +90,7 @@ def training_settings(root, list_path, **overrides):
     values = dict(train_list=list_path, train_path=os.path.join(root, "train", "wav"), class_num=4,
                   max_bad_audio=0, minibatch_size=4, segment_frames=50, seed=7, num_epochs=2,
                   augment=False, num_workers=2, worker_processes=False, check_train_files=True,
-                  speed_perturb="", speed_perturb_prob=0.667)
+                  speed_perturb="", speed_perturb_prob=0.667, features="zoo")
     values.update(overrides)
     return SimpleNamespace(**values)
 

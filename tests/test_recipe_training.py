@@ -102,7 +102,7 @@ def _step(seed):
 def test_validation_leaves_the_training_trajectory_and_compiles_once(tmp_path, rng):
     list_path = write_tone_corpus(tmp_path, num_speakers=3, utterances=2)
     config = SimpleNamespace(valid_list=_trial_list(tmp_path, list_path), valid_path=str(tmp_path / "train" / "wav"),
-                             valid_interval=1, num_epochs=3, in_channels=80)
+                             valid_interval=1, num_epochs=3, in_channels=80, features="zoo")
     batches = [(Tensor(rng.standard_normal((3, 40, 80)).astype(np.float32)), Tensor(np.arange(3, dtype=np.int32)))
                for _ in range(3)]
     plain, validated = _step(5), _step(5)

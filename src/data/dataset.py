@@ -18,7 +18,7 @@ import numpy as np
 
 from src.data.audio import AudioError, crop_or_pad, read_audio
 from src.data.augment import Augmenter
-from src.data.features import log_mel, samples_for_frames
+from src.data.front_ends import FRONT_ENDS, front_end_of
 from src.data.lists import read_train_list
 from src.data.speed_perturb import SpeedPerturb, speed_class
 from src.data.speech_content import RULE, measure
@@ -185,7 +185,10 @@ class BadAudioRegister:
 
 
 class TrainingSamples:
-    """Random-access source: draw -> (log-mel (segment_frames, 80) float32, label int32).
+    """Random-access source: draw -> (features (segment_frames, 80) float32, label int32).
+
+    ``front_end`` (src/data/front_ends.py) turns each crop into features; the crop has the
+    samples that give exactly ``segment_frames`` frames.
 
     With ``speed`` (a :class:`~src.data.speed_perturb.SpeedPerturb`) each draw first picks
     its speed; the label is then the speaker's class at that speed (speaker label + speed
@@ -199,11 +202,12 @@ class TrainingSamples:
     """
 
     def __init__(self, utterances, labels, train_path, segment_frames, seed, augmenter=None,
-                 max_bad_audio=0, speed=None, num_speakers=0):
+                 max_bad_audio=0, speed=None, num_speakers=0, front_end=FRONT_ENDS["zoo"]):
         self.utterances = utterances
         self.labels = np.asarray(labels, dtype=np.int32)
         self.train_path = train_path
-        self.segment_samples = samples_for_frames(segment_frames)
+        self.front_end = front_end
+        self.segment_samples = front_end.samples_for_frames(segment_frames)
         self.seed = seed
         self.augmenter = augmenter
         self.speed = speed
@@ -253,7 +257,7 @@ class TrainingSamples:
             segment = crop_or_pad(wave, self.segment_samples, rng)
         if self.augmenter is not None:
             segment = self.augmenter(segment, rng)
-        return log_mel(segment), np.int32(speed_class(self.labels[candidate], speed_index, self.num_speakers))
+        return self.front_end(segment), np.int32(speed_class(self.labels[candidate], speed_index, self.num_speakers))
 
     def __getitem__(self, draw):
         return self.sample(int(draw))
@@ -284,7 +288,7 @@ def create_train_dataset(config, rank=0, group_size=1, start_step=0):
                         f"utterances of {config.train_list}")
     augmenter = Augmenter.from_config(config) if config.augment else None
     samples = TrainingSamples(utterances, labels, config.train_path, config.segment_frames,
-                              config.seed, augmenter, config.max_bad_audio, speed, num_speakers)
+                              config.seed, augmenter, config.max_bad_audio, speed, num_speakers, front_end_of(config))
     sampler = DrawSampler(len(utterances), config.minibatch_size, config.num_epochs, config.seed,
                           rank, group_size, start_epoch=start_step // steps_per_epoch,
                           skip_batches=start_step % steps_per_epoch)

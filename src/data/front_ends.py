@@ -19,13 +19,14 @@ computes them, in numpy (float32 arithmetic, as the libraries run on torch):
   pre-emphasis 0.97, zero-padded to 512 points; power spectrum; 80 triangular filters on the
   1127 ln(1 + f / 700) mel scale over 20-8000 Hz; natural log with the float32 epsilon as floor.
 
-The project's own front end is src/data/features.py (``zoo``). :data:`FRONT_ENDS` names all
-three for the ``features`` setting.
+The project's own front end is src/data/features.py (``zoo``). :data:`FRONT_ENDS` holds the
+three as :class:`FrontEnd` objects, by the names the ``features`` setting takes.
 
 >>> kaldi_fbank(np.zeros(16000, np.float32) + 0.01).shape           # doctest: +SKIP
 (98, 80)
 """
 import functools
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -130,4 +131,30 @@ def _checked(wave):
     return wave
 
 
-FRONT_ENDS = {"zoo": features.log_mel, "speechbrain": speechbrain_fbank, "kaldi": kaldi_fbank}
+@dataclass(frozen=True)
+class FrontEnd:
+    """A front end by name: ``front_end(wave (S,), n_mels)`` -> float32 (T, n_mels).
+
+    ``edge_samples``: samples a front end that frames inside the signal only needs beyond the
+    hop grid (Kaldi: one 400-sample frame), 0 for centred framing.
+    """
+    name: str
+    compute: object
+    edge_samples: int = 0
+
+    def __call__(self, wave, n_mels=features.N_MELS):
+        return self.compute(wave, n_mels)
+
+    def samples_for_frames(self, frames):
+        """Fewest samples giving exactly ``frames`` (>= 1) frames."""
+        return features.samples_for_frames(frames) + self.edge_samples
+
+
+FRONT_ENDS = {front_end.name: front_end for front_end in (
+    FrontEnd("zoo", features.log_mel), FrontEnd("speechbrain", speechbrain_fbank),
+    FrontEnd("kaldi", kaldi_fbank, edge_samples=KALDI_FRAME))}
+
+
+def front_end_of(settings):
+    """The FrontEnd the ``features`` setting of ``settings`` names."""
+    return FRONT_ENDS[settings.features]

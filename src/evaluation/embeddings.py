@@ -46,6 +46,7 @@ from mindspore import Tensor
 
 from src.data import features
 from src.data.audio import SAMPLE_RATE, AudioError, read_audio
+from src.data.front_ends import FRONT_ENDS
 from src.data.speech_content import warn_if_insufficient
 from src.errors import InputError
 from src.fileio import atomic_write
@@ -102,11 +103,12 @@ class EmbeddingExtractor:
         lengths, see the module docstring; 'dynamic' for a network without a frame mask).
     """
 
-    def __init__(self, network, n_mels=features.N_MELS, graphs="dynamic"):
+    def __init__(self, network, n_mels=features.N_MELS, graphs="dynamic", front_end=FRONT_ENDS["zoo"]):
         if graphs not in EXTRACTION_GRAPHS:
             raise ValueError(f"graphs must be one of {EXTRACTION_GRAPHS}, got {graphs!r}")
         self.network = network
         self.n_mels = n_mels
+        self.front_end = front_end
         self.compiled = False
         network.set_train(False)
         network.set_inputs(Tensor(shape=[1, None, n_mels], dtype=ms.float32))
@@ -155,7 +157,15 @@ class EmbeddingExtractor:
 
     def embed_wave(self, wave):
         """Embedding (D,) float32 of a 16 kHz waveform (S,)."""
-        return self.embed_features(features.log_mel(wave, self.n_mels))
+        return self.embed_features(self.features(wave))
+
+    def features(self, wave, source="the waveform"):
+        """The front end's features (T, n_mels) of a 16 kHz waveform (S,); AudioError naming ``source``
+        for audio too short for it."""
+        try:
+            return self.front_end(wave, self.n_mels)
+        except ValueError as error:
+            raise AudioError(f"{source}: {error} ({wave.size / SAMPLE_RATE:.3f} s of audio)") from None
 
 
 @dataclass
@@ -211,18 +221,21 @@ def file_sha256(path, block_size=1 << 20):
     return digest.hexdigest()
 
 
-def model_fingerprint(model_path, network):
+def model_fingerprint(model_path, network, front_end="zoo"):
     """Identity of the embeddings a model produces: checkpoint content, network, feature settings.
 
     ``network`` is the Cell the embeddings come from; its description (model, the settings
     its builder read, parameter names and shapes; see src/model/registry.py) stands for
-    everything but the weights, which the checkpoint's SHA-256 covers.
+    everything but the weights, which the checkpoint's SHA-256 covers. ``front_end``: the
+    name of the front end (src/data/front_ends.py) the features come from.
     """
     description = {
         "version": CACHE_FORMAT_VERSION,
         "model_sha256": file_sha256(model_path),
         "network": network_description(network),
         "features": {name: getattr(features, name) for name in FEATURE_CONSTANTS},
+        # Named only when it is not the project's own, so that earlier caches stay valid.
+        **({"front_end": front_end} if front_end != "zoo" else {}),
         "sample_rate": SAMPLE_RATE,
     }
     return json.dumps(description, sort_keys=True)
@@ -382,7 +395,7 @@ def extract_embeddings(extractor, names, root="", cache=None, description="embed
             wave = read_audio(path, allow_resample=allow_resample)
             if warn_if_insufficient(path, wave):
                 stats.low_speech.append(path)
-            feats = features.log_mel(wave, extractor.n_mels)
+            feats = extractor.features(wave, path)
             call_start = time.perf_counter()
             vectors[name] = finite_embedding(extractor.embed_features(feats), path)
             stats.network_seconds += time.perf_counter() - call_start

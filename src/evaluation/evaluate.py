@@ -156,7 +156,8 @@ def open_cache(config, extractor, read_only=False):
     if not config.embedding_cache:
         return None
     return EmbeddingCache(os.path.join(config.eval_output_dir, CACHE_FILE_NAME),
-                          model_fingerprint(config.model_path, extractor.network), read_only)
+                          model_fingerprint(config.model_path, extractor.network,
+                                                            extractor.front_end.name), read_only)
 
 
 def _subtable(table, names):

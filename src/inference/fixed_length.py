@@ -49,7 +49,8 @@ import os
 import numpy as np
 
 from src.data.audio import repeat_pad
-from src.data.features import HOP_LENGTH, log_mel, samples_for_frames
+from src.data.features import HOP_LENGTH
+from src.data.front_ends import FRONT_ENDS
 from src.config import ConfigError
 from src.errors import InputError
 from src.fileio import text_lines
@@ -71,23 +72,23 @@ def check_fixed_length(length):
                           f"(at least {MIN_LENGTH})")
 
 
-def fixed_length_wave(wave, length):
-    """The first ``samples_for_frames(length)`` samples of ``wave`` (S,), repeat-padded if short.
-
-    length: frames, at least MIN_LENGTH. Returns float32 (samples_for_frames(length),).
+def fixed_length_wave(wave, length, front_end=FRONT_ENDS["zoo"]):
+    """The first ``front_end.samples_for_frames(length)`` samples of ``wave`` (S,), repeat-padded if
+    short: the samples giving ``length`` frames. length: at least MIN_LENGTH. Returns float32.
     """
     if length < MIN_LENGTH:
         raise ValueError(f"a fixed length needs at least {MIN_LENGTH} frames, got {length}")
-    num_samples = samples_for_frames(length)
+    num_samples = front_end.samples_for_frames(length)
     wave = np.asarray(wave, dtype=np.float32)
     if wave.ndim != 1 or wave.size == 0:
         raise ValueError(f"expected a non-empty 1-D waveform, got shape {wave.shape}")
     return repeat_pad(wave, num_samples)[:num_samples]
 
 
-def fixed_length_features(wave, length):
-    """Model input of an utterance: float32 (1, length, 80), C-contiguous (see the module docstring)."""
-    features = log_mel(fixed_length_wave(wave, length))
+def fixed_length_features(wave, length, front_end=FRONT_ENDS["zoo"]):
+    """Model input of an utterance: float32 (1, length, 80), C-contiguous (see the module docstring);
+    ``front_end`` (src/data/front_ends.py) computes the features."""
+    features = front_end(fixed_length_wave(wave, length, front_end))
     return np.ascontiguousarray(features[np.newaxis], dtype=np.float32)
 
 
@@ -96,7 +97,7 @@ def window_hop(length, hop):
     return hop if hop > 0 else max(1, length // 2)
 
 
-def window_starts(num_samples, length, hop):
+def window_starts(num_samples, length, hop, front_end=FRONT_ENDS["zoo"]):
     """First sample of every window of an utterance of ``num_samples`` samples.
 
     Windows hold ``samples_for_frames(length)`` samples and start every ``hop`` frames
@@ -104,21 +105,21 @@ def window_starts(num_samples, length, hop):
     utterance no longer than one window has the single start 0 (it is repeat-padded).
     E.g. length 3 (320 samples), hop 1 (160 samples), 700 samples -> [0, 160, 320, 380].
     """
-    window = samples_for_frames(length)
+    window = front_end.samples_for_frames(length)
     if num_samples <= window:
         return [0]
     last = num_samples - window
     return list(range(0, last, hop * HOP_LENGTH)) + [last]
 
 
-def window_features(wave, length, hop):
+def window_features(wave, length, hop, front_end=FRONT_ENDS["zoo"]):
     """Model inputs of every window of ``wave`` (S,): a list of float32 (1, length, 80) arrays."""
     wave = np.asarray(wave, dtype=np.float32)
-    window = samples_for_frames(length)
-    starts = window_starts(wave.size, length, hop)
+    window = front_end.samples_for_frames(length)
+    starts = window_starts(wave.size, length, hop, front_end)
     if starts == [0]:
-        return [fixed_length_features(wave, length)]
-    return [np.ascontiguousarray(log_mel(wave[start:start + window])[np.newaxis], dtype=np.float32)
+        return [fixed_length_features(wave, length, front_end)]
+    return [np.ascontiguousarray(front_end(wave[start:start + window])[np.newaxis], dtype=np.float32)
             for start in starts]
 
 

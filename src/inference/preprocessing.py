@@ -6,6 +6,7 @@ import sys
 from tqdm import tqdm
 
 from src.data.audio import read_audio
+from src.data.front_ends import FRONT_ENDS
 from src.data.speech_content import warn_if_insufficient
 from src.errors import InputError
 from src.fileio import write_lines
@@ -28,13 +29,15 @@ def _remove_stale(path):
         os.remove(path)
 
 
-def write_feature_folder(trial_list, utterances, eval_path, out_dir, length, windows="first", hop=0):
+def write_feature_folder(trial_list, utterances, eval_path, out_dir, length, windows="first", hop=0,
+                         front_end=FRONT_ENDS["zoo"]):
     """Fill ``out_dir`` with feat/*.bin, the list of those files and a copy of ``trial_list``.
 
     utterances: paths relative to ``eval_path``. ``windows`` 'first': each utterance becomes
     one float32 (1, length, 80) feature file and the list is utt_list.txt; 'all': one file
     per window (``hop`` frames apart, 0 = length // 2) and the list is windows.txt (layout in
-    :mod:`src.inference.fixed_length`). Unreadable audio raises AudioError naming the file;
+    :mod:`src.inference.fixed_length`), with the features of ``front_end``
+    (src/data/front_ends.py). Unreadable audio raises AudioError naming the file;
     audio too short or with too little speech is used with a warning naming it. Returns the
     feature folder.
     """
@@ -48,10 +51,10 @@ def write_feature_folder(trial_list, utterances, eval_path, out_dir, length, win
         wave = read_audio(path)
         warn_if_insufficient(path, wave)
         if windows == "first":
-            inputs = {names[utterance]: fixed_length_features(wave, length)}
+            inputs = {names[utterance]: fixed_length_features(wave, length, front_end)}
         else:
             inputs = {window_file_name(utterance, index): features
-                      for index, features in enumerate(window_features(wave, length, hop))}
+                      for index, features in enumerate(window_features(wave, length, hop, front_end))}
         for name, features in inputs.items():
             write_float_file(os.path.join(feature_dir, name), features)
             listed.append((name, utterance))

@@ -13,6 +13,7 @@ import time
 
 from src.config import ConfigError
 from src.data.lists import read_trial_list, trial_utterances
+from src.data.front_ends import front_end_of
 from src.evaluation.embeddings import EmbeddingExtractor, extract_embeddings, require_audio_files
 from src.evaluation.evaluate import EvaluationError
 from src.evaluation.metrics import evaluate
@@ -41,6 +42,7 @@ class Validator:
         self.num_epochs = config.num_epochs
         self.network = network
         self.n_mels = config.in_channels
+        self.front_end = front_end_of(config)
         self.extractor = None
 
     def due(self, epoch):
@@ -55,7 +57,7 @@ class Validator:
         start = time.perf_counter()
         try:
             if self.extractor is None:
-                self.extractor = EmbeddingExtractor(self.network, self.n_mels)
+                self.extractor = EmbeddingExtractor(self.network, self.n_mels, front_end=self.front_end)
             else:
                 self.network.set_train(False)
             table, _ = extract_embeddings(self.extractor, self.utterances, self.root, description="validation")
