@@ -31,8 +31,8 @@ from itertools import combinations
 
 import numpy as np
 
-from benchmarks.calibration_folds import speaker_of
-from src.cli import ArgumentParser, run_main
+from benchmarks.calibration_folds import calibration_arguments, checked_folders, speaker_of
+from src.cli import run_main
 from src.data.lists import read_trial_list
 from src.errors import InputError
 from src.evaluation.calibration import fit_calibration
@@ -111,19 +111,10 @@ def run_eval(command, folder):
 
 
 def main(argv=None):
-    parser = ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    parser.add_argument("data_dir", help="folder with eval.txt, eval/wav/, train.txt, train/wav/")
-    parser.add_argument("checkpoint", help="the model to score")
-    parser.add_argument("out_dir", help="folder for the list, the evaluations and their logs")
-    parser.add_argument("--config", default=os.path.join(REPO_ROOT, "configs", "small.yaml"),
-                        help="settings describing the checkpoint's network")
+    parser = calibration_arguments(__doc__.split("\n\n", 1)[0])
     parser.add_argument("--groups", type=int, default=5, help="number of speaker groups K")
-    parser.add_argument("--top_n", type=int, default=100, help="AS-norm cohort top_n")
     args, settings = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    data, out = os.path.abspath(args.data_dir), os.path.abspath(args.out_dir)
-    for path in (os.path.join(data, "eval.txt"), args.checkpoint, args.config):
-        if not os.path.isfile(path):
-            raise CrossValidationError(f"file {path} not found")
+    data, out = checked_folders(args, CrossValidationError)
     if args.groups < 3:
         raise CrossValidationError(f"--groups {args.groups}: a cell of two groups needs at least one more to fit on")
     lines, speakers = all_pairs(os.path.join(data, "eval.txt"))

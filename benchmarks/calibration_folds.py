@@ -83,19 +83,32 @@ def metrics(output):
     return found
 
 
-def main(argv=None):
-    parser = ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+def calibration_arguments(description):
+    """The option parser of the calibration benchmarks: DATA_DIR CHECKPOINT OUT_DIR --config --top_n."""
+    parser = ArgumentParser(description=description)
     parser.add_argument("data_dir", help="folder with eval.txt, eval/wav/, train.txt, train/wav/")
     parser.add_argument("checkpoint", help="the model to score")
     parser.add_argument("out_dir", help="folder for the lists, the evaluations and their logs")
     parser.add_argument("--config", default=os.path.join(REPO_ROOT, "configs", "small.yaml"),
                         help="settings describing the checkpoint's network")
     parser.add_argument("--top_n", type=int, default=100, help="AS-norm cohort top_n")
-    args, settings = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    return parser
+
+
+def checked_folders(args, error):
+    """(data folder, output folder), absolute, once eval.txt, the checkpoint and the config exist;
+    ``error`` (an InputError class) otherwise."""
     data, out = os.path.abspath(args.data_dir), os.path.abspath(args.out_dir)
     for path in (os.path.join(data, "eval.txt"), args.checkpoint, args.config):
         if not os.path.isfile(path):
-            raise FoldsError(f"file {path} not found")
+            raise error(f"file {path} not found")
+    return data, out
+
+
+def main(argv=None):
+    parser = calibration_arguments(__doc__.split("\n\n", 1)[0])
+    args, settings = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    data, out = checked_folders(args, FoldsError)
     os.makedirs(out, exist_ok=True)
     lists = {}
     for name, lines in group_lists(os.path.join(data, "eval.txt")).items():
