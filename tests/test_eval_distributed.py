@@ -10,6 +10,7 @@ import yaml
 from eval_support import write_corpus, write_train_list, write_trials
 from fixtures import REPO_ROOT, TINY_NETWORK, tiny_network
 from src.checkpoint import save_checkpoint
+from src.data.features import log_mel
 from src.evaluation.embeddings import EmbeddingTable
 from src.evaluation.sharding import ShardError, Shards
 
@@ -72,6 +73,9 @@ class _Extractor:
 
     def embed_features(self, features):
         return np.full(3, features.shape[0], np.float32)
+
+    def features(self, wave, source):
+        return log_mel(wave)
 
 
 def test_shards_split_round_robin_and_rank_0_joins_them_in_order(tmp_path):
