@@ -9,10 +9,11 @@ and Ctrl-C sends SIGINT. The programs handle both themselves:
 - :class:`StopRequests`: within the block, the first signal is only recorded; the training
   loop asks :attr:`StopRequests.signal_name` after each step, saves its position and then
   raises :class:`Interrupted`. A further signal more than :data:`REPEAT_SECONDS` later raises
-  at once (a signal passed on by a launcher that got the first one too is no reason to). MindSpore installs handlers of
-  its own when a data pipeline starts and while a graph runs (one turns SIGINT into a SIGTERM
-  to the process, so a Ctrl-C during a training step is reported as SIGTERM, status 143);
-  :meth:`StopRequests.reclaim` puts the run's handlers back after each step.
+  at once (a signal passed on by a launcher that got the first one too is no reason to).
+  MindSpore installs handlers of its own when a data pipeline starts and while a graph runs
+  (one turns SIGINT into a SIGTERM to the process, so a Ctrl-C during a training step is
+  reported as SIGTERM, status 143); :meth:`StopRequests.reclaim` puts the run's handlers back
+  after each step.
 
 :func:`src.cli.run_main` prints the message of an :class:`Interrupted` and exits with
 128 + the signal number (143 for SIGTERM, 130 for SIGINT).
