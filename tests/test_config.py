@@ -299,3 +299,15 @@ def test_train_script_help_works_from_any_folder(tmp_path):
 def test_every_shipped_config_loads(name):
     config, _ = load_config(["--config", os.path.join(REPO_ROOT, "configs", name)])
     assert config.channels % config.scale == 0
+
+
+def test_run_main_turns_sigterm_into_its_line_and_status_143():
+    program = ("import os, signal, time\n"
+               "from src.cli import run_main\n"
+               "def main():\n"
+               "    os.kill(os.getpid(), signal.SIGTERM)\n"
+               "    time.sleep(5)\n"
+               "run_main(main)\n")
+    result = subprocess.run([sys.executable, "-c", program], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 143 and result.stderr.strip().splitlines()[-1] == "interrupted by SIGTERM"
