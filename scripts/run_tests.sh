@@ -10,6 +10,4 @@ if ! command -v ffmpeg >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-g
 fi
 cd "$ROOT"
 .venv/bin/ruff check .
-# Two test processes, each taking whole files (module fixtures are built once); many tests
-# wait on subprocesses, so the two cores stay busy.
-exec .venv/bin/python -m pytest -q -n 2 --dist loadfile "$@"
+exec .venv/bin/python -m pytest -q "$@"
