@@ -1,7 +1,6 @@
 """The training run: builds everything from the config, loops, logs, validates and checkpoints."""
 import itertools
 import logging
-import os
 import sys
 import time
 
@@ -161,15 +160,6 @@ def _validate(validator, step_cell, epoch, window):
     return result.eer
 
 
-def _save_on_stop(manager, step_cell, epoch, step_in_epoch, step, run_settings, saved):
-    """The checkpoint of step ``step`` when a signal stops the run: saved now unless it just was."""
-    name = os.path.join(manager.folder, f"{manager.prefix}-{epoch}_{step_in_epoch}.ckpt")
-    if saved != name:
-        saved = manager.save(step_cell, epoch, step_in_epoch, step, None, run_settings)
-        LOGGER.info("saved %s", saved)
-    return saved
-
-
 def _loop(config, step_cell, optimizer, rates, dataset, steps_per_epoch, step, total_steps, manager,
           run_settings, margins, validator=None):
     """Run steps ``step..total_steps-1``; set the margin, log, validate and checkpoint on the way."""
@@ -232,7 +222,8 @@ def _loop(config, step_cell, optimizer, rates, dataset, steps_per_epoch, step, t
                 window.reset()
             validating = validator is not None and end_of_epoch and validator.due(epoch)
             valid_eer = _validate(validator, step_cell, epoch, window) if validating else None
-            if manager is not None and (end_of_epoch or periodic or step == total_steps):
+            # A signal saves the position too (src/interrupts.py).
+            if manager is not None and (end_of_epoch or periodic or step == total_steps or stop.signal_name):
                 # Losses of epochs at a smaller margin are lower for that alone: 'best' skips them.
                 comparable = end_of_epoch and margins.final_from((epoch - 1) * steps_per_epoch)
                 epoch_loss = float(np.mean(epoch_losses)) if comparable else None
@@ -244,7 +235,6 @@ def _loop(config, step_cell, optimizer, rates, dataset, steps_per_epoch, step, t
                 position = f"at epoch {epoch} step {step_in_epoch} (global {step})"
                 if manager is None:
                     raise stop.interruption(f"{position}; rank 0 saves the position")
-                saved = _save_on_stop(manager, step_cell, epoch, step_in_epoch, step, run_settings, saved)
                 raise stop.interruption(f"{position}, saved {saved}; --resume=auto continues")
     skipped += sum(int(was_skipped.asnumpy()) for _, _, was_skipped, _ in unread)
     if bar is not None:
