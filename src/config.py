@@ -133,6 +133,12 @@ SETTINGS = {
     "se_channels": Setting(128, int, "Bottleneck channels of squeeze-excitation", _positive),
     "scale": Setting(8, int, "Res2Net scale (channel groups) of each block", _positive),
     "emb_size": Setting(192, int, "Speaker embedding dimension", _positive),
+    "padding": Setting("zeros", str, "Frames past the ends of kernel-k convolutions: zeros, or reflect "
+                       "(mirrored frames, as SpeechBrain's convolutions pad)", choices=("zeros", "reflect")),
+    "variance_floor": Setting(1e-4, float, "Smallest variance of the pooling statistics (SpeechBrain: 1e-12, "
+                              "WeSpeaker: 1e-7)", _positive),
+    "embedding_norm": Setting(True, bool, "Batch norm after the embedding layer, as in the paper "
+                              "(SpeechBrain's and WeSpeaker's models have none)"),
     "class_num": Setting("auto", int, "Classes of the margin head; auto = the speakers in train_list times "
                          "the speed_perturb factors; a number must equal that", _positive, words=("auto",)),
     "aam_margin": Setting(0.2, float, "Additive angular margin m (radians); the final one with a warm-up",

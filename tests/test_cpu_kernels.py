@@ -15,6 +15,7 @@ from src.kernels.cells import (KernelProduct, KernelTimeMax, TdnnInferenceKernel
 from src.kernels.network import KernelSqueezeExcitation, KernelTDNNBlock
 from src.model.ecapa_tdnn import AttentiveStatsPooling, SqueezeExcitation
 from src.model.layers import ChannelAffine, TDNNBlock, TimeConv1d
+from src.model import build_embedding_network
 from src.model.masked import MaskedSqueezeExcitation
 from src.config import ConfigError, load_config
 from src.kernels.network import apply_cpu_kernels
@@ -171,6 +172,23 @@ def test_folded_bf16_network_runs_every_block_in_one_call():
     embeddings = folded(features).asnumpy()
     cosine = (embeddings * reference).sum(1) / np.linalg.norm(embeddings, axis=1) / np.linalg.norm(reference, axis=1)
     assert cosine.min() > 0.9999 and np.abs(embeddings - reference).max() > 0
+
+
+@needs_kernels
+def test_blocks_padding_by_reflection_keep_their_shifted_copies_with_one_warning(caplog):
+    config = load_config([*TINY_NETWORK_ARGS, "--padding", "reflect"])[0]
+    network = randomise(build_embedding_network(config, "shifted"))
+    features = Tensor(np.random.default_rng(3).standard_normal((2, 30, 80)).astype(np.float32))
+    reference = network(features).asnumpy()
+    with caplog.at_level(logging.WARNING):
+        folded = apply_cpu_kernels(fold_batch_norm(network, config, "shifted"), "float32", "CPU")
+    assert caplog.text.count("pad by reflection") == 1
+    blocks = [cell for _, cell in folded.cells_and_names() if isinstance(cell, TDNNBlock)]
+    mirrored = [block for block in blocks if block.conv.kernel_size > 1]
+    assert mirrored and not any(isinstance(block, KernelTDNNBlock) for block in mirrored)
+    assert all(isinstance(block.conv.matmul, KernelProduct) for block in mirrored)
+    assert all(isinstance(block, KernelTDNNBlock) for block in blocks if block.conv.kernel_size == 1)
+    np.testing.assert_allclose(folded(features).asnumpy(), reference, rtol=0, atol=1e-4 * np.abs(reference).max())
 
 
 def test_none_leaves_the_network_unchanged():

@@ -328,3 +328,22 @@ def test_bad_inputs_are_reported_before_extraction(corpus, tmp_path):
     with pytest.raises(AudioError, match=r"missing.txt: 2 of 3 audio files not found .*"
                                          r"first: spk0/v1/09999.wav, spk9/x.wav"):
         prepare_inputs(corpus_config(corpus, f"--eval_list={missing}"))
+
+
+def test_a_network_padding_by_reflection_embeds_without_a_frame_mask_and_refuses_too_few_frames():
+    config = load_config([*TINY_NETWORK_ARGS, "--padding", "reflect"])[0]
+    network = build_embedding_network(config, "shifted")
+    network.set_train(False)
+    rng = np.random.default_rng(6)
+    expected = {frames: network(Tensor(rng.standard_normal((1, frames, 80)).astype(np.float32))).asnumpy()[0]
+                for frames in (5, 48)}
+    rng = np.random.default_rng(6)
+    extractor = EmbeddingExtractor(network, graphs="buckets")
+    assert extractor.graphs == "dynamic" and extractor.min_frames == 5  # layer4: dilation 4, kernel 3
+    for frames, embedding in expected.items():
+        found = extractor.embed_features(rng.standard_normal((frames, 80)).astype(np.float32))
+        np.testing.assert_allclose(found, embedding, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="T >= 5"):
+        extractor.embed_features(np.zeros((4, 80), np.float32))
+    with pytest.raises(AudioError, match=r"short\.wav: 4 frames, fewer than the 5"):
+        extractor.features(np.zeros(int(0.035 * 16000), np.float32), "short.wav")

@@ -12,12 +12,13 @@ from src.model.layers import ChannelBatchNorm, TDNNBlock, TimeConv1d
 from src.device import conv_impl_for_device
 
 
-def numpy_conv(x, weight, bias, dilation):
-    """Reference 'same' zero-padded dilated convolution. x (N, T, Ci), weight (Co, Ci, 1, k)."""
+def numpy_conv(x, weight, bias, dilation, padding="zeros"):
+    """Reference 'same'-padded dilated convolution. x (N, T, Ci), weight (Co, Ci, 1, k);
+    padding 'zeros' or 'reflect' (numpy's reflect mode is PyTorch's)."""
     batch, frames, _ = x.shape
     taps = weight.shape[3]
     half = dilation * (taps - 1) // 2
-    padded = np.pad(x, ((0, 0), (half, half), (0, 0)))
+    padded = np.pad(x, ((0, 0), (half, half), (0, 0)), mode="constant" if padding == "zeros" else "reflect")
     out = np.zeros((batch, frames, weight.shape[0]))
     for t in range(frames):
         for tap in range(taps):
@@ -46,11 +47,12 @@ def test_impl_follows_device():
 
 
 @pytest.mark.parametrize("impl", ["shifted", "native"])
-@pytest.mark.parametrize("kernel_size,dilation", [(1, 1), (3, 2), (5, 1)])
-def test_time_conv_matches_numpy(impl, kernel_size, dilation, rng):
-    conv = TimeConv1d(5, 7, kernel_size, dilation, impl=impl)
+@pytest.mark.parametrize("kernel_size,dilation,padding", [(1, 1, "zeros"), (3, 2, "zeros"), (5, 1, "zeros"),
+                                                          (1, 1, "reflect"), (3, 4, "reflect"), (5, 1, "reflect")])
+def test_time_conv_matches_numpy(impl, kernel_size, dilation, padding, rng):
+    conv = TimeConv1d(5, 7, kernel_size, dilation, impl=impl, padding=padding)
     x = rng.standard_normal((2, 11, 5)).astype(np.float32)
-    expected = numpy_conv(x, conv.weight.asnumpy(), conv.bias.asnumpy(), dilation)
+    expected = numpy_conv(x, conv.weight.asnumpy(), conv.bias.asnumpy(), dilation, padding)
     np.testing.assert_allclose(conv(Tensor(x)).asnumpy(), expected, rtol=1e-4, atol=1e-5)
 
 
@@ -102,10 +104,10 @@ def test_shifted_and_native_networks_agree_in_output_and_gradients(rng):
                                    err_msg=name)
 
 
-@pytest.mark.parametrize("kernel_size,dilation", [(3, 2), (5, 1)])
-def test_shifted_and_native_conv_gradients_agree(kernel_size, dilation, rng):
-    shifted = TimeConv1d(6, 5, kernel_size, dilation, impl="shifted")
-    native = TimeConv1d(6, 5, kernel_size, dilation, impl="native")
+@pytest.mark.parametrize("kernel_size,dilation,padding", [(3, 2, "zeros"), (5, 1, "zeros"), (3, 3, "reflect")])
+def test_shifted_and_native_conv_gradients_agree(kernel_size, dilation, padding, rng):
+    shifted = TimeConv1d(6, 5, kernel_size, dilation, impl="shifted", padding=padding)
+    native = TimeConv1d(6, 5, kernel_size, dilation, impl="native", padding=padding)
     native.weight.set_data(shifted.weight.data.copy())
     native.bias.set_data(shifted.bias.data.copy())
     x = rng.standard_normal((2, 9, 6)).astype(np.float32)
@@ -116,14 +118,17 @@ def test_shifted_and_native_conv_gradients_agree(kernel_size, dilation, rng):
         np.testing.assert_allclose(grads_s[name], grads_n[name], rtol=1e-4, atol=1e-4, err_msg=name)
 
 
-@pytest.mark.parametrize("kernel_size,dilation", [(3, 2), (5, 1)])
-def test_shifted_conv_input_gradient_matches_numpy(kernel_size, dilation, rng):
-    conv = TimeConv1d(3, 2, kernel_size, dilation, impl="shifted")
-    x = rng.standard_normal((2, 7, 3)).astype(np.float32)
-    projection = rng.standard_normal((2, 7, 2)).astype(np.float32)
+@pytest.mark.parametrize("kernel_size,dilation,padding,frames", [(3, 2, "zeros", 7), (5, 1, "zeros", 7),
+                                                                 (3, 2, "reflect", 7), (5, 1, "reflect", 7),
+                                                                 (3, 4, "reflect", 5)])
+def test_shifted_conv_input_gradient_matches_numpy(kernel_size, dilation, padding, frames, rng):
+    # frames 5 with half width 4: the mirrored frames at both ends meet (x[1..4] and x[0..3]).
+    conv = TimeConv1d(3, 2, kernel_size, dilation, impl="shifted", padding=padding)
+    x = rng.standard_normal((2, frames, 3)).astype(np.float32)
+    projection = rng.standard_normal((2, frames, 2)).astype(np.float32)
     _, gradient = _value_and_input_gradient(conv, x, projection)
     weight, bias = conv.weight.asnumpy().astype(np.float64), conv.bias.asnumpy().astype(np.float64)
-    expected = numeric_gradient(lambda v: (numpy_conv(v, weight, bias, dilation) * projection).sum(),
+    expected = numeric_gradient(lambda v: (numpy_conv(v, weight, bias, dilation, padding) * projection).sum(),
                                 x.astype(np.float64))
     np.testing.assert_allclose(gradient, expected, rtol=1e-4, atol=1e-4)
 
@@ -398,3 +403,28 @@ def test_training_flops_match_a_hand_count():
     forward = layer1 + 3 * se_block + mfa + attention + logits + fc + head
     flops = training_flops(twelve_band_network("shifted"), AAMSoftmax(6, 5), batch, 10)
     assert flops == (forward, 2 * forward - layer1)
+
+
+@pytest.mark.parametrize("floor", [1e-4, 1e-2])
+def test_pooling_variance_floor_is_the_setting(floor, rng):
+    # A signal constant over time has variance 0 under any weights: its std is the floor's root.
+    pooling = AttentiveStatsPooling(3, 2, "shifted", variance_floor=floor)
+    _randomise(pooling, rng)
+    pooling.set_train(False)
+    x = np.tile(rng.standard_normal((2, 1, 3)), (1, 9, 1)).astype(np.float32)
+    statistics = pooling(Tensor(x)).asnumpy()
+    np.testing.assert_allclose(statistics[:, :3], x[:, 0, :], rtol=1e-5)
+    np.testing.assert_allclose(statistics[:, 3:], np.sqrt(floor), rtol=1e-3)
+
+
+def test_network_without_embedding_norm_ends_at_the_dense_layer(rng):
+    network = tiny_network(embedding_norm=False)
+    names = [parameter.name for parameter in network.get_parameters()]
+    assert not [name for name in names if name.startswith("embedding_norm")] and "fc.weight" in names
+    network.set_train(False)
+    x = Tensor(rng.standard_normal((2, 20, 80)).astype(np.float32))
+    out2 = network.layer2(network.layer1(x))
+    out3 = network.layer3(out2)
+    out4 = network.layer4(out3)
+    pooled = network.pooling_norm(network.pooling(network.mfa.of_concatenation([out2, out3, out4])))
+    np.testing.assert_allclose(network(x).asnumpy(), network.fc(pooled).asnumpy(), rtol=1e-5, atol=1e-6)

@@ -52,6 +52,7 @@ from src.errors import InputError
 from src.fileio import atomic_write
 from src.evaluation.scoring import EmbeddingTable
 from src.model import network_description
+from src.model.layers import min_frames
 from src.model.masked import supports_frame_mask, with_frame_mask
 
 CACHE_FILE_NAME = "embeddings.npz"
@@ -112,6 +113,7 @@ class EmbeddingExtractor:
         self.compiled = False
         network.set_train(False)
         network.set_inputs(Tensor(shape=[1, None, n_mels], dtype=ms.float32))
+        self.min_frames = min_frames(network)
         self.masked = with_frame_mask(network) if graphs == "buckets" and supports_frame_mask(network) else None
         self.buckets = set()  # lengths (frames) whose static graph is compiled
         self.bucket_compile_seconds = 0.0
@@ -134,8 +136,8 @@ class EmbeddingExtractor:
     def embed_features(self, feats):
         """Embedding (D,) float32 of log-mel features (T, n_mels)."""
         feats = np.asarray(feats, dtype=np.float32)
-        if feats.ndim != 2 or feats.shape[1] != self.n_mels or feats.shape[0] == 0:
-            raise ValueError(f"expected features of shape (T, {self.n_mels}), got {feats.shape}")
+        if feats.ndim != 2 or feats.shape[1] != self.n_mels or feats.shape[0] < self.min_frames:
+            raise ValueError(f"expected features of shape (T >= {self.min_frames}, {self.n_mels}), got {feats.shape}")
         if self.masked is None:
             return self.network(Tensor(feats[np.newaxis])).asnumpy()[0]
         frames = feats.shape[0]
@@ -163,9 +165,13 @@ class EmbeddingExtractor:
         """The front end's features (T, n_mels) of a 16 kHz waveform (S,); AudioError naming ``source``
         for audio too short for it."""
         try:
-            return self.front_end(wave, self.n_mels)
+            feats = self.front_end(wave, self.n_mels)
         except ValueError as error:
             raise AudioError(f"{source}: {error} ({wave.size / SAMPLE_RATE:.3f} s of audio)") from None
+        if feats.shape[0] < self.min_frames:
+            raise AudioError(f"{source}: {feats.shape[0]} frames, fewer than the {self.min_frames} this "
+                             f"network's reflection padding needs ({wave.size / SAMPLE_RATE:.3f} s of audio)")
+        return feats
 
 
 @dataclass

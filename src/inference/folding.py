@@ -19,7 +19,8 @@ What is exact
   frames; in ECAPA-TDNN every block output also reaches residual sums, Res2Net groups,
   squeeze-excitation or the pooling, which are not linear in it.
 * **BN -> Dense -> BN** (ECAPA-TDNN's embedding layer): both maps merge into the dense
-  layer, ``W' = diag(s2) W diag(s1)`` and ``c' = s2 * (W b1 + c) + b2``.
+  layer, ``W' = diag(s2) W diag(s1)`` and ``c' = s2 * (W b1 + c) + b2`` (s2 = 1, b2 = 0
+  without the last BN).
 
 Rules are registered per model name (:func:`register_folding`); a model without a rule is
 not folded (:func:`fold_batch_norm` returns None) and is exported and evaluated as it is.
@@ -72,10 +73,10 @@ def fold_tdnn_blocks(network):
     return len(blocks)
 
 
-def fold_norm_dense_norm(before, dense, after):
-    """Merge ``before`` (BN), ``dense`` (nn.Dense with bias) and ``after`` (BN) into ``dense``."""
+def fold_norm_dense_norm(before, dense, after=None):
+    """Merge ``before`` (BN), ``dense`` (nn.Dense with bias) and ``after`` (BN, or None) into ``dense``."""
     scale_in, shift_in = norm_affine(before)
-    scale_out, shift_out = norm_affine(after)
+    scale_out, shift_out = norm_affine(after) if after is not None else (np.ones(dense.out_channels), 0.0)
     weight = dense.weight.asnumpy().astype(np.float64)
     bias = dense.bias.asnumpy().astype(np.float64)
     _set(dense.bias, scale_out * (weight @ shift_in + bias) + shift_out)
@@ -85,7 +86,8 @@ def fold_norm_dense_norm(before, dense, after):
 @register_folding("ecapa_tdnn")
 def _fold_ecapa_tdnn(network):
     fold_tdnn_blocks(network)
-    fold_norm_dense_norm(network.pooling_norm, network.fc, network.embedding_norm)
+    after = network.embedding_norm if isinstance(network.embedding_norm, ChannelBatchNorm) else None
+    fold_norm_dense_norm(network.pooling_norm, network.fc, after)
     network.pooling_norm = nn.Identity()
     network.embedding_norm = nn.Identity()
 

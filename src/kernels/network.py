@@ -4,7 +4,8 @@
 hold the same child cells and parameters (src/model/replace.py), so checkpoints and
 parameter names do not change:
 
-- each shifted-formulation TDNNBlock by a :class:`KernelTDNNBlock`: a folded inference copy's
+- each shifted-formulation TDNNBlock padding with zeros (or of kernel size 1) by a
+  :class:`KernelTDNNBlock`: a folded inference copy's
   block (src/inference/folding.py) in one kernel call, or in training mode the block in one
   call and its gradient in another; in inference mode without folding it runs as before;
 - each shifted-formulation SqueezeExcitation by a :class:`KernelSqueezeExcitation` (one call
@@ -12,6 +13,9 @@ parameter names do not change:
 - each TimeConv1d by a :class:`KernelTimeConv1d` and the AttentiveStatsPooling by a
   :class:`KernelAttentiveStatsPooling`, whose products (and the pooling's maximum over time)
   run on oneDNN.
+
+The whole-block kernels pad with zeros, so a block padding by reflection keeps MindSpore's
+shifted copies and runs only its product on the kernels (one warning says so).
 """
 import logging
 
@@ -88,6 +92,11 @@ class KernelAttentiveStatsPooling(AttentiveStatsPooling):
         self.time_max = KernelTimeMax()
 
 
+def reflects(conv):
+    """Whether the TimeConv1d ``conv`` pads by reflection (which the whole-block kernels do not)."""
+    return conv.padding == "reflect" and conv.kernel_size > 1
+
+
 def use_kernels(network, bf16=True, input_gradient=True):
     """Replace ``network``'s cells by their kernel subclasses (module docstring), in place; returns
     how many were replaced. Weights are read at this call for the inference kernels, so load
@@ -99,7 +108,7 @@ def use_kernels(network, bf16=True, input_gradient=True):
         if isinstance(cell, (KernelTDNNBlock, KernelSqueezeExcitation, KernelTimeConv1d,
                              KernelAttentiveStatsPooling)):
             return None
-        if isinstance(cell, TDNNBlock) and cell.conv.shifted:
+        if isinstance(cell, TDNNBlock) and cell.conv.shifted and not reflects(cell.conv):
             return KernelTDNNBlock(cell, bf16, input_gradient=input_gradient or cell is not first)
         if isinstance(cell, SqueezeExcitation) and cell.squeeze.shifted:
             return KernelSqueezeExcitation(cell)
@@ -135,4 +144,8 @@ def apply_cpu_kernels(network, kernels, device, threads=0, amp="O0", input_gradi
         return network
     set_kernel_threads(threads)
     use_kernels(network, bf16=kernels == "bf16", input_gradient=input_gradient)
+    mirrored = sum(isinstance(cell, TDNNBlock) and reflects(cell.conv) for _, cell in network.cells_and_names())
+    if mirrored:
+        LOGGER.warning("cpu_kernels %s: %d blocks pad by reflection, which the block kernels do not; "
+                       "they build their shifted copies with MindSpore's ops", kernels, mirrored)
     return network

@@ -5,7 +5,7 @@ log-mel (N, T, 80)
   -> 3 SE-Res2Blocks, k=3, dilation 2 / 3 / 4, each with residual (N, T, C)
   -> concatenation of the three block outputs, TDNN 1x1          (N, T, C_mfa)
   -> attentive statistics pooling with global context            (N, 2 * C_mfa)
-  -> BN -> Dense -> BN                                           (N, emb_size)
+  -> BN -> Dense -> BN (optional)                                (N, emb_size)
 
 Activations are time-major (N, T, C); src/model/layers.py says why, and why sums over time
 and repetitions over time are batched products with ones. Zero-padded batches with a frame
@@ -22,8 +22,6 @@ from mindspore import nn, ops
 from src.model.layers import ChannelBatchNorm, TDNNBlock, TimeConv1d, repeat_frames, time_sum
 from src.model.registry import register_model
 
-VARIANCE_FLOOR = 1e-4
-
 
 class Res2Conv(nn.Cell):
     """Res2Net multi-scale convolution: (N, T, C) -> (N, T, C).
@@ -32,13 +30,13 @@ class Res2Conv(nn.Cell):
     y_1 = K_1(x_1), y_i = K_i(x_i + y_{i-1}), where K_i is a TDNN block of width C / scale.
     """
 
-    def __init__(self, channels, kernel_size, dilation, scale, impl):
+    def __init__(self, channels, kernel_size, dilation, scale, impl, padding="zeros"):
         super().__init__()
         if channels % scale:
             raise ValueError(f"channels {channels} not divisible by scale {scale}")
         self.scale = scale
         width = channels // scale
-        self.blocks = nn.CellList([TDNNBlock(width, width, kernel_size, dilation, impl)
+        self.blocks = nn.CellList([TDNNBlock(width, width, kernel_size, dilation, impl, padding)
                                    for _ in range(scale - 1)])
 
     def construct(self, x):
@@ -72,10 +70,10 @@ class SqueezeExcitation(nn.Cell):
 class SERes2Block(nn.Cell):
     """TDNN 1x1 -> Res2Conv -> TDNN 1x1 -> squeeze-excitation, plus the input: (N, T, C) -> (N, T, C)."""
 
-    def __init__(self, channels, kernel_size, dilation, scale, se_channels, impl):
+    def __init__(self, channels, kernel_size, dilation, scale, se_channels, impl, padding="zeros"):
         super().__init__()
         self.tdnn1 = TDNNBlock(channels, channels, 1, impl=impl)
-        self.res2 = Res2Conv(channels, kernel_size, dilation, scale, impl)
+        self.res2 = Res2Conv(channels, kernel_size, dilation, scale, impl, padding)
         self.tdnn2 = TDNNBlock(channels, channels, 1, impl=impl)
         self.se = SqueezeExcitation(channels, se_channels, impl)
 
@@ -83,13 +81,13 @@ class SERes2Block(nn.Cell):
         return self.se(self.tdnn2(self.res2(self.tdnn1(x)))) + x
 
 
-def mean_and_std(weighted_sum, weighted_square_sum, total_weight):
+def mean_and_std(weighted_sum, weighted_square_sum, total_weight, variance_floor):
     """Mean and standard deviation (N, 1, C) over time from the weighted sums of x and x * x
     (N, 1, C) and the sum of the weights (N, 1, C, or a number of frames). The variance is
-    floored at VARIANCE_FLOOR by a maximum, which MindSpore's ONNX exporter converts."""
+    floored at ``variance_floor`` by a maximum, which MindSpore's ONNX exporter converts."""
     mean = weighted_sum / total_weight
     variance = weighted_square_sum / total_weight - mean * mean
-    return mean, ops.sqrt(ops.maximum(variance, VARIANCE_FLOOR))
+    return mean, ops.sqrt(ops.maximum(variance, variance_floor))
 
 
 class AttentiveStatsPooling(nn.Cell):
@@ -97,11 +95,13 @@ class AttentiveStatsPooling(nn.Cell):
 
     Each frame's attention logits see the frame together with the utterance's plain mean
     and standard deviation (global context); the softmax is over T per channel, and the
-    output is the attention-weighted mean and standard deviation.
+    output is the attention-weighted mean and standard deviation. Variances are floored at
+    ``variance_floor``.
     """
 
-    def __init__(self, channels, attention_channels, impl):
+    def __init__(self, channels, attention_channels, impl, variance_floor=1e-4):
         super().__init__()
+        self.variance_floor = variance_floor
         self.attention = TDNNBlock(3 * channels, attention_channels, 1, impl=impl)
         self.tanh = nn.Tanh()
         self.logits = TimeConv1d(attention_channels, channels, 1, impl=impl)
@@ -128,11 +128,12 @@ class AttentiveStatsPooling(nn.Cell):
         peak = ops.stop_gradient(self.time_max(logits))
         numerators = ops.exp(logits - ops.tile(peak, (1, x.shape[1], 1)))
         weighted = numerators * x
-        mean, std = mean_and_std(time_sum(weighted), time_sum(weighted * x), time_sum(numerators))
+        mean, std = mean_and_std(time_sum(weighted), time_sum(weighted * x), time_sum(numerators),
+                                 self.variance_floor)
         return ops.concat([mean, std], axis=2).squeeze(1)
 
     def construct(self, x):
-        mean, std = mean_and_std(time_sum(x), time_sum(x * x), x.shape[1])
+        mean, std = mean_and_std(time_sum(x), time_sum(x * x), x.shape[1], self.variance_floor)
         logits = self.logits(self.tanh(self.attention_hidden(x, mean, std)))
         return self.attentive_statistics(x, logits)
 
@@ -148,21 +149,26 @@ class ECAPA_TDNN(nn.Cell):
     """The embedding network: log-mel (N, T, in_channels) -> embeddings (N, emb_size).
 
     ``impl`` selects the convolution formulation ('shifted' for CPU, 'native' for
-    Ascend/GPU); parameters are identical either way.
+    Ascend/GPU); parameters are identical either way. ``padding`` ('zeros' or 'reflect') fills
+    the frames past the ends of the kernel-k convolutions, ``variance_floor`` bounds the
+    pooling's variances from below, and ``embedding_norm`` False leaves out the last batch
+    norm; the defaults are the paper's network, SpeechBrain's is ('reflect', 1e-12, False).
     """
 
     def __init__(self, in_channels=80, channels=1024, mfa_channels=1536, attention_channels=128,
-                 se_channels=128, scale=8, emb_size=192, impl="shifted"):
+                 se_channels=128, scale=8, emb_size=192, impl="shifted", padding="zeros", variance_floor=1e-4,
+                 embedding_norm=True):
         super().__init__()
-        self.layer1 = TDNNBlock(in_channels, channels, 5, 1, impl)
-        self.layer2 = SERes2Block(channels, 3, 2, scale, se_channels, impl)
-        self.layer3 = SERes2Block(channels, 3, 3, scale, se_channels, impl)
-        self.layer4 = SERes2Block(channels, 3, 4, scale, se_channels, impl)
+        self.padding = padding
+        self.layer1 = TDNNBlock(in_channels, channels, 5, 1, impl, padding)
+        self.layer2 = SERes2Block(channels, 3, 2, scale, se_channels, impl, padding)
+        self.layer3 = SERes2Block(channels, 3, 3, scale, se_channels, impl, padding)
+        self.layer4 = SERes2Block(channels, 3, 4, scale, se_channels, impl, padding)
         self.mfa = TDNNBlock(3 * channels, mfa_channels, 1, impl=impl)
-        self.pooling = AttentiveStatsPooling(mfa_channels, attention_channels, impl)
+        self.pooling = AttentiveStatsPooling(mfa_channels, attention_channels, impl, variance_floor)
         self.pooling_norm = ChannelBatchNorm(2 * mfa_channels)
         self.fc = nn.Dense(2 * mfa_channels, emb_size)
-        self.embedding_norm = ChannelBatchNorm(emb_size)
+        self.embedding_norm = ChannelBatchNorm(emb_size) if embedding_norm else nn.Identity()
 
     def construct(self, features):
         out1 = self.layer1(features)
@@ -187,4 +193,5 @@ def build(settings, impl):
     return ECAPA_TDNN(in_channels=settings.in_channels, channels=settings.channels,
                       mfa_channels=settings.mfa_channels, attention_channels=settings.attention_channels,
                       se_channels=settings.se_channels, scale=settings.scale, emb_size=settings.emb_size,
-                      impl=impl)
+                      impl=impl, padding=settings.padding, variance_floor=settings.variance_floor,
+                      embedding_norm=settings.embedding_norm)

@@ -51,66 +51,111 @@ def tile_rows(row, count):
     return ops.tile(row, (count, 1))
 
 
+PADDINGS = ("zeros", "reflect")
+
+
+def zero_pad_time(x, half_width):
+    """x (N, T, C) with ``half_width`` (> 0) zero frames added at each end: (N, T + 2 * half_width, C)."""
+    zeros = ops.zeros((x.shape[0], half_width, x.shape[2]), x.dtype)
+    return ops.concat([zeros, x, zeros], axis=1)
+
+
+def reflect_pad_time(x, half_width):
+    """x (N, T, C) with ``half_width`` (> 0, < T) mirrored frames added at each end, as PyTorch's
+    reflect padding does (the end frame is not repeated): x[h], ..., x[1], x[0], ..., x[T-1],
+    x[T-2], ..., x[T-1-h]. One-frame slices and a concatenation, which every exporter and
+    device supports; the end's slices count from the end, so T may be dynamic."""
+    start = [x[:, index:index + 1, :] for index in range(half_width, 0, -1)]
+    end = [x[:, -index - 1:-index, :] for index in range(1, half_width + 1)]
+    return ops.concat(start + [x] + end, axis=1)
+
+
+def min_frames(network):
+    """The fewest frames ``network`` takes: one more than the widest reflection padding of its
+    TimeConv1d cells (a mirror needs that many frames), else 1."""
+    widths = [cell.half_width for _, cell in network.cells_and_names()
+              if isinstance(cell, TimeConv1d) and cell.padding == "reflect"]
+    return 1 + max(widths, default=0)
+
+
 class _ShiftedCopies(nn.Cell):
     """k time-shifted copies of x side by side on channels: (N, T, C) -> (N, T, k * C).
 
-    Copy ``tap`` holds x[t + tap * dilation - half_width] (zero outside the utterance), so a
-    1x1 product of the result is the 'same'-padded dilated convolution. The hand-written
-    gradient adds the matching shifted slices of the incoming gradient, in fewer and
-    smaller operations than differentiating the slicing and concatenation.
+    Copy ``tap`` holds x[t + tap * dilation - half_width] of x padded by ``padding`` (zeros or
+    reflection), so a 1x1 product of the result is the 'same'-padded dilated convolution.
+    The hand-written gradient adds the matching shifted slices of the incoming gradient, in
+    fewer and smaller operations than differentiating the slicing and concatenation; with
+    reflection the gradient of each mirrored frame is then added to the frame it copies.
     """
 
-    def __init__(self, kernel_size, dilation):
+    def __init__(self, kernel_size, dilation, padding="zeros"):
         super().__init__()
         self.kernel_size = kernel_size
         self.dilation = dilation
         self.half_width = dilation * (kernel_size - 1) // 2
-
-    def _pad_time(self, x):
-        zeros = ops.zeros((x.shape[0], self.half_width, x.shape[2]), x.dtype)
-        return ops.concat([zeros, x, zeros], axis=1)
+        self.reflect = padding == "reflect"
 
     def construct(self, x):
         frames = x.shape[1]
-        padded = self._pad_time(x)
+        padded = reflect_pad_time(x, self.half_width) if self.reflect else zero_pad_time(x, self.half_width)
         return ops.concat([padded[:, tap * self.dilation:tap * self.dilation + frames, :]
                            for tap in range(self.kernel_size)], axis=2)
 
-    def bprop(self, x, out, dout):
-        frames, channels = x.shape[1], x.shape[2]
+    def _summed_taps(self, dout, first, frames):
+        """g[j] = sum over taps of dout[first + j - tap * dilation] (zero outside dout), for j < frames:
+        the gradient of x (first = half_width) or of the padded x (first = 0)."""
+        margin = 2 * self.half_width - first
         # Split on channels first: slicing time and channels at once is very slow on CPU.
-        pieces = ops.split(self._pad_time(dout), channels, axis=2)
+        pieces = ops.split(zero_pad_time(dout, margin), dout.shape[2] // self.kernel_size, axis=2)
         grad = None
         for tap in range(self.kernel_size):
-            start = 2 * self.half_width - tap * self.dilation
+            start = margin + first - tap * self.dilation
             piece = pieces[tap][:, start:start + frames, :]
             grad = piece if grad is None else grad + piece
+        return grad
+
+    def bprop(self, x, out, dout):
+        frames, width = x.shape[1], self.half_width
+        if not self.reflect:
+            return (self._summed_taps(dout, width, frames),)
+        padded = self._summed_taps(dout, 0, frames + 2 * width)
+        # Frame h - 1 - i of the padded start mirrors x[1 + i]; frame T + 2h - 1 - i of its end, x[T - 1 - h + i].
+        zero = [ops.zeros((x.shape[0], 1, x.shape[2]), x.dtype)]
+        rest = [ops.zeros((x.shape[0], frames - 1 - width, x.shape[2]), x.dtype)] if frames - 1 > width else []
+        start = [padded[:, index:index + 1, :] for index in range(width - 1, -1, -1)]
+        end = [padded[:, index:index + 1, :] for index in range(frames + 2 * width - 1, frames + width - 1, -1)]
+        grad = (padded[:, width:width + frames, :] + ops.concat(zero + start + rest, axis=1)
+                + ops.concat(rest + end + zero, axis=1))
         return (grad,)
 
 
 class TimeConv1d(nn.Cell):
-    """Convolution over time with 'same' zero padding: (N, T, C_in) -> (N, T, C_out).
+    """Convolution over time with 'same' padding: (N, T, C_in) -> (N, T, C_out).
 
     Weights are kept in float32 and cast to the input's type, so the layer runs in float16
     under mixed precision.
 
     kernel_size must be odd; the receptive field is dilation * (kernel_size - 1) + 1 frames.
     ``impl`` chooses the formulation ('shifted' or 'native'); results agree to float tolerance.
+    ``padding`` 'zeros' or 'reflect' (:func:`reflect_pad_time`) fills the frames past each end.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size=1, dilation=1, has_bias=True,
-                 impl="shifted"):
+                 impl="shifted", padding="zeros"):
         super().__init__()
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
         if impl not in CONV_IMPLS:
             raise ValueError(f"impl must be one of {CONV_IMPLS}, got {impl!r}")
+        if padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = kernel_size
         self.dilation = dilation
         self.half_width = dilation * (kernel_size - 1) // 2
         self.shifted = impl == "shifted"
+        self.padding = padding
         fan_in = in_channels * kernel_size
         self.weight = Parameter(initializer(HeUniform(negative_slope=math.sqrt(5)),
                                             (out_channels, in_channels, 1, kernel_size), ms.float32),
@@ -120,9 +165,11 @@ class TimeConv1d(nn.Cell):
             self.bias = Parameter(initializer(Uniform(1.0 / math.sqrt(fan_in)), (out_channels,), ms.float32),
                                   name="bias")
         self.matmul = ops.MatMul(transpose_b=True)
-        self.shifted_copies = _ShiftedCopies(kernel_size, dilation)
-        self.conv2d = ops.Conv2D(out_channels, (1, kernel_size), pad_mode="pad",
-                                 pad=(0, 0, self.half_width, self.half_width), dilation=(1, dilation))
+        self.shifted_copies = _ShiftedCopies(kernel_size, dilation, padding)
+        # Zero padding is the kernel's own; reflection pads the input before a 'valid' kernel.
+        pad = 0 if padding == "reflect" else self.half_width
+        self.conv2d = ops.Conv2D(out_channels, (1, kernel_size), pad_mode="pad", pad=(0, 0, pad, pad),
+                                 dilation=(1, dilation))
 
     def weight_matrix(self):
         """The weight as the (C_out, k * C_in) matrix of the shifted formulation: row o lists
@@ -141,6 +188,8 @@ class TimeConv1d(nn.Cell):
         return y.reshape(batch, frames, self.out_channels)
 
     def _native(self, x):
+        if self.padding == "reflect" and self.half_width:
+            x = reflect_pad_time(x, self.half_width)
         y = self.conv2d(x.transpose(0, 2, 1).expand_dims(2), self.weight.astype(x.dtype)).squeeze(2)
         if self.has_bias:
             y = y + self.bias.reshape(1, -1, 1).astype(x.dtype)
@@ -299,9 +348,9 @@ class ChannelAffine(nn.Cell):
 class TDNNBlock(nn.Cell):
     """TimeConv1d -> ReLU -> batch norm: (N, T, C_in) -> (N, T, C_out)."""
 
-    def __init__(self, in_channels, out_channels, kernel_size=1, dilation=1, impl="shifted"):
+    def __init__(self, in_channels, out_channels, kernel_size=1, dilation=1, impl="shifted", padding="zeros"):
         super().__init__()
-        self.conv = TimeConv1d(in_channels, out_channels, kernel_size, dilation, impl=impl)
+        self.conv = TimeConv1d(in_channels, out_channels, kernel_size, dilation, impl=impl, padding=padding)
         self.relu = nn.ReLU()
         self.norm = ChannelBatchNorm(out_channels)
 

@@ -78,7 +78,7 @@ class MaskedAttentiveStatsPooling(AttentiveStatsPooling):
     def construct(self, x, mask):
         real = channel_mask(mask, x.shape[2])
         real_x = x * real
-        mean, std = mean_and_std(time_sum(real_x), time_sum(real_x * real_x), time_sum(real))
+        mean, std = mean_and_std(time_sum(real_x), time_sum(real_x * real_x), time_sum(real), self.variance_floor)
         logits = self.logits(self.tanh(self.attention_hidden(x, mean, std)))
         return self.attentive_statistics(x, logits * real + (1 - real) * PADDED_LOGIT)
 
@@ -113,8 +113,9 @@ class MaskedEcapaTdnn(nn.Cell):
 
 
 def supports_frame_mask(network):
-    """Whether :func:`with_frame_mask` can serve ``network``."""
-    return isinstance(network, ECAPA_TDNN)
+    """Whether :func:`with_frame_mask` can serve ``network``: an ECAPA_TDNN padding with zeros
+    (a mirrored frame past an utterance's end cannot be taken from the zero-padded batch)."""
+    return isinstance(network, ECAPA_TDNN) and network.padding == "zeros"
 
 
 def with_frame_mask(network):
@@ -123,6 +124,7 @@ def with_frame_mask(network):
     ``network``'s frame-mixing cells are replaced in place (module docstring).
     """
     if not supports_frame_mask(network):
-        raise ValueError(f"{type(network).__name__} has no frame-mask variant")
+        raise ValueError(f"{type(network).__name__} with padding {getattr(network, 'padding', None)!r} "
+                         "has no frame-mask variant")
     replace_cells(network, _masked_variant)
     return MaskedEcapaTdnn(network)
