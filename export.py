@@ -17,7 +17,8 @@ converts; its input is named 'features', its output 'embedding'.
 The exported file is then checked: a MindIR is loaded back (as the CPU runner loads it), an
 ONNX file is run with onnxruntime when installed, and its outputs on a random input and on
 the features of a tone must match the checkpoint network's; otherwise the file is deleted
-and the script exits with status 1.
+and the script exits with status 1. Beside it goes ``<file_name>.json``, the model card naming
+the front end (``features``) whose features the model takes; preprocess.py reads it.
 """
 import os
 
@@ -33,6 +34,7 @@ from src.inference.exporter import (CHECK_TOLERANCE, ExportError, ExportMismatch
                                     check_mindir, check_onnx, export_network, export_path, onnx_conv_impl)
 from src.inference.fixed_length import check_fixed_length
 from src.inference.folding import fold_batch_norm
+from src.inference.model_file import model_card_path, write_model_card
 from src.model import build_embedding_network
 from src.device import conv_impl, init_context
 
@@ -94,6 +96,8 @@ def main(argv=None):
           f"output (1, {config.emb_size}), conv_impl {impl}, batch norm {'kept' if folded is None else 'folded'}, "
           f"weights from {checkpoint}")
     check_exported(path, config.file_format, network, input_shape)
+    write_model_card(path, config)
+    print(f"model card {model_card_path(path)}: takes {config.features} features")
 
 
 if __name__ == "__main__":

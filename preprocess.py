@@ -13,7 +13,9 @@ With ``windows: all`` every utterance becomes ``feat/<name>.w<k>.bin`` files, wi
 the end of the utterance, listed in ``windows.txt`` ('<window file> <utterance>' lines);
 postprocess.py averages their embeddings. The folder also receives a copy of the trial list
 as ``eval.txt``. ``--mindir_path`` takes ``length`` from the model's input shape (MindIR or
-ONNX). Existing .bin files in ``<output_path>/feat`` are removed first.
+ONNX) and the front end from its model card (the .json export.py writes beside it), so that
+an imported SpeechBrain or WeSpeaker model gets its library's features. Existing .bin files
+in ``<output_path>/feat`` are removed first.
 """
 import os
 
@@ -22,14 +24,14 @@ os.environ.setdefault("GLOG_v", "3")  # MindSpore's own log: errors only, unless
 import time
 
 from src.cli import run_main
-from src.config import load_config, require_dirs, require_files
-from src.data.front_ends import front_end_of
+from src.config import ConfigError, load_config, require_dirs, require_files
+from src.data.front_ends import FRONT_ENDS, front_end_of
 from src.data.lists import read_trial_list, trial_utterances
 from src.evaluation.embeddings import require_audio_files
 from src.fileio import check_writable_folder
 from src.inference.binary_io import list_bin_files
 from src.inference.fixed_length import TRIAL_LIST, WINDOW_LIST, check_fixed_length, window_hop
-from src.inference.model_file import fixed_length_of
+from src.inference.model_file import fixed_length_of, model_card_path, read_model_card
 from src.inference.preprocessing import write_feature_folder
 
 
@@ -39,6 +41,19 @@ def add_arguments(parser):
                         help="exported model (MindIR or ONNX) whose input length replaces the length setting")
 
 
+def model_front_end(config, model_path):
+    """The front end for the model at ``model_path`` (or none): its model card's, else the setting's.
+    ConfigError when the features setting names another one than the card."""
+    card = read_model_card(model_path) if model_path else None
+    if card is None or card["features"] == config.features:
+        return front_end_of(config)
+    if card["features"] not in FRONT_ENDS or config.features != "zoo":
+        raise ConfigError(f"features: {config.features}, but {model_card_path(model_path)} says the model takes "
+                          f"{card['features']} features")
+    print(f"front end {card['features']}, from {model_card_path(model_path)}")
+    return FRONT_ENDS[card["features"]]
+
+
 def main():
     config, args = load_config(description="Write fixed-length feature files for inference",
                                add_arguments=add_arguments)
@@ -46,6 +61,7 @@ def main():
     require_dirs(config, "eval_path")
     length = fixed_length_of(args.mindir_path, config.in_channels) if args.mindir_path else config.length
     check_fixed_length(length)
+    front_end = model_front_end(config, args.mindir_path)
     check_writable_folder(args.output_path, "--output_path")
     trials = read_trial_list(config.eval_list)
     utterances = trial_utterances(trials)
@@ -53,7 +69,7 @@ def main():
 
     start = time.perf_counter()
     feature_dir = write_feature_folder(config.eval_list, utterances, config.eval_path, args.output_path, length,
-                                       config.windows, config.window_hop, front_end_of(config))
+                                       config.windows, config.window_hop, front_end)
     count = len(list_bin_files(feature_dir))
     windows = ("" if config.windows == "first" else
                f", windows every {window_hop(length, config.window_hop)} frames listed in "

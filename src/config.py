@@ -137,6 +137,8 @@ SETTINGS = {
                        "(mirrored frames, as SpeechBrain's convolutions pad)", choices=("zeros", "reflect")),
     "variance_floor": Setting(1e-4, float, "Smallest variance of the pooling statistics (SpeechBrain: 1e-12, "
                               "WeSpeaker: 1e-7)", _positive),
+    "global_context": Setting(True, bool, "Attentive pooling sees the utterance's mean and std (ecapa_tdnn "
+                              "always; wespeaker_ecapa_tdnn as WeSpeaker's _GLOB models)"),
     "embedding_norm": Setting(True, bool, "Batch norm after the embedding layer, as in the paper "
                               "(SpeechBrain's and WeSpeaker's models have none)"),
     "class_num": Setting("auto", int, "Classes of the margin head; auto = the speakers in train_list times "
@@ -207,7 +209,8 @@ SETTINGS = {
     "log_interval": Setting(20, int, "Log a line every this many steps", _positive),
     "max_steps": Setting(0, int, "Stop after this many steps in total; 0 = run all epochs", _non_negative),
     "init_from": Setting("", str, "Start a fresh run from the network and head weights of this checkpoint "
-                         "(new optimizer and schedule); '' = random initialisation"),
+                         "(new optimizer and schedule; a head of other classes, or none, starts fresh); "
+                         "'' = random initialisation"),
     "valid_interval": Setting(1, int, "Score valid_list every this many epochs", _positive),
     # Evaluation and inference
     "model_path": Setting("", str, "Checkpoint (training or exported) used by eval.py"),
@@ -405,6 +408,18 @@ def load_config(argv=None, description="ECAPA-TDNN", add_arguments=None):
     for key in SETTINGS:
         vars(arguments).pop(key, None)
     return Config(values), arguments
+
+
+def config_of(values, source="the given settings"):
+    """A checked Config of the defaults with ``values`` ({setting: value}) in their place; ConfigError
+    naming ``source`` for an unknown setting or a bad value."""
+    merged = {key: setting.default for key, setting in SETTINGS.items()}
+    for key, value in values.items():
+        if key not in SETTINGS:
+            raise ConfigError(f"{key}: unknown setting in {source}")
+        merged[key] = _coerce(key, value, source)
+    _check(merged)
+    return Config(merged)
 
 
 def require_files(config, *keys):

@@ -191,6 +191,18 @@ def test_blocks_padding_by_reflection_keep_their_shifted_copies_with_one_warning
     np.testing.assert_allclose(folded(features).asnumpy(), reference, rtol=0, atol=1e-4 * np.abs(reference).max())
 
 
+@needs_kernels
+def test_the_wespeaker_network_runs_on_the_kernels():
+    config = load_config([*TINY_NETWORK_ARGS, "--model", "wespeaker_ecapa_tdnn"])[0]
+    network = randomise(build_embedding_network(config, "shifted"))
+    features = Tensor(np.random.default_rng(5).standard_normal((2, 30, 80)).astype(np.float32))
+    reference = network(features).asnumpy()
+    folded = apply_cpu_kernels(fold_batch_norm(network, config, "shifted"), "float32", "CPU")
+    blocks = [cell for _, cell in folded.cells_and_names() if isinstance(cell, TDNNBlock)]
+    assert len(blocks) == 1 + 3 * (2 + 3) and all(isinstance(block, KernelTDNNBlock) for block in blocks)
+    np.testing.assert_allclose(folded(features).asnumpy(), reference, rtol=0, atol=1e-4 * np.abs(reference).max())
+
+
 def test_none_leaves_the_network_unchanged():
     network = tiny_network()
     assert apply_cpu_kernels(network, "none", "CPU") is network

@@ -39,7 +39,11 @@ def tone_features():
 SPEECHBRAIN_NETWORK = ("--padding", "reflect", "--embedding_norm", "false", "--variance_floor", "1e-12")
 
 
-@pytest.mark.parametrize("impl,network_settings", [("shifted", ()), ("native", ()), ("shifted", SPEECHBRAIN_NETWORK)])
+WESPEAKER_NETWORK = ("--model", "wespeaker_ecapa_tdnn", "--embedding_norm", "true")
+
+
+@pytest.mark.parametrize("impl,network_settings", [("shifted", ()), ("native", ()), ("shifted", SPEECHBRAIN_NETWORK),
+                                                   ("shifted", WESPEAKER_NETWORK)])
 def test_folded_copy_matches_the_network_and_leaves_it_unchanged(impl, network_settings, tone_features):
     config = settings(*network_settings)
     network = randomise(build_embedding_network(config, impl))

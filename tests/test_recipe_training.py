@@ -161,8 +161,17 @@ def test_init_from_takes_network_and_the_first_head_rows(tmp_path):
             np.testing.assert_array_equal(parameter.asnumpy(), source.head.weight.asnumpy()[:4])
         elif name != "head.margin":
             np.testing.assert_array_equal(parameter.asnumpy(), source.parameters_dict()[name].asnumpy(), name)
-    with pytest.raises(CheckpointError, match=r"head.weight' has shape \(12, 8\), this run expects \(5, 8\)"):
-        initialise_from(path, _loss_net(5, 3))
+    other_speakers = _loss_net(5, 3)
+    fresh = other_speakers.head.weight.asnumpy().copy()
+    message = initialise_from(path, other_speakers)
+    assert "head.weight starts fresh: the checkpoint's head has 12 classes, this run 5" in message
+    assert message.startswith(f"initialised {len(source.embedding_network.parameters_dict())} network parameters")
+    np.testing.assert_array_equal(other_speakers.head.weight.asnumpy(), fresh)
+    np.testing.assert_array_equal(other_speakers.embedding_network.layer1.conv.weight.asnumpy(),
+                                  source.embedding_network.layer1.conv.weight.asnumpy())
+    with pytest.raises(CheckpointError, match=r"layer1.conv.weight' has shape \(16, 80, 1, 5\), this run "
+                                              r"expects \(24, 80, 1, 5\)"):
+        initialise_from(path, SpeakerLoss(tiny_network(channels=24), AAMSoftmax(TINY_NETWORK["emb_size"], 12)))
 
 
 # ---- averaging ----

@@ -84,6 +84,7 @@ def fold_norm_dense_norm(before, dense, after=None):
 
 
 @register_folding("ecapa_tdnn")
+@register_folding("wespeaker_ecapa_tdnn")
 def _fold_ecapa_tdnn(network):
     fold_tdnn_blocks(network)
     after = network.embedding_norm if isinstance(network.embedding_norm, ChannelBatchNorm) else None

@@ -1,5 +1,10 @@
 """Reading an exported model: input/output shapes of a MindIR or ONNX file, a callable MindIR
-cell and an onnxruntime session."""
+cell, an onnxruntime session, and the model card export.py writes beside the file.
+
+The model card ``<model without extension>.json`` records what the file itself cannot say:
+the front end whose features it takes, so that preprocess.py computes them.
+"""
+import json
 import math
 import os
 
@@ -149,3 +154,33 @@ def load_graph_cell(path):
         first_line = str(error).strip().splitlines()[0]
         raise ModelFileError(f"{path}: MindSpore cannot load this MindIR ({first_line})") from None
     return nn.GraphCell(graph)
+
+
+def model_card_path(path):
+    """Where the model card of the exported model ``path`` is: the same name ending in .json."""
+    return os.path.splitext(path)[0] + ".json"
+
+
+def write_model_card(path, settings):
+    """Write the model card of the exported model ``path`` from its settings (a Config)."""
+    card = {"model": settings.model, "features": settings.features, "in_channels": settings.in_channels,
+            "emb_size": settings.emb_size}
+    with open(model_card_path(path), "w", encoding="utf-8") as handle:
+        json.dump(card, handle, indent=1)
+        handle.write("\n")
+
+
+def read_model_card(path):
+    """The model card (dict) of the exported model ``path``, or None when it has none (a file
+    exported before cards were written takes the default front end)."""
+    card_path = model_card_path(path)
+    if not os.path.isfile(card_path):
+        return None
+    try:
+        with open(card_path, encoding="utf-8") as handle:
+            card = json.load(handle)
+    except (OSError, ValueError) as error:
+        raise ModelFileError(f"{card_path}: not a readable model card ({error})") from None
+    if not isinstance(card, dict) or not isinstance(card.get("features"), str):
+        raise ModelFileError(f"{card_path}: a model card needs a 'features' entry naming the front end")
+    return card

@@ -68,12 +68,14 @@ class SqueezeExcitation(nn.Cell):
 
 
 class SERes2Block(nn.Cell):
-    """TDNN 1x1 -> Res2Conv -> TDNN 1x1 -> squeeze-excitation, plus the input: (N, T, C) -> (N, T, C)."""
+    """TDNN 1x1 -> Res2Conv -> TDNN 1x1 -> squeeze-excitation, plus the input: (N, T, C) -> (N, T, C).
 
-    def __init__(self, channels, kernel_size, dilation, scale, se_channels, impl, padding="zeros"):
+    ``res2`` is the class of the multi-scale convolution (a variant's own, src/model/wespeaker_ecapa.py)."""
+
+    def __init__(self, channels, kernel_size, dilation, scale, se_channels, impl, padding="zeros", res2=Res2Conv):
         super().__init__()
         self.tdnn1 = TDNNBlock(channels, channels, 1, impl=impl)
-        self.res2 = Res2Conv(channels, kernel_size, dilation, scale, impl, padding)
+        self.res2 = res2(channels, kernel_size, dilation, scale, impl, padding)
         self.tdnn2 = TDNNBlock(channels, channels, 1, impl=impl)
         self.se = SqueezeExcitation(channels, se_channels, impl)
 
@@ -88,6 +90,30 @@ def mean_and_std(weighted_sum, weighted_square_sum, total_weight, variance_floor
     mean = weighted_sum / total_weight
     variance = weighted_square_sum / total_weight - mean * mean
     return mean, ops.sqrt(ops.maximum(variance, variance_floor))
+
+
+def context_product(conv, x, mean, std, matmul):
+    """The 1x1 TimeConv1d ``conv`` over 3C channels applied to [x, mean, std], the statistics (N, 1, C)
+    repeated over the frames of x (N, T, C): (N, T, C_out). ``matmul`` multiplies by a transposed
+    matrix. The weight is split by input channels into a per-frame product and a per-utterance
+    one, so the (N, T, 3C) concatenation is never built."""
+    batch, frames, channels = x.shape
+    frame_weight, mean_weight, std_weight = ops.split(conv.weight.reshape(conv.out_channels, 3 * channels),
+                                                      channels, axis=1)
+    frame_part = matmul(x.reshape(-1, channels), frame_weight)
+    utterance_part = (matmul(mean.reshape(batch, channels), mean_weight)
+                      + matmul(std.reshape(batch, channels), std_weight) + conv.bias)
+    return frame_part.reshape(batch, frames, -1) + repeat_frames(utterance_part.reshape(batch, 1, -1), frames)
+
+
+def softmax_statistics(x, logits, peak, variance_floor):
+    """Mean and standard deviation of x (N, T, C) under the softmax over time of ``logits`` (N, T, C),
+    concatenated: (N, 2C). ``peak`` (N, 1, C) is the largest logit per channel, without gradient; the
+    softmax's normalisation is applied to the (N, 1, C) sums."""
+    numerators = ops.exp(logits - ops.tile(peak, (1, x.shape[1], 1)))
+    weighted = numerators * x
+    mean, std = mean_and_std(time_sum(weighted), time_sum(weighted * x), time_sum(numerators), variance_floor)
+    return ops.concat([mean, std], axis=2).squeeze(1)
 
 
 class AttentiveStatsPooling(nn.Cell):
@@ -110,27 +136,13 @@ class AttentiveStatsPooling(nn.Cell):
 
     def attention_hidden(self, x, mean, std):
         """The attention TDNN block of [x, mean, std] with the statistics (N, 1, C) repeated over
-        time: (N, T, A). Its 1x1 convolution is split by input channels into a per-frame
-        product and a per-utterance one, so the (N, T, 3C) concatenation is never built."""
-        batch, frames, channels = x.shape
-        conv = self.attention.conv
-        frame_weight, mean_weight, std_weight = ops.split(conv.weight.reshape(conv.out_channels, 3 * channels),
-                                                          channels, axis=1)
-        frame_part = self.matmul(x.reshape(-1, channels), frame_weight)
-        utterance_part = (self.matmul(mean.reshape(batch, channels), mean_weight)
-                          + self.matmul(std.reshape(batch, channels), std_weight) + conv.bias)
-        hidden = frame_part.reshape(batch, frames, -1) + repeat_frames(utterance_part.reshape(batch, 1, -1), frames)
-        return self.attention.norm(self.attention.relu(hidden))
+        time: (N, T, A) (see :func:`context_product`)."""
+        return self.attention.norm(self.attention.relu(context_product(self.attention.conv, x, mean, std,
+                                                                       self.matmul)))
 
     def attentive_statistics(self, x, logits):
-        """Mean and standard deviation of x (N, T, C) under the softmax over time of ``logits``,
-        concatenated: (N, 2C). The softmax's normalisation is applied to the (N, 1, C) sums."""
-        peak = ops.stop_gradient(self.time_max(logits))
-        numerators = ops.exp(logits - ops.tile(peak, (1, x.shape[1], 1)))
-        weighted = numerators * x
-        mean, std = mean_and_std(time_sum(weighted), time_sum(weighted * x), time_sum(numerators),
-                                 self.variance_floor)
-        return ops.concat([mean, std], axis=2).squeeze(1)
+        """Mean and standard deviation of x (N, T, C) under the softmax over time of ``logits``: (N, 2C)."""
+        return softmax_statistics(x, logits, ops.stop_gradient(self.time_max(logits)), self.variance_floor)
 
     def construct(self, x):
         mean, std = mean_and_std(time_sum(x), time_sum(x * x), x.shape[1], self.variance_floor)
@@ -181,13 +193,20 @@ class ECAPA_TDNN(nn.Cell):
 
 
 def check_settings(settings):
-    """Why ``settings`` cannot build an ECAPA_TDNN (an error message), or None."""
+    """Why the network sizes of ``settings`` cannot build the blocks (an error message), or None."""
     if settings.channels % settings.scale:
         return f"channels: {settings.channels} is not divisible by scale {settings.scale}"
     return None
 
 
-@register_model("ecapa_tdnn", checkpoint_prefix="ecapa", check=check_settings)
+def check_ecapa_settings(settings):
+    """Why ``settings`` cannot build an ECAPA_TDNN (an error message), or None."""
+    if not settings.global_context:
+        return "global_context: the ecapa_tdnn model's pooling always uses it"
+    return check_settings(settings)
+
+
+@register_model("ecapa_tdnn", checkpoint_prefix="ecapa", check=check_ecapa_settings)
 def build(settings, impl):
     """ECAPA_TDNN sized by the network settings, using convolution formulation ``impl``."""
     return ECAPA_TDNN(in_channels=settings.in_channels, channels=settings.channels,

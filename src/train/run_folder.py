@@ -238,28 +238,38 @@ def initialise_from(path, loss_net):
     count and margin are not taken (the run starts afresh with these weights). A head of
     K classes may come from a checkpoint whose head has a multiple of K rows, such as a run
     with speed perturbation (K speakers x speeds, see src/data/speed_perturb.py): its first
-    K rows, the speakers at their own speed, are kept. Returns a one-line description.
-    Raises CheckpointError for a missing parameter or another shape.
+    K rows, the speakers at their own speed, are kept. A checkpoint without a head, or with
+    a head of other classes (another set of speakers, e.g. an imported VoxCeleb model
+    fine-tuned on one's own), leaves the head at its fresh initialisation, as the returned
+    one-line description says. Raises CheckpointError for a missing network parameter or
+    another shape.
     """
     entries = read_checkpoint(path)
     wanted = {name: parameter for name, parameter in loss_net.parameters_dict().items()
               if name.startswith(EMBEDDING_PREFIX) or (name.startswith(HEAD_PREFIX) and parameter.requires_grad)}
     loaded, notes = {}, []
     for name, parameter in wanted.items():
+        head = name.startswith(HEAD_PREFIX)
         if name not in entries:
+            if head:
+                notes.append(f"{name} starts fresh: the checkpoint has no margin head")
+                continue
             raise CheckpointError(f"init_from: {path} lacks {name!r}; is it a training or averaged checkpoint "
-                                  "of this model and head?")
+                                  "of this model?")
         value = entries[name]
         expected, found = tuple(parameter.shape), tuple(value.shape)
-        rows_kept = (name.startswith(HEAD_PREFIX) and len(found) == 2 and found[1:] == expected[1:]
-                     and found[0] > expected[0] and found[0] % expected[0] == 0)
-        if rows_kept:
+        other_classes = head and len(found) == 2 and found[1:] == expected[1:] and found[0] != expected[0]
+        if other_classes and found[0] % expected[0] == 0:
             value = Parameter(Tensor(value.asnumpy()[:expected[0]]), name=name)
             notes.append(f"first {expected[0]} of the {found[0]} rows of {name}")
+        elif other_classes:
+            notes.append(f"{name} starts fresh: the checkpoint's head has {found[0]} classes, this run {expected[0]}")
+            continue
         elif found != expected:
             raise CheckpointError(f"init_from: {path}: {name!r} has shape {found}, this run expects {expected}; "
-                                  "check the network settings and class_num")
+                                  "check the network settings")
         loaded[name] = value
-    ms.load_param_into_net(loss_net, loaded, strict_load=True)
+    ms.load_param_into_net(loss_net, loaded, strict_load=False)
     kept = f" ({'; '.join(notes)})" if notes else ""
-    return f"initialised {len(loaded)} network and head parameters from {path}{kept}"
+    what = "network and head" if any(name.startswith(HEAD_PREFIX) for name in loaded) else "network"
+    return f"initialised {len(loaded)} {what} parameters from {path}{kept}"

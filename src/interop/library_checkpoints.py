@@ -1,0 +1,139 @@
+"""Checkpoints of SpeechBrain's and WeSpeaker's ECAPA-TDNN taken in, and this project's given back.
+
+:func:`import_model` reads a library's files (src/interop/torch_file.py), derives the settings
+of the network that computes the same function (src/interop/library_models.py) and writes a
+checkpoint as averaging writes them (``embedding_network.*`` and, with the library's classifier,
+``head.weight``), which eval.py, export.py and ``init_from`` take, with those settings as YAML
+beside it. :func:`export_model` writes a checkpoint of this project back as the library's files:
+
+- speechbrain: a folder with ``embedding_model.ckpt`` (and ``classifier.ckpt`` with a head),
+  loadable by speechbrain.lobes.models.ECAPA_TDNN's ECAPA_TDNN and Classifier with strict=True;
+- wespeaker: a folder with ``avg_model.pt``, loadable by wespeaker.models.ecapa_tdnn's model
+  class with strict=True; ``with_head`` adds ``projection.weight`` as WeSpeaker's training
+  checkpoints hold it (its own loader takes either).
+"""
+import os
+
+import numpy as np
+import yaml
+from mindspore import Tensor
+
+from src.checkpoint import EMBEDDING_PREFIX, embedding_parameters, read_checkpoint, save_checkpoint
+from src.config import ConfigError, config_of
+from src.errors import InputError
+from src.fileio import atomic_write, check_writable_file, make_folder
+from src.interop.library_models import LIBRARIES, LibraryModelError, from_library, to_library
+from src.interop.torch_file import read_torch_file, write_torch_file
+from src.model import build_embedding_network
+
+HEAD_WEIGHT = "head.weight"
+# The files of each library's model folder: (embedding model, separate head file or None).
+LIBRARY_FILES = {"speechbrain": ("embedding_model.ckpt", "classifier.ckpt"), "wespeaker": ("avg_model.pt", None)}
+
+
+def library(name):
+    """The Library called ``name``; InputError for another name."""
+    if name not in LIBRARIES:
+        raise InputError(f"library {name!r} is not one of {', '.join(sorted(LIBRARIES))}")
+    return LIBRARIES[name]
+
+
+def model_files(name, source):
+    """(model file, head file or None) of library ``name``'s model at ``source``: its folder, or the
+    model file itself (SpeechBrain's classifier.ckpt is then looked for beside it)."""
+    model_name, head_name = LIBRARY_FILES[name]
+    model = os.path.join(source, model_name) if os.path.isdir(source) else source
+    if not os.path.isfile(model):
+        raise InputError(f"{model}: not found (expected {name}'s {model_name}, or its folder)")
+    head = os.path.join(os.path.dirname(model), head_name) if head_name else None
+    return model, head if head and os.path.isfile(head) else None
+
+
+def network_of(settings):
+    """A network built from ``settings`` (a Config), for its parameter names and shapes."""
+    return build_embedding_network(settings, "shifted")
+
+
+def _head_of(name, state, head_path, emb_size):
+    """The (K, E) head weight of the library's files, or None."""
+    entry = LIBRARIES[name].head
+    source = read_torch_file(head_path) if head_path else state
+    where = head_path or "the model file"
+    if head_path and set(source) != {entry}:
+        raise InputError(f"{head_path}: expected only {entry!r} (SpeechBrain's Classifier without dense "
+                         f"blocks), found {', '.join(sorted(source))}")
+    if entry not in source:
+        return None
+    head = np.asarray(source[entry], np.float32)
+    if head.ndim != 2 or head.shape[1] != emb_size:
+        raise InputError(f"{where}: {entry!r} has shape {head.shape}, expected (classes, {emb_size})")
+    return head
+
+
+def import_model(name, source, output):
+    """Write library ``name``'s model at ``source`` as checkpoint ``output`` and its settings as
+    ``<output without .ckpt>.yaml``; returns (settings dict, YAML path, classes of the head or 0)."""
+    lib = library(name)
+    yaml_path = os.path.splitext(output)[0] + ".yaml"
+    check_writable_file(output, "--output")
+    model_path, head_path = model_files(name, source)
+    state = read_torch_file(model_path)
+    try:
+        values = lib.settings_of(state)
+        settings = config_of(values, model_path)
+        parameters = from_library(lib, state, {key: tuple(value.shape)
+                                               for key, value in network_of(settings).parameters_dict().items()})
+    except (LibraryModelError, ConfigError) as error:
+        raise InputError(f"{model_path}: {error}; is it {name}'s ECAPA-TDNN?") from None
+    head = _head_of(name, state, head_path, values["emb_size"])
+    entries = [{"name": EMBEDDING_PREFIX + key, "data": Tensor(value)} for key, value in parameters.items()]
+    if head is not None:
+        entries.append({"name": HEAD_WEIGHT, "data": Tensor(head)})
+        values["aam_scale"] = lib.aam_scale
+    save_checkpoint(entries, output)
+    values["model_path"] = output
+    with atomic_write(yaml_path) as temporary, open(temporary, "w", encoding="utf-8") as handle:
+        handle.write(f"# Settings of {name}'s model imported from {model_path}\n")
+        yaml.safe_dump(values, handle, sort_keys=False)
+    return values, yaml_path, 0 if head is None else int(head.shape[0])
+
+
+def _library_mismatches(name, settings):
+    """Settings of ``settings`` that differ from what library ``name``'s model computes, as text."""
+    fixed = {"speechbrain": dict(model="ecapa_tdnn", features="speechbrain", padding="reflect",
+                                 embedding_norm=False, global_context=True, variance_floor=1e-12),
+             "wespeaker": dict(model="wespeaker_ecapa_tdnn", features="kaldi", padding="zeros",
+                               variance_floor=1e-7)}[name]
+    return [f"{key} is {getattr(settings, key)!r}, {name}'s model has {value!r}"
+            for key, value in fixed.items() if getattr(settings, key) != value]
+
+
+def export_model(name, checkpoint, settings, output, with_head=False):
+    """Write ``checkpoint`` (of a network built from ``settings``) as library ``name``'s files in the
+    folder ``output``; returns the paths written. InputError when the settings describe a network
+    the library's model class does not compute."""
+    lib = library(name)
+    mismatches = _library_mismatches(name, settings)
+    if mismatches:
+        raise InputError(f"the settings do not describe {name}'s network: {'; '.join(mismatches)} "
+                         "(give the run's settings with --config)")
+    entries = read_checkpoint(checkpoint)
+    available = embedding_parameters(entries)
+    parameters = {}
+    for key, parameter in network_of(settings).parameters_dict().items():
+        if key not in available or tuple(available[key].shape) != tuple(parameter.shape):
+            found = tuple(available[key].shape) if key in available else "missing"
+            raise InputError(f"{checkpoint}: parameter {key!r} is {found}, the settings' network has "
+                             f"{tuple(parameter.shape)}")
+        parameters[key] = available[key].asnumpy()
+    make_folder(output, "output")
+    model_name, head_name = LIBRARY_FILES[name]
+    state = to_library(lib, parameters)
+    head = entries[HEAD_WEIGHT].asnumpy() if HEAD_WEIGHT in entries else None
+    written = []
+    if head is not None and head_name:
+        written.append(write_torch_file(os.path.join(output, head_name), {lib.head: head}))
+    elif head is not None and with_head:
+        state[lib.head] = head
+    written.insert(0, write_torch_file(os.path.join(output, model_name), state))
+    return written

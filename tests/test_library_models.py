@@ -1,0 +1,193 @@
+"""SpeechBrain's and WeSpeaker's ECAPA-TDNN imported, used and exported back.
+
+The tiny models in tests/data (made by tests/data/make_library_models.py with the libraries'
+own classes) and the embeddings the libraries computed for the clips of front_ends.npz are
+the references: this project's network, from the waveform with the library's front end,
+must give the same embeddings.
+"""
+import importlib.util
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from mindspore import Tensor
+
+from eval_support import write_corpus, write_train_list, write_trials
+from fixtures import REPO_ROOT
+from src.checkpoint import load_embedding_weights, read_checkpoint
+from src.config import load_config
+from src.data.audio import read_audio
+from src.data.front_ends import front_end_of
+from src.errors import InputError
+from src.evaluation.embeddings import EmbeddingExtractor
+from src.inference.fixed_length import bin_file_name, fixed_length_features
+from src.inference.model_file import read_model_card
+from src.interop.library_checkpoints import export_model, import_model
+from src.interop.torch_file import read_torch_file, write_torch_file
+from src.model import build_embedding_network
+
+DATA = os.path.join(REPO_ROOT, "tests", "data")
+CLIPS = np.load(os.path.join(DATA, "front_ends.npz"))
+EMBEDDINGS = np.load(os.path.join(DATA, "library_models.npz"))
+SOURCES = {"speechbrain": os.path.join(DATA, "speechbrain_tiny"), "wespeaker": os.path.join(DATA, "wespeaker_tiny")}
+MODEL_FILES = {"speechbrain": "embedding_model.ckpt", "wespeaker": "avg_model.pt"}
+LENGTH = 60  # frames of the exported fixed-length models
+
+
+def load_script(name):
+    """A program of the repository loaded as a module, to call its main() in this process."""
+    path = os.path.join(REPO_ROOT, name)
+    spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(name))[0], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module", params=sorted(SOURCES))
+def imported(request, tmp_path_factory):
+    """(library, folder, its settings) of the library's tiny model imported into folder/model.ckpt."""
+    folder = tmp_path_factory.mktemp(request.param)
+    values, yaml_path, classes = import_model(request.param, SOURCES[request.param], str(folder / "model.ckpt"))
+    assert classes == 5 and yaml_path == str(folder / "model.yaml")
+    return request.param, folder, load_config(["--config", yaml_path])[0]
+
+
+def imported_network(settings):
+    network = build_embedding_network(settings, "shifted")
+    load_embedding_weights(settings.model_path, network)
+    network.set_train(False)
+    return network
+
+
+def test_imported_models_embed_the_waveforms_as_their_library(imported):
+    library, _, settings = imported
+    extractor = EmbeddingExtractor(imported_network(settings), front_end=front_end_of(settings))
+    for clip in range(3):
+        expected = EMBEDDINGS[f"{library}_{clip}"]
+        found = extractor.embed_wave(CLIPS[f"clip_{clip}"].astype(np.float32) / 32768.0)
+        cosine = found @ expected / np.linalg.norm(found) / np.linalg.norm(expected)
+        assert cosine >= 0.99999, (library, clip, cosine)
+        assert np.abs(found - expected).max() <= 1e-3 * np.abs(expected).max()
+
+
+def test_settings_follow_the_library(imported):
+    library, _, settings = imported
+    expected = {"speechbrain": ("ecapa_tdnn", "speechbrain", "reflect", 1e-12, 4, 48),
+                "wespeaker": ("wespeaker_ecapa_tdnn", "kaldi", "zeros", 1e-7, 8, 48)}[library]
+    assert (settings.model, settings.features, settings.padding, settings.variance_floor, settings.scale,
+            settings.mfa_channels) == expected
+    assert (settings.channels, settings.emb_size, settings.embedding_norm) == (16, 8, False)
+
+
+def test_export_and_import_again_is_bit_exact_with_the_librarys_names(imported, tmp_path):
+    library, folder, settings = imported
+    written = export_model(library, settings.model_path, settings, str(tmp_path / "out"), with_head=True)
+    original = read_torch_file(os.path.join(SOURCES[library], MODEL_FILES[library]))
+    exported = read_torch_file(written[0])
+    assert sorted(exported) == sorted(original)
+    for name, value in original.items():
+        assert exported[name].shape == value.shape and exported[name].dtype == value.dtype, name
+        if not name.endswith("num_batches_tracked"):
+            np.testing.assert_array_equal(exported[name], value, err_msg=name)
+    if library == "speechbrain":
+        head = read_torch_file(written[1])
+        np.testing.assert_array_equal(head["weight"], read_torch_file(os.path.join(SOURCES[library],
+                                                                                   "classifier.ckpt"))["weight"])
+    again = tmp_path / "again.ckpt"
+    import_model(library, str(tmp_path / "out"), str(again))
+    first, second = read_checkpoint(settings.model_path), read_checkpoint(str(again))
+    assert sorted(first) == sorted(second)
+    for name in first:
+        np.testing.assert_array_equal(first[name].asnumpy(), second[name].asnumpy(), err_msg=name)
+
+
+def test_export_refuses_settings_of_another_network(imported, tmp_path):
+    library, _, settings = imported
+    with pytest.raises(InputError, match=f"the settings do not describe {library}'s network: .*features is 'zoo'"):
+        export_model(library, settings.model_path, load_config([])[0], str(tmp_path / "out"))
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("drop", "lacks 'blocks.2.tdnn1.conv.conv.weight'"),
+    ("reshape", "'blocks.2.tdnn1.conv.conv.weight' has shape (16, 4, 4), expected (16, 16, 1)"),
+    ("extra", "holds 1 parameters this model does not have, e.g. 'blocks.9.conv.weight'"),
+])
+def test_damaged_speechbrain_files_stop_with_the_parameter_named(damage, message, tmp_path):
+    state = read_torch_file(os.path.join(SOURCES["speechbrain"], "embedding_model.ckpt"))
+    name = "blocks.2.tdnn1.conv.conv.weight"
+    if damage == "drop":
+        del state[name]
+    elif damage == "reshape":
+        state[name] = state[name].reshape(16, 4, 4)
+    else:
+        state["blocks.9.conv.weight"] = np.zeros(3, np.float32)
+    write_torch_file(tmp_path / "embedding_model.ckpt", state)
+    with pytest.raises(InputError) as raised:
+        import_model("speechbrain", str(tmp_path), str(tmp_path / "model.ckpt"))
+    assert message in str(raised.value) and str(tmp_path / "embedding_model.ckpt") in str(raised.value)
+    assert not (tmp_path / "model.ckpt").exists()
+
+
+def test_the_import_program_reports_the_wrong_library_in_one_line(tmp_path):
+    completed = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "scripts", "import_checkpoint.py"),
+                                "speechbrain", SOURCES["wespeaker"], "--output", str(tmp_path / "x.ckpt")],
+                               capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 1 and "Traceback" not in completed.stderr
+    assert completed.stderr.strip().splitlines()[-1] == (
+        f"error: {SOURCES['wespeaker']}/embedding_model.ckpt: not found (expected speechbrain's "
+        "embedding_model.ckpt, or its folder)")
+    wrong = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "scripts", "import_checkpoint.py"),
+                            "speechbrain", os.path.join(SOURCES["wespeaker"], "avg_model.pt"),
+                            "--output", str(tmp_path / "x.ckpt")], capture_output=True, text=True, timeout=300)
+    assert wrong.returncode == 1
+    assert wrong.stderr.strip().splitlines()[-1].endswith(
+        "avg_model.pt: lacks 'blocks.0.conv.conv.weight'; is it speechbrain's ECAPA-TDNN?")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("library_corpus")
+    rng = np.random.default_rng(12)
+    write_trials(root / "eval.txt", write_corpus(root / "eval", 3, 3, rng))
+    write_train_list(root / "train.txt", write_corpus(root / "train", 4, 2, rng, prefix="t"))
+    return root
+
+
+@pytest.mark.parametrize("score_norm", ["none", "asnorm"])
+def test_imported_models_evaluate_with_eval_py(imported, corpus, score_norm, capsys):
+    library, folder, settings = imported
+    load_script("eval.py").main(["--config", str(folder / "model.yaml"), "--eval_list", str(corpus / "eval.txt"),
+                                 "--eval_path", str(corpus / "eval"), "--train_list", str(corpus / "train.txt"),
+                                 "--train_path", str(corpus / "train"), "--score_norm", score_norm, "--top_n", "4",
+                                 "--eval_output_dir", str(folder / f"eval_{score_norm}")])
+    printed = capsys.readouterr().out
+    assert "EER" in printed and (score_norm == "none" or "asnorm" in printed.lower()), printed
+
+
+def test_imported_models_export_and_run_on_the_cpu_twin_of_the_310(imported, corpus):
+    library, folder, settings = imported
+    export = load_script("export.py")
+    for file_format in ("MINDIR", "ONNX"):
+        export.main(["--config", str(folder / "model.yaml"), "--file_format", file_format, "--length", str(LENGTH),
+                     "--file_name", str(folder / "exported")])
+    assert read_model_card(str(folder / "exported.mindir"))["features"] == settings.features
+    data = folder / "data"
+    (data / "eval").mkdir(parents=True)
+    (data / "eval" / "wav").symlink_to(corpus / "eval")
+    (data / "eval.txt").write_text((corpus / "eval.txt").read_text())
+    work = folder / "work"
+    work.mkdir()
+    completed = subprocess.run(["bash", os.path.join(REPO_ROOT, "scripts", "run_infer_cpu.sh"),
+                                str(folder / "exported.mindir"), str(data)], cwd=work, capture_output=True,
+                               text=True, timeout=300, env=dict(os.environ, PYTHON=sys.executable))
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert f"front end {settings.features}" in (work / "preprocess.log").read_text()
+    network = imported_network(settings)
+    utterance = "spk1/v1/00002.wav"
+    features = fixed_length_features(read_audio(corpus / "eval" / utterance), LENGTH, front_end_of(settings))
+    stored = np.fromfile(work / "result_Files" / bin_file_name(utterance), dtype=np.float32)
+    np.testing.assert_allclose(stored, network(Tensor(features)).asnumpy()[0], rtol=1e-4, atol=1e-5)
+    assert yaml.safe_load((folder / "model.yaml").read_text())["model_path"] == settings.model_path
