@@ -18,13 +18,13 @@ from mindspore import Tensor
 from eval_support import write_corpus, write_train_list, write_trials
 from fixtures import REPO_ROOT
 from src.checkpoint import load_embedding_weights, read_checkpoint
-from src.config import load_config
+from src.config import ConfigError, load_config
 from src.data.audio import read_audio
-from src.data.front_ends import front_end_of
+from src.data.front_ends import FRONT_ENDS, front_end_of
 from src.errors import InputError
 from src.evaluation.embeddings import EmbeddingExtractor
 from src.inference.fixed_length import bin_file_name, fixed_length_features
-from src.inference.model_file import read_model_card
+from src.inference.model_file import ModelFileError, read_model_card
 from src.interop.library_checkpoints import export_model, import_model
 from src.interop.torch_file import read_torch_file, write_torch_file
 from src.model import build_embedding_network
@@ -191,3 +191,17 @@ def test_imported_models_export_and_run_on_the_cpu_twin_of_the_310(imported, cor
     stored = np.fromfile(work / "result_Files" / bin_file_name(utterance), dtype=np.float32)
     np.testing.assert_allclose(stored, network(Tensor(features)).asnumpy()[0], rtol=1e-4, atol=1e-5)
     assert yaml.safe_load((folder / "model.yaml").read_text())["model_path"] == settings.model_path
+
+
+def test_preprocess_takes_the_front_end_of_the_model_card(tmp_path):
+    preprocess = load_script("preprocess.py")
+    model = str(tmp_path / "model.mindir")
+    assert preprocess.model_front_end(load_config([])[0], model) is FRONT_ENDS["zoo"]  # no card
+    (tmp_path / "model.json").write_text('{"features": "kaldi"}')
+    assert preprocess.model_front_end(load_config([])[0], model) is FRONT_ENDS["kaldi"]
+    assert preprocess.model_front_end(load_config(["--features", "kaldi"])[0], model) is FRONT_ENDS["kaldi"]
+    with pytest.raises(ConfigError, match=r"features: speechbrain, but \S+model.json says the model takes kaldi"):
+        preprocess.model_front_end(load_config(["--features", "speechbrain"])[0], model)
+    (tmp_path / "model.json").write_text("{")
+    with pytest.raises(ModelFileError, match="model.json: not a readable model card"):
+        preprocess.model_front_end(load_config([])[0], model)

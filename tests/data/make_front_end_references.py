@@ -4,7 +4,7 @@ tests/test_front_ends.py checks src/data/front_ends.py against these references.
 scratch environment with the libraries (the project and its tests do not need them):
 
     python3 -m venv /tmp/sb && /tmp/sb/bin/pip install torch==2.9.1 "torchaudio==2.9.*" speechbrain
-    /tmp/sb/bin/python tests/data/make_front_end_references.py
+    PYTHONPATH=. /tmp/sb/bin/python tests/data/make_front_end_references.py
 
 Clips (int16 at 16 kHz, as WAV files hold them): a voiced-like tone with noise of 0.3, 0.75
 and 1.3 s, and a near-silent one of 0.5 s. References, per clip k: ``speechbrain_k``, the
@@ -16,12 +16,10 @@ import os
 
 import numpy as np
 import torch
-import torchaudio
-from speechbrain.lobes.features import Fbank
-from speechbrain.processing.features import InputNormalization
+
+from benchmarks.library_reference import SAMPLE_RATE, kaldi_features, speechbrain_features
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SAMPLE_RATE = 16000
 
 
 def clips():
@@ -36,18 +34,13 @@ def clips():
 
 
 def main():
-    fbank, normalise = Fbank(n_mels=80), InputNormalization(norm_type="sentence", std_norm=False)
     arrays = {}
     for index, samples in enumerate(clips()):
         wave = torch.from_numpy(samples.astype(np.float32) / 32768.0)
         arrays[f"clip_{index}"] = samples
         with torch.no_grad():
-            features = normalise(fbank(wave[None]), torch.ones(1))[0]
-        arrays[f"speechbrain_{index}"] = features.numpy()
-        kaldi = torchaudio.compliance.kaldi.fbank(wave[None] * (1 << 15), num_mel_bins=80, frame_length=25,
-                                                  frame_shift=10, dither=0.0, sample_frequency=SAMPLE_RATE,
-                                                  window_type="hamming", use_energy=False)
-        arrays[f"kaldi_{index}"] = (kaldi - kaldi.mean(dim=0)).numpy()
+            arrays[f"speechbrain_{index}"] = speechbrain_features(wave)[0].numpy()
+            arrays[f"kaldi_{index}"] = kaldi_features(wave)[0].numpy()
     np.savez_compressed(os.path.join(HERE, "front_ends.npz"), **arrays)
     print({name: value.shape for name, value in arrays.items()})
 

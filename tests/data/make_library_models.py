@@ -6,7 +6,7 @@ and its tests do not need them); WeSpeaker's model code is read from a copy of i
 repository (wenet-e2e/wespeaker), as it is not on PyPI:
 
     python3 -m venv /tmp/sb && /tmp/sb/bin/pip install torch==2.9.1 "torchaudio==2.9.*" speechbrain
-    /tmp/sb/bin/python tests/data/make_library_models.py /path/to/wespeaker
+    PYTHONPATH=. /tmp/sb/bin/python tests/data/make_library_models.py /path/to/wespeaker
 
 Writes, under tests/data/:
 - speechbrain_tiny/embedding_model.ckpt and classifier.ckpt: speechbrain.lobes.models.ECAPA_TDNN's
@@ -19,74 +19,21 @@ Writes, under tests/data/:
   ``wespeaker_k``, the embeddings each library computes from the waveform with its own front end.
 
 Weights are random; batch-norm statistics are those of the clips' features (cumulative averages
-over training-mode passes on their first frames), with random gammas of both signs and betas.
+over training-mode passes on their first frames), with random gammas of both signs and betas
+(benchmarks/library_reference.py).
 """
 import importlib
 import os
 import sys
-import tempfile
 
 import numpy as np
 import torch
-import torchaudio
-from speechbrain.lobes.features import Fbank
 from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN, Classifier
-from speechbrain.processing.features import InputNormalization
 
-from make_front_end_references import SAMPLE_RATE, clips
+from benchmarks.library_reference import kaldi_features, randomise, speechbrain_features, wespeaker_module
+from tests.data.make_front_end_references import clips
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def speechbrain_features(wave):
-    fbank, normalise = Fbank(n_mels=80), InputNormalization(norm_type="sentence", std_norm=False)
-    return normalise(fbank(wave[None]), torch.ones(1))
-
-
-def kaldi_features(wave):
-    kaldi = torchaudio.compliance.kaldi.fbank(wave[None] * (1 << 15), num_mel_bins=80, frame_length=25,
-                                              frame_shift=10, dither=0.0, sample_frequency=SAMPLE_RATE,
-                                              window_type="hamming", use_energy=False)
-    return (kaldi - kaldi.mean(dim=0))[None]
-
-
-def randomise(model, features, seed):
-    """Random weights; batch-norm statistics of ``features`` (a list of (1, T, 80) tensors)."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if parameter.dim() > 1:
-                fan_in = parameter[0].numel()
-                parameter.copy_(torch.randn(parameter.shape, generator=generator) * (1.5 / fan_in) ** 0.5)
-            else:
-                parameter.copy_(0.1 * torch.randn(parameter.shape, generator=generator))
-        norms = [module for module in model.modules() if isinstance(module, torch.nn.BatchNorm1d)]
-        for norm in norms:
-            norm.weight.copy_(torch.randn(norm.weight.shape, generator=generator).sign()
-                              * (0.5 + torch.rand(norm.weight.shape, generator=generator)))
-            norm.reset_running_stats()
-            norm.momentum = None  # cumulative averages
-        model.train()
-        crop = min(feats.shape[1] for feats in features)
-        for _ in range(3):  # batches of every clip's first frames, with a little noise
-            batch = torch.cat([feats[:, :crop] for feats in features])
-            model(batch + 0.1 * torch.randn(batch.shape, generator=generator))
-    model.eval()
-
-
-def wespeaker_module(repository):
-    """WeSpeaker's models.ecapa_tdnn module, imported from a copy of its two files."""
-    package = tempfile.mkdtemp()
-    folder = os.path.join(package, "wespeaker", "models")
-    os.makedirs(folder)
-    for name in ("__init__.py", "models/__init__.py"):
-        open(os.path.join(package, "wespeaker", name), "w").close()
-    for name in ("ecapa_tdnn.py", "pooling_layers.py"):
-        with open(os.path.join(repository, "wespeaker", "models", name)) as source:
-            with open(os.path.join(folder, name), "w") as copy:
-                copy.write(source.read())
-    sys.path.insert(0, package)
-    return importlib.import_module("wespeaker.models.ecapa_tdnn")
 
 
 def tiny_wespeaker(module):
@@ -107,6 +54,7 @@ def save(state, path):
 
 
 def main():
+    torch.manual_seed(3)
     waves = [torch.from_numpy(samples.astype(np.float32) / 32768.0) for samples in clips()[:3]]
     arrays = {}
     with torch.no_grad():
