@@ -70,7 +70,7 @@ def compare(found, expected):
 def eer(embeddings, utterances, trials):
     """EER (%) of the cosine scores of ``trials`` from embeddings listed in ``utterances`` order."""
     scores = score_trials(dict(zip(utterances, embeddings)), trials)
-    return 100.0 * compute_eer(scores, trial_labels(trials))
+    return 100.0 * compute_eer(scores, trial_labels(trials))[0]
 
 
 def measure(args, model, utterances, trials, work):

@@ -12,9 +12,11 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from scipy.signal import correlate
+import soundfile
+from scipy.signal import correlate, resample_poly
 
-from src.data.audio import AudioError, read_audio, write_audio
+from src.data.audio import AudioError, crop_or_pad, read_audio, read_audio_crop, write_audio
+from src.data.speed_perturb import CONTEXT, SpeedPerturb
 from src.data.augment import KINDS, Augmenter, scaled_noise
 from src.errors import InputError
 
@@ -423,3 +425,44 @@ def test_non_1d_wave_is_rejected(tree):
     musan, _ = tree
     with pytest.raises(ValueError, match=r"shape \(2, 10\)"):
         Augmenter(musan, "")(np.zeros((2, 10), dtype=np.float32), np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("seconds, rate, truncate", [(2.0, 16000, False), (0.5, 16000, False), (2.0, 8000, False),
+                                                     (2.0, 16000, True)])
+def test_reading_only_the_crop_gives_the_crop_of_the_whole_file(tmp_path, seconds, rate, truncate):
+    # Long 16 kHz WAV: only the crop is read; short (repeated), another rate (resampled) and a
+    # truncated file are read whole. Every case must give the same samples and rng draws.
+    path = tmp_path / "chunk.wav"
+    wave = 0.3 * np.random.default_rng(4).standard_normal(int(seconds * rate))
+    soundfile.write(path, wave, rate, subtype="PCM_16")
+    if truncate:
+        path.write_bytes(path.read_bytes()[:-4000])
+    for seed in range(5):
+        expected_rng, rng = np.random.default_rng(seed), np.random.default_rng(seed)
+        expected = crop_or_pad(read_audio(path, allow_resample=True), 16000, expected_rng)
+        np.testing.assert_array_equal(read_audio_crop(path, 16000, rng, allow_resample=True), expected)
+        assert rng.integers(1 << 30) == expected_rng.integers(1 << 30)
+
+
+def test_a_crop_with_non_finite_samples_is_refused(tmp_path):
+    path = tmp_path / "bad.wav"
+    wave = np.zeros(32000, np.float32)
+    wave[:] = np.nan
+    soundfile.write(path, wave, 16000, subtype="FLOAT")
+    with pytest.raises(AudioError, match=r"bad.wav: has 8000 non-finite samples"):
+        read_audio_crop(path, 8000, np.random.default_rng(0))
+
+
+def test_speed_perturbation_with_its_filter_designed_once_equals_resample_poly():
+    speed = SpeedPerturb((1.0, 0.9, 1.1), 1.0)
+    wave = (0.1 * np.random.default_rng(2).standard_normal(40000)).astype(np.float32)
+    for index, factor in enumerate(speed.factors):
+        ratio = speed.ratios[index]
+        piece = wave[:speed.source_samples(32000, index)]
+        if index == 0:
+            assert speed.stretch(piece, 32000, index) is piece
+            continue
+        start = CONTEXT * ratio.denominator // ratio.numerator
+        expected = resample_poly(piece, ratio.denominator, ratio.numerator)[start:start + 32000].astype(np.float32)
+        np.testing.assert_array_equal(speed.stretch(piece, 32000, index), expected)
+        assert len(piece) == math.ceil(32000 * factor) + 2 * CONTEXT

@@ -7,8 +7,8 @@ import pytest
 
 from fixtures import bad_files, training_settings, write_tone_corpus
 from src.data.audio import SAMPLE_RATE, write_audio
-from src.data.dataset import (BadAudioRegister, DataError, DrawSampler, TrainingSamples, create_train_dataset,
-                              missing_files, read_training_list, training_batches)
+from src.data.dataset import (BadAudioRegister, DataError, DrawBatches, DrawSampler, TrainingSamples,
+                              create_train_dataset, missing_files, read_training_list, training_batches)
 from src.data.features import log_mel
 from src.data.lists import ListFormatError, read_train_list
 from src.fileio import TextEncodingError
@@ -273,3 +273,22 @@ def test_bad_audio_register_counts_distinct_files_up_to_its_limit():
     assert register.add(9, "nine") and register.indices() == [5, 7, 9]
     assert str(register.stop_error()) == "3 unreadable training files (max_bad_audio is 2); last: nine"
 
+
+
+def test_batches_are_the_samples_of_consecutive_draws_and_resume_mid_epoch(tmp_path):
+    list_path = write_tone_corpus(tmp_path, num_speakers=4, utterances=3)
+    config = _config(tmp_path, list_path, minibatch_size=4, num_epochs=3)
+    sampler = DrawSampler(12, 4, 3, seed=config.seed, rank=1, group_size=2, start_epoch=1, skip_batches=1)
+    batches = DrawBatches(sampler, 2)
+    draws = list(sampler)
+    assert len(batches) == len(draws) // 2 == 5
+    assert [int(draw) for number in range(len(batches)) for draw in batches[number]] == draws
+    with pytest.raises(IndexError):
+        batches[5]
+    dataset, _ = create_train_dataset(config, rank=1, group_size=2, start_step=4)
+    samples = dataset.training_samples
+    for number, (features, labels) in enumerate(dataset.create_tuple_iterator(num_epochs=1, output_numpy=True)):
+        expected = [samples[draw] for draw in batches[number]]
+        np.testing.assert_array_equal(features, np.stack([feats for feats, _ in expected]))
+        np.testing.assert_array_equal(labels, [label for _, label in expected])
+    assert number == 4

@@ -94,6 +94,34 @@ def read_audio(path, sample_rate=SAMPLE_RATE, allow_resample=False):
     return np.ascontiguousarray(wave, dtype=np.float32)
 
 
+def read_audio_crop(path, num_samples, rng, allow_resample=False):
+    """``crop_or_pad(read_audio(path, allow_resample=allow_resample), num_samples, rng)``, reading
+    only the crop from disk when the file is a complete 16 kHz mono WAV of at least
+    ``num_samples`` samples; otherwise the whole file is read. Either way the result and the
+    draw from ``rng`` are the same. Only the crop is checked for non-finite samples.
+    """
+    path = os.fspath(path)
+    try:
+        info = soundfile.info(path)
+    except (RuntimeError, soundfile.LibsndfileError):
+        info = None
+    if (info is None or info.format != "WAV" or info.channels != 1 or info.samplerate != SAMPLE_RATE
+            or info.frames < num_samples or _wav_shortfall(path)):
+        return crop_or_pad(read_audio(path, allow_resample=allow_resample), num_samples, rng)
+    start = int(rng.integers(0, info.frames - num_samples + 1))
+    try:
+        samples, _ = soundfile.read(path, frames=num_samples, start=start, dtype="float32", always_2d=True)
+    except (RuntimeError, soundfile.LibsndfileError) as error:
+        raise AudioError(f"{path}: cannot read audio ({error})") from None
+    crop = samples[:, 0]
+    if crop.size != num_samples:
+        raise AudioError(f"{path}: holds fewer samples than its header declares ({info.frames})")
+    non_finite = crop.size - np.count_nonzero(np.isfinite(crop))
+    if non_finite:
+        raise AudioError(f"{path}: has {non_finite} non-finite samples (NaN or inf)")
+    return np.ascontiguousarray(crop)
+
+
 def resample(wave, from_rate, to_rate):
     """Resample a 1-D waveform from ``from_rate`` Hz to ``to_rate`` Hz (polyphase filter)."""
     from math import gcd

@@ -33,7 +33,7 @@ import numpy as np
 from scipy.signal import fftconvolve
 
 from src.config import parse_range, parse_talker_range
-from src.data.audio import AudioError, crop_or_pad, read_audio
+from src.data.audio import AudioError, read_audio, read_audio_crop
 from src.errors import InputError
 from src.fileio import list_files, text_lines
 
@@ -244,7 +244,7 @@ class Augmenter:
         picks = rng.choice(len(files), size=count, replace=count > len(files))
         added = np.zeros_like(wave)
         for index in picks:
-            noise = crop_or_pad(read_audio(files[index], allow_resample=True), len(wave), rng)
+            noise = read_audio_crop(files[index], len(wave), rng, allow_resample=True)
             added += scaled_noise(wave, noise, rng.uniform(*self.snr_ranges[kind]))
         return added
 

@@ -1,12 +1,13 @@
 """Training data: train list -> random crops (optionally speed-perturbed) -> augmentation -> log-mel
--> mindspore.dataset.
+-> batches -> mindspore.dataset.
 
 Every sample is addressed by a *draw*: ``draw = epoch * num_utterances + position``.
 The sampler lists the draws of the epochs still to run, each epoch a seeded permutation
 of the utterances sharded over the ranks, so that a resumed run continues with exactly
 the draws an uninterrupted run would have made. A sample's speed, crop offset and
 augmentation come from a generator seeded by (seed, draw), so they do not depend on worker count or
-scheduling.
+scheduling. Each data worker builds whole batches (:class:`TrainingBatches`), so the pool's
+cost per handed-over item is paid once a batch.
 """
 import logging
 import multiprocessing
@@ -16,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from src.data.audio import AudioError, crop_or_pad, read_audio
+from src.data.audio import AudioError, crop_or_pad, read_audio, read_audio_crop
 from src.data.augment import Augmenter
 from src.data.front_ends import FRONT_ENDS, front_end_of
 from src.data.lists import read_train_list
@@ -131,6 +132,36 @@ class DrawSampler:
         return max(0, epochs * per_rank - self.skip_batches * (self.global_batch // self.group_size))
 
 
+class DrawBatches:
+    """A rank's batches of draws, by number: ``batches[k]`` lists the draws (int64) of the k-th
+    batch of ``batch_size`` consecutive draws that ``sampler`` (a :class:`DrawSampler`) yields.
+
+    Random access lets each data worker build whole batches; the last epoch's permutation is
+    kept, as consecutive batches mostly come from one epoch.
+    """
+
+    def __init__(self, sampler, batch_size):
+        self.sampler = sampler
+        self.batch_size = batch_size
+        self._epoch = None
+        self._draws = None
+
+    def __len__(self):
+        return len(self.sampler) // self.batch_size
+
+    def __getitem__(self, number):
+        sampler = self.sampler
+        if not 0 <= number < len(self):
+            raise IndexError(f"batch {number} of {len(self)}")
+        # The first epoch misses its skipped batches; each later one has steps_per_epoch batches.
+        position = number + sampler.skip_batches
+        epoch = sampler.start_epoch + position // sampler.steps_per_epoch
+        position %= sampler.steps_per_epoch
+        if epoch != self._epoch:
+            self._epoch, self._draws = epoch, sampler.epoch_draws(epoch)
+        return self._draws[position * self.batch_size:(position + 1) * self.batch_size]
+
+
 class BadAudioRegister:
     """The distinct unusable training files of a run, shared by every data worker.
 
@@ -223,21 +254,25 @@ class TrainingSamples:
         if self.bad_audio.add(index, str(error)):
             raise self.bad_audio.stop_error()
 
-    def _read_usable(self, path):
-        """The waveform of ``path``; AudioError if it is unreadable or holds no active speech."""
+    def _read_crop(self, path, num_samples, rng):
+        """``num_samples`` samples of ``path`` from a random offset drawn from ``rng`` (repeated
+        if shorter); AudioError if it is unreadable or holds no active speech. A file's first
+        read takes it whole and checks it; later ones read only the crop."""
+        if path in self._checked_files:
+            return read_audio_crop(path, num_samples, rng)
         wave = read_audio(path)
-        if path not in self._checked_files:
-            content = measure(wave)
-            if not content.has_speech:
-                raise AudioError(f"{path}: no active speech in {content.duration_seconds:.2f} s "
-                                 f"(silence; {RULE})")
-            self._checked_files.add(path)
-        return wave
+        content = measure(wave)
+        if not content.has_speech:
+            raise AudioError(f"{path}: no active speech in {content.duration_seconds:.2f} s "
+                             f"(silence; {RULE})")
+        self._checked_files.add(path)
+        return crop_or_pad(wave, num_samples, rng)
 
     def sample(self, draw):
         """Features and label of one draw."""
         rng = np.random.default_rng([self.seed, draw])
         speed_index = self.speed.draw(rng) if self.speed is not None else 0
+        needed = self.speed.source_samples(self.segment_samples, speed_index) if self.speed else self.segment_samples
         index = draw % len(self.utterances)
         for attempt in range(len(self.utterances)):
             candidate = (index + attempt) % len(self.utterances)
@@ -245,16 +280,14 @@ class TrainingSamples:
             if candidate in self.bad_audio:
                 continue
             try:
-                wave = self._read_usable(path)
+                segment = self._read_crop(path, needed, rng)
                 break
             except AudioError as error:
                 self._note_bad(candidate, error)
         else:
             raise self.bad_audio.stop_error(len(self.utterances))
         if self.speed is not None:
-            segment = self.speed.crop(wave, self.segment_samples, speed_index, rng)
-        else:
-            segment = crop_or_pad(wave, self.segment_samples, rng)
+            segment = self.speed.stretch(segment, self.segment_samples, speed_index)
         if self.augmenter is not None:
             segment = self.augmenter(segment, rng)
         return self.front_end(segment), np.int32(speed_class(self.labels[candidate], speed_index, self.num_speakers))
@@ -264,6 +297,31 @@ class TrainingSamples:
 
     def __len__(self):
         return len(self.utterances)
+
+    def batch(self, draws):
+        """Features (B, segment_frames, 80) float32 and labels (B,) int32 of the draws (B,)."""
+        features, labels = zip(*(self.sample(int(draw)) for draw in draws))
+        return np.stack(features), np.array(labels, np.int32)
+
+
+class TrainingBatches:
+    """Random-access source of whole batches for mindspore.dataset: batch number -> (features
+    (B, T, 80), labels (B,)) of :class:`DrawBatches`' draws, built by :class:`TrainingSamples`.
+
+    A data worker builds a whole batch and hands it over at once: MindSpore's pool spends a
+    fixed time on every item it passes between workers, which with one item per sample
+    capped the rate of several workers below that of one.
+    """
+
+    def __init__(self, samples, batches):
+        self.samples = samples
+        self.batches = batches
+
+    def __getitem__(self, number):
+        return self.samples.batch(self.batches[int(number)])
+
+    def __len__(self):
+        return len(self.batches)
 
 
 def create_train_dataset(config, rank=0, group_size=1, start_step=0):
@@ -292,10 +350,10 @@ def create_train_dataset(config, rank=0, group_size=1, start_step=0):
     sampler = DrawSampler(len(utterances), config.minibatch_size, config.num_epochs, config.seed,
                           rank, group_size, start_epoch=start_step // steps_per_epoch,
                           skip_batches=start_step % steps_per_epoch)
-    dataset = ds.GeneratorDataset(samples, column_names=["features", "labels"], sampler=sampler,
+    batches = TrainingBatches(samples, DrawBatches(sampler, config.minibatch_size // group_size))
+    dataset = ds.GeneratorDataset(batches, column_names=["features", "labels"], shuffle=False,
                                   num_parallel_workers=config.num_workers,
                                   python_multiprocessing=config.worker_processes)
-    dataset = dataset.batch(config.minibatch_size // group_size, drop_remainder=True)
     dataset.training_samples = samples
     dataset.class_num = num_speakers * num_speeds
     return dataset, steps_per_epoch

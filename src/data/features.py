@@ -16,6 +16,7 @@ import functools
 
 import librosa
 import numpy as np
+import scipy.signal
 import scipy.sparse
 
 from src.data.audio import SAMPLE_RATE
@@ -35,6 +36,12 @@ def mel_matrix(n_mels=N_MELS):
     """Mel filterbank (n_mels, N_FFT // 2 + 1), a sparse CSR matrix, mapping a power spectrum to mel bands."""
     return scipy.sparse.csr_matrix(librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=n_mels,
                                                        fmin=F_MIN, fmax=F_MAX).astype(np.float32))
+
+
+@functools.lru_cache(maxsize=1)
+def analysis_window():
+    """The periodic Hamming window (WIN_LENGTH,) of the STFT, made once (librosa would design it per call)."""
+    return scipy.signal.get_window("hamming", WIN_LENGTH, fftbins=True)
 
 
 def samples_for_frames(frames):
@@ -58,7 +65,7 @@ def log_mel(wave, n_mels=N_MELS):
     # samples; shorter audio is zero-padded instead.
     pad_mode = "reflect" if emphasised.size > N_FFT // 2 else "constant"
     spectrum = librosa.stft(emphasised, n_fft=N_FFT, hop_length=HOP_LENGTH, win_length=WIN_LENGTH,
-                            window="hamming", center=True, pad_mode=pad_mode)
+                            window=analysis_window(), center=True, pad_mode=pad_mode)
     power = np.abs(spectrum) ** 2
     features = np.log(mel_matrix(n_mels) @ power + LOG_FLOOR).T
     features -= features.mean(axis=0, keepdims=True)

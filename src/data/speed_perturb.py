@@ -17,7 +17,7 @@ import math
 from fractions import Fraction
 
 import numpy as np
-from scipy.signal import resample_poly
+from scipy.signal import firwin, resample_poly
 
 from src.config import parse_speed_factors
 from src.data.audio import crop_or_pad
@@ -47,6 +47,8 @@ class SpeedPerturb:
         self.factors = tuple(factors)
         self.probability = probability
         self.ratios = [Fraction(factor).limit_denominator(MAX_DENOMINATOR) for factor in self.factors]
+        # resample_poly's own low-pass filter of each ratio, designed once instead of per call.
+        self.filters = [None] + [lowpass_filter(ratio) for ratio in self.ratios[1:]]
 
     @classmethod
     def from_config(cls, config):
@@ -65,17 +67,35 @@ class SpeedPerturb:
             return 0
         return 1 + int(rng.integers(len(self.factors) - 1))
 
+    def source_samples(self, num_samples, speed_index):
+        """Original samples that give ``num_samples`` at speed ``speed_index``, with the context."""
+        if speed_index == 0:
+            return num_samples
+        ratio = self.ratios[speed_index]
+        return math.ceil(num_samples * ratio.numerator / ratio.denominator) + 2 * CONTEXT
+
+    def stretch(self, piece, num_samples, speed_index):
+        """``num_samples`` float32 samples of ``piece`` (:meth:`source_samples` long) at speed ``speed_index``."""
+        if speed_index == 0:
+            return piece
+        ratio = self.ratios[speed_index]
+        up, down = ratio.denominator, ratio.numerator
+        stretched = resample_poly(piece, up, down, window=self.filters[speed_index])
+        start = CONTEXT * up // down
+        return stretched[start:start + num_samples].astype(np.float32)
+
     def crop(self, wave, num_samples, speed_index, rng):
         """``num_samples`` float32 samples of ``wave`` (S,) at speed ``speed_index``, from a random offset.
 
         The offset is drawn from ``rng`` as :func:`src.data.audio.crop_or_pad` draws it
         (short audio is repeated first).
         """
-        if speed_index == 0:
-            return crop_or_pad(wave, num_samples, rng)
-        ratio = self.ratios[speed_index]
-        up, down = ratio.denominator, ratio.numerator
-        needed = math.ceil(num_samples * down / up) + 2 * CONTEXT
-        stretched = resample_poly(crop_or_pad(wave, needed, rng), up, down)
-        start = CONTEXT * up // down
-        return stretched[start:start + num_samples].astype(np.float32)
+        piece = crop_or_pad(wave, self.source_samples(num_samples, speed_index), rng)
+        return self.stretch(piece, num_samples, speed_index)
+
+
+def lowpass_filter(ratio):
+    """The float32 FIR filter ``scipy.signal.resample_poly`` designs for ``ratio`` (its default
+    Kaiser window, beta 5)."""
+    max_rate = max(ratio.numerator, ratio.denominator)
+    return firwin(20 * max_rate + 1, 1.0 / max_rate, window=("kaiser", 5.0)).astype(np.float32)

@@ -137,7 +137,8 @@ class EmbeddingExtractor:
         """Embedding (D,) float32 of log-mel features (T, n_mels)."""
         feats = np.asarray(feats, dtype=np.float32)
         if feats.ndim != 2 or feats.shape[1] != self.n_mels or feats.shape[0] < self.min_frames:
-            raise ValueError(f"expected features of shape (T >= {self.min_frames}, {self.n_mels}), got {feats.shape}")
+            raise ValueError(f"expected features of shape (T, {self.n_mels}) with T >= {self.min_frames}, "
+                             f"got {feats.shape}")
         if self.masked is None:
             return self.network(Tensor(feats[np.newaxis])).asnumpy()[0]
         frames = feats.shape[0]
