@@ -6,11 +6,18 @@ default network (channels 1024), SpeakerLoss + Adam in a TrainStep cell, GRAPH_M
 
 1. pipeline alone: samples/s delivered by the dataset iterator, augmentation on and off,
    for each ``--workers`` count and each ``--kinds`` of worker (threads, processes:
-   ``worker_processes``) (``--warmup`` batches, then ``--repeats`` windows of
-   ``--batches`` batches; median window); ``--speed_perturb 0.9,1.0,1.1`` adds speed
-   perturbation;
-2. step alone: samples/s of the step on one fixed, pre-loaded batch (median step);
-3. both on the same cores, as in training:
+   ``worker_processes``); the variants alternate window by window (``--repeats`` rounds,
+   each variant a fresh pipeline, ``--warmup`` batches, then ``--batches`` timed batches;
+   median window), and each variant's rate is given as a multiple of the one-worker rate of
+   its kind; ``--speed_perturb 0.9,1.0,1.1`` adds speed perturbation. From the fastest
+   process-worker rate per worker follows an estimate of the workers a device consuming
+   ``--device_rate`` samples/s needs (an estimate: it assumes a core per worker and linear
+   scaling beyond what was measured);
+2. CPU milliseconds per sample by stage, one thread (reading the crop, speed
+   perturbation, each augmentation kind, the front end), over ``--profile_samples`` draws
+   after every file was read once (as in training, where a worker checks each file once);
+3. step alone: samples/s of the step on one fixed, pre-loaded batch (median step);
+4. both on the same cores, as in training:
    - steps fed by the pipeline against steps on the fixed batch, alternating: the
      median difference is the data stall per step;
    - the pipeline drained while a second thread runs the step loop: both rates from
@@ -27,13 +34,14 @@ chunks and exponentially decaying impulse responses. Usage:
     python benchmarks/bench_pipeline.py [--train_list LIST --train_path DIR]
         [--musan_path DIR] [--rir_path DIR] [--batch 16] [--segment_frames 200]
         [--workers 1 2] [--kinds threads processes] [--speed_perturb 0.9,1.0,1.1]
-        [--channels 1024] [--pipeline_only]
+        [--channels 1024] [--pipeline_only] [--device_rate 1000] [--profile_samples 300]
 """
 import os
 
 os.environ.setdefault("GLOG_v", "3")  # MindSpore's own log: errors only, unless GLOG_v is set
 
 import argparse
+import math
 import statistics
 import tempfile
 import threading
@@ -44,7 +52,10 @@ import numpy as np
 from benchmarks.bench_augment import make_material
 from benchmarks.bench_train_step import build_step
 from src.config import load_config
-from src.data.dataset import create_train_dataset
+from src.data.augment import Augmenter
+from src.data.dataset import TrainingSamples, create_train_dataset, read_training_list
+from src.data.front_ends import front_end_of
+from src.data.speed_perturb import SpeedPerturb
 from src.demo_corpus import generate_demo_corpus
 from src.device import init_context
 
@@ -88,20 +99,74 @@ def make_config(data, args, augment, workers, processes=False):
     return config
 
 
-def pipeline_rates(config, warmup, batches, repeats):
-    """Samples/s of the dataset iterator over ``repeats`` windows of ``batches`` batches."""
+def pipeline_rate(config, warmup, batches):
+    """Samples/s of a fresh dataset iterator over ``batches`` batches after ``warmup`` ones."""
     dataset, _ = create_train_dataset(config)
     iterator = dataset.create_tuple_iterator(num_epochs=1, output_numpy=True)
     for _ in range(warmup):
         next(iterator)
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(batches):
-            next(iterator)
-        rates.append(batches * config.minibatch_size / (time.perf_counter() - start))
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(iterator)
+    rate = batches * config.minibatch_size / (time.perf_counter() - start)
     iterator.stop()
-    return rates
+    return rate
+
+
+def stage_costs(config, count):
+    """Mean CPU cost of one sample by stage: {stage: (ms, samples)} over ``count`` draws.
+
+    Reproduces TrainingSamples.sample step by step with a timer between the stages; every
+    file is read once first, so the reads are the crop reads of a running training.
+    """
+    speed = SpeedPerturb.from_config(config)
+    utterances, labels, speakers = read_training_list(config, speed.num_speeds if speed else 1)
+    augmenter = Augmenter.from_config(config) if config.augment else None
+    samples = TrainingSamples(utterances, labels, config.train_path, config.segment_frames, config.seed,
+                              augmenter, config.max_bad_audio, speed, speakers, front_end_of(config))
+    for draw in range(len(utterances)):
+        samples.sample(draw)
+    totals, counts = {}, {}
+
+    def add(stage, seconds):
+        totals[stage] = totals.get(stage, 0.0) + seconds
+        counts[stage] = counts.get(stage, 0) + 1
+
+    for draw in range(len(utterances), len(utterances) + count):
+        rng = np.random.default_rng([config.seed, draw])
+        speed_index = speed.draw(rng) if speed else 0
+        needed = speed.source_samples(samples.segment_samples, speed_index) if speed else samples.segment_samples
+        start = time.perf_counter()
+        path = os.path.join(config.train_path, utterances[draw % len(utterances)])
+        segment = samples.read_crop(path, needed, rng)
+        add("read the crop", time.perf_counter() - start)
+        if speed_index:
+            start = time.perf_counter()
+            segment = speed.stretch(segment, samples.segment_samples, speed_index)
+            add("speed perturbation (perturbed samples)", time.perf_counter() - start)
+        if augmenter is not None:
+            kind = augmenter.choose(rng)
+            start = time.perf_counter()
+            segment = augmenter.apply(segment, kind, rng)
+            add(f"augmentation: {kind}", time.perf_counter() - start)
+        start = time.perf_counter()
+        samples.front_end(segment)
+        add(f"front end ({config.features})", time.perf_counter() - start)
+    return {stage: (1000 * totals[stage] / counts[stage], counts[stage]) for stage in totals}
+
+
+def report_stage_costs(data, args):
+    """Print the per-stage CPU cost of a sample (augmentation and speed perturbation on)."""
+    config = make_config(data, args, True, 1)
+    costs = stage_costs(config, args.profile_samples)
+    print(f"CPU per sample by stage, one thread, {args.profile_samples} samples (mean ms over the samples "
+          f"that went through the stage; load {load_average():.2f}):")
+    per_sample = 0.0
+    for stage, (milliseconds, count) in costs.items():
+        per_sample += milliseconds * count / args.profile_samples
+        print(f"  {stage:<44} {milliseconds:7.3f} ms   ({count} samples)")
+    print(f"  {'total per sample':<44} {per_sample:7.3f} ms   (= {1000 / per_sample:.0f} samples/s on one core, "
+          "before batching and hand-over)")
 
 
 def training_step(config):
@@ -212,14 +277,14 @@ def parse_arguments(argv=None):
     parser.add_argument("--rir_path", default="", help="impulse responses; default: generated")
     parser.add_argument("--speakers", type=int, default=20, help="speakers of the generated corpus")
     parser.add_argument("--utterances", type=int, default=12, help="utterances per generated speaker")
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--segment_frames", type=int, default=200)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="num_workers to try")
     parser.add_argument("--kinds", nargs="+", default=["threads"], choices=("threads", "processes"),
                         help="worker kinds to try (worker_processes false / true)")
     parser.add_argument("--speed_perturb", default="", help="speed_perturb setting, e.g. 0.9,1.0,1.1")
     parser.add_argument("--warmup", type=int, default=3, help="batches before timing")
-    parser.add_argument("--batches", type=int, default=20, help="batches per timed window")
+    parser.add_argument("--batches", type=int, default=60, help="batches per timed window")
     parser.add_argument("--repeats", type=int, default=3, help="timed windows per setting")
     parser.add_argument("--channels", type=int, default=1024, help="network channels of the step")
     parser.add_argument("--device_target", default="auto")
@@ -228,6 +293,9 @@ def parse_arguments(argv=None):
     parser.add_argument("--contention_seconds", type=float, default=20.0,
                         help="length of the pipeline-while-training window")
     parser.add_argument("--pipeline_only", action="store_true", help="skip every step measurement")
+    parser.add_argument("--device_rate", type=float, default=1000.0,
+                        help="samples/s of the device in the workers estimate")
+    parser.add_argument("--profile_samples", type=int, default=300, help="draws timed by stage")
     args = parser.parse_args(argv)
     if bool(args.train_list) != bool(args.train_path):
         parser.error("--train_list and --train_path go together")
@@ -235,19 +303,33 @@ def parse_arguments(argv=None):
 
 
 def report_pipeline_alone(data, args):
-    """Print and return {(augment, num_workers): median samples/s} of the pipeline alone."""
-    print(f"pipeline alone (median of {args.repeats} windows of {args.batches} batches):")
+    """Print and return {(augment, num_workers): median samples/s} of the pipeline alone (first kind)."""
+    variants = [(augment, kind, workers) for augment in (False, True) for kind in args.kinds
+                for workers in args.workers]
+    rates = {variant: [] for variant in variants}
+    loads = []
+    for _ in range(args.repeats):
+        for augment, kind, workers in variants:
+            config = make_config(data, args, augment, workers, kind == "processes")
+            rates[augment, kind, workers].append(pipeline_rate(config, args.warmup, args.batches))
+        loads.append(load_average())
+    print(f"pipeline alone (median of {args.repeats} alternating windows of {args.batches} batches; "
+          f"load {min(loads):.2f}-{max(loads):.2f}):")
     alone = {}
-    for augment in (False, True):
-        for kind in args.kinds:
-            for workers in args.workers:
-                config = make_config(data, args, augment, workers, kind == "processes")
-                rates = pipeline_rates(config, args.warmup, args.batches, args.repeats)
-                median = statistics.median(rates)
-                if kind == args.kinds[0]:
-                    alone[augment, workers] = median
-                print(rate_line(f"augment {'on ' if augment else 'off'}, {workers} worker {kind}", median,
-                                load_average(), f"(windows {min(rates):.1f}-{max(rates):.1f})"))
+    for augment, kind, workers in variants:
+        median = statistics.median(rates[augment, kind, workers])
+        one = statistics.median(rates[augment, kind, min(args.workers)])
+        if kind == args.kinds[0]:
+            alone[augment, workers] = median
+        window = rates[augment, kind, workers]
+        print(rate_line(f"augment {'on ' if augment else 'off'}, {workers} worker {kind}", median, loads[-1],
+                        f"x{median / one:.2f} of {min(args.workers)}  (windows {min(window):.1f}-{max(window):.1f})"))
+    kind = "processes" if "processes" in args.kinds else args.kinds[-1]
+    per_worker = max(statistics.median(rates[True, kind, workers]) / workers for workers in args.workers)
+    print(f"estimate: a device consuming {args.device_rate:g} samples/s (augmentation on) needs about "
+          f"{math.ceil(args.device_rate / per_worker)} {kind[:-2] if kind == 'processes' else kind[:-1]} "
+          "workers with a core each "
+          f"({per_worker:.0f} samples/s per worker measured here; assumes linear scaling)")
     return alone
 
 
@@ -295,6 +377,7 @@ def main(argv=None):
         print(f"batch {args.batch} x {args.segment_frames} frames; {os.cpu_count()} CPUs; "
               f"load {load_average():.2f} at start")
         alone = report_pipeline_alone(data, args)
+        report_stage_costs(data, args)
         if not args.pipeline_only:
             report_with_step(data, args, alone)
 

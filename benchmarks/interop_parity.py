@@ -61,7 +61,8 @@ def run_library(args, action, model, audio_list, out, files=""):
 
 
 def compare(found, expected):
-    """(largest |difference| / largest |expected|, smallest cosine) over paired rows."""
+    """(largest |difference| / largest |expected|, smallest cosine) over paired rows, in float64."""
+    found, expected = ([np.asarray(row, np.float64) for row in rows] for rows in (found, expected))
     relative = max(float(np.abs(a - b).max() / np.abs(b).max()) for a, b in zip(found, expected))
     cosine = min(float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) for a, b in zip(found, expected))
     return relative, cosine

@@ -96,30 +96,30 @@ def read_audio(path, sample_rate=SAMPLE_RATE, allow_resample=False):
 
 def read_audio_crop(path, num_samples, rng, allow_resample=False):
     """``crop_or_pad(read_audio(path, allow_resample=allow_resample), num_samples, rng)``, reading
-    only the crop from disk when the file is a complete 16 kHz mono WAV of at least
-    ``num_samples`` samples; otherwise the whole file is read. Either way the result and the
-    draw from ``rng`` are the same. Only the crop is checked for non-finite samples.
+    only the crop when the file is a 16 kHz mono WAV of at least ``num_samples`` samples
+    (one open of the file); otherwise the whole file is read. Either way the result and the
+    draw from ``rng`` are the same: libsndfile counts the samples a truncated WAV holds, as a
+    whole read finds them. Only the crop is checked for non-finite samples.
     """
     path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise AudioError(f"{path}: audio file not found")
     try:
-        info = soundfile.info(path)
-    except (RuntimeError, soundfile.LibsndfileError):
-        info = None
-    if (info is None or info.format != "WAV" or info.channels != 1 or info.samplerate != SAMPLE_RATE
-            or info.frames < num_samples or _wav_shortfall(path)):
-        return crop_or_pad(read_audio(path, allow_resample=allow_resample), num_samples, rng)
-    start = int(rng.integers(0, info.frames - num_samples + 1))
-    try:
-        samples, _ = soundfile.read(path, frames=num_samples, start=start, dtype="float32", always_2d=True)
+        with soundfile.SoundFile(path) as audio:
+            if (audio.format != "WAV" or audio.channels != 1 or audio.samplerate != SAMPLE_RATE
+                    or audio.frames < num_samples):
+                return crop_or_pad(read_audio(path, allow_resample=allow_resample), num_samples, rng)
+            start = int(rng.integers(0, audio.frames - num_samples + 1))
+            audio.seek(start)
+            crop = audio.read(num_samples, dtype="float32")
     except (RuntimeError, soundfile.LibsndfileError) as error:
         raise AudioError(f"{path}: cannot read audio ({error})") from None
-    crop = samples[:, 0]
     if crop.size != num_samples:
-        raise AudioError(f"{path}: holds fewer samples than its header declares ({info.frames})")
+        raise AudioError(f"{path}: read {crop.size} of the {num_samples} samples asked for at sample {start}")
     non_finite = crop.size - np.count_nonzero(np.isfinite(crop))
     if non_finite:
         raise AudioError(f"{path}: has {non_finite} non-finite samples (NaN or inf)")
-    return np.ascontiguousarray(crop)
+    return crop
 
 
 def resample(wave, from_rate, to_rate):

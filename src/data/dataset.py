@@ -254,7 +254,7 @@ class TrainingSamples:
         if self.bad_audio.add(index, str(error)):
             raise self.bad_audio.stop_error()
 
-    def _read_crop(self, path, num_samples, rng):
+    def read_crop(self, path, num_samples, rng):
         """``num_samples`` samples of ``path`` from a random offset drawn from ``rng`` (repeated
         if shorter); AudioError if it is unreadable or holds no active speech. A file's first
         read takes it whole and checks it; later ones read only the crop."""
@@ -280,7 +280,7 @@ class TrainingSamples:
             if candidate in self.bad_audio:
                 continue
             try:
-                segment = self._read_crop(path, needed, rng)
+                segment = self.read_crop(path, needed, rng)
                 break
             except AudioError as error:
                 self._note_bad(candidate, error)

@@ -2,7 +2,7 @@
 
 One function, :func:`log_mel`, turns 16 kHz audio into the network input so that
 training, eval.py, preprocess.py and every runner compute identical features:
-pre-emphasis 0.97, 512-point FFT of 400-sample (25 ms) Hamming windows every 160
+pre-emphasis 0.97, 512-point FFT (float32) of 400-sample (25 ms) Hamming windows every 160
 samples (10 ms), centred frames (n_fft // 2 samples of reflect padding at both ends),
 power spectrum, 80 mel bands (Slaney scale and area normalisation, 20-7600 Hz),
 ``log(x + 1e-6)`` and subtraction of the per-utterance mean of each band.
@@ -16,6 +16,7 @@ import functools
 
 import librosa
 import numpy as np
+import scipy.fft
 import scipy.signal
 import scipy.sparse
 
@@ -39,9 +40,24 @@ def mel_matrix(n_mels=N_MELS):
 
 
 @functools.lru_cache(maxsize=1)
-def analysis_window():
-    """The periodic Hamming window (WIN_LENGTH,) of the STFT, made once (librosa would design it per call)."""
-    return scipy.signal.get_window("hamming", WIN_LENGTH, fftbins=True)
+def fft_window():
+    """The periodic Hamming window of WIN_LENGTH samples centred in N_FFT zeros: float32 (N_FFT,)."""
+    window = np.zeros(N_FFT, np.float32)
+    start = (N_FFT - WIN_LENGTH) // 2
+    window[start:start + WIN_LENGTH] = scipy.signal.get_window("hamming", WIN_LENGTH, fftbins=True)
+    return window
+
+
+def power_spectrum(signal):
+    """|STFT|^2 of ``signal`` float32 (S,): float32 (1 + S // HOP_LENGTH, N_FFT // 2 + 1).
+
+    Frames are centred (N_FFT // 2 samples of reflection at both ends, zeros for audio too
+    short to reflect), windowed by :func:`fft_window` and transformed in float32.
+    """
+    padded = np.pad(signal, N_FFT // 2, mode="reflect" if signal.size > N_FFT // 2 else "constant")
+    frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP_LENGTH]
+    spectrum = scipy.fft.rfft(frames * fft_window(), axis=1)
+    return spectrum.real ** 2 + spectrum.imag ** 2
 
 
 def samples_for_frames(frames):
@@ -61,12 +77,6 @@ def log_mel(wave, n_mels=N_MELS):
     if wave.ndim != 1 or wave.size == 0:
         raise ValueError(f"log_mel expects a non-empty 1-D waveform, got shape {wave.shape}")
     emphasised = np.append(wave[0], wave[1:] - PRE_EMPHASIS * wave[:-1])
-    # Centred framing reflects the signal at both ends, which needs more than n_fft // 2
-    # samples; shorter audio is zero-padded instead.
-    pad_mode = "reflect" if emphasised.size > N_FFT // 2 else "constant"
-    spectrum = librosa.stft(emphasised, n_fft=N_FFT, hop_length=HOP_LENGTH, win_length=WIN_LENGTH,
-                            window=analysis_window(), center=True, pad_mode=pad_mode)
-    power = np.abs(spectrum) ** 2
-    features = np.log(mel_matrix(n_mels) @ power + LOG_FLOOR).T
+    features = np.log(mel_matrix(n_mels) @ power_spectrum(emphasised).T + LOG_FLOOR).T
     features -= features.mean(axis=0, keepdims=True)
     return np.ascontiguousarray(features, dtype=np.float32)
