@@ -1,15 +1,16 @@
 """Run the test suite as several pytest processes, one per group of test files, side by side.
 
-    python scripts/run_test_groups.py [--processes N] [pytest options]
+    python scripts/run_test_groups.py [--processes N] [--write_durations] [pytest options]
 
 The files of tests/ are dealt to N groups (default: the CPU count, at most 2), longest first
 onto the group with the least work, by the seconds each file took in a measured run
 (tests/durations.txt: '<seconds> <file>' lines; a file not listed counts as the median).
 Each group is one ``python -m pytest -q`` process with its own temporary folder and log;
 the logs are printed in group order when all have ended, and the status is 0 only when
-every group passed. Separate processes rather than pytest-xdist workers: the training tests
-fork data workers and launch ranks, which must not share a worker's channel to its
-controller.
+every group passed. ``--write_durations`` writes the seconds each file took in this run to
+tests/durations.txt (from each group's JUnit report). Separate processes rather than
+pytest-xdist workers: the training tests fork data workers and launch ranks, which must not
+share a worker's channel to its controller.
 """
 import argparse
 import os
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import xml.etree.ElementTree as ElementTree
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DURATIONS = os.path.join(ROOT, "tests", "durations.txt")
@@ -48,9 +50,28 @@ def make_groups(files, durations, count):
     return [(seconds, sorted(names)) for seconds, names in groups if names]
 
 
+def file_seconds(junit_paths):
+    """{test file name: seconds} summed over the test cases of JUnit reports."""
+    seconds = {}
+    for path in junit_paths:
+        for case in ElementTree.parse(path).iter("testcase"):
+            name = case.get("classname", "").split(".")[0] + ".py"
+            seconds[name] = seconds.get(name, 0.0) + float(case.get("time", 0.0))
+    return seconds
+
+
+def write_durations(seconds, path=DURATIONS):
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("# Seconds each test file took in a measured run (scripts/run_test_groups.py "
+                     "--write_durations); the groups are balanced by them.\n")
+        for name, value in sorted(seconds.items(), key=lambda item: -item[1]):
+            handle.write(f"{value:.0f} {name}\n")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--processes", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--write_durations", action="store_true", help="record this run's seconds per file")
     args, pytest_options = parser.parse_known_args()
     files = sorted(os.path.join("tests", name) for name in os.listdir(os.path.join(ROOT, "tests"))
                    if name.startswith("test_") and name.endswith(".py"))
@@ -61,7 +82,7 @@ def main():
     for number, (seconds, names) in enumerate(groups):
         log_path = os.path.join(scratch, f"group{number}.log")
         command = [sys.executable, "-m", "pytest", "-q", "--basetemp", os.path.join(scratch, f"tmp{number}"),
-                   *pytest_options, *names]
+                   "--junitxml", os.path.join(scratch, f"group{number}.xml"), *pytest_options, *names]
         with open(log_path, "w", encoding="utf-8") as log:
             running.append((subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT), log_path))
         print(f"group {number}: {len(names)} files, about {seconds:.0f} s measured", flush=True)
@@ -71,6 +92,8 @@ def main():
         with open(log_path, encoding="utf-8") as log:
             sys.stdout.write(log.read())
     failed = [number for number, status in enumerate(statuses) if status]
+    if args.write_durations:
+        write_durations(file_seconds(os.path.join(scratch, f"group{number}.xml") for number in range(len(groups))))
     print(f"{len(groups)} groups in {time.perf_counter() - start:.0f} s: "
           f"{'all passed' if not failed else 'failed: group ' + ', '.join(map(str, failed))}")
     return 1 if failed else 0
