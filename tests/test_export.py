@@ -214,11 +214,11 @@ def test_onnx_check_compares_with_the_network(tmp_path):
         check_onnx(path, other, (2, 80))
 
 
-@pytest.mark.parametrize("file_format", ["MINDIR", "ONNX"])
-def test_a_network_padding_by_reflection_exports_exactly(file_format, tmp_path):
+@pytest.mark.parametrize("file_format, impl", [("MINDIR", "shifted"), ("MINDIR", "native"), ("ONNX", "shifted")])
+def test_a_network_padding_by_reflection_exports_exactly(file_format, impl, tmp_path):
     config = load_config([*TINY_ARGS, "--padding", "reflect", "--embedding_norm", "false",
                           "--variance_floor", "1e-12"])[0]
-    network = randomise(build_embedding_network(config, "shifted"), seed=3)
-    path = export_network(fold_batch_norm(network, config, "shifted"), SHAPE, str(tmp_path / "model"), file_format)
+    network = randomise(build_embedding_network(config, impl), seed=3)
+    path = export_network(fold_batch_norm(network, config, impl), SHAPE, str(tmp_path / "model"), file_format)
     check = check_onnx if file_format == "ONNX" else check_mindir
     assert max(check(path, network, SHAPE, seed=4).values()) < 1e-4  # export.py's own tolerance

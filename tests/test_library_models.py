@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from mindspore import Tensor
+from mindspore import Tensor, nn
 
 from eval_support import write_corpus, write_train_list, write_trials
 from fixtures import REPO_ROOT
@@ -27,7 +27,8 @@ from src.inference.fixed_length import bin_file_name, fixed_length_features
 from src.inference.model_file import ModelFileError, read_model_card
 from src.interop.library_checkpoints import export_model, import_model
 from src.interop.torch_file import read_torch_file, write_torch_file
-from src.model import build_embedding_network
+from src.model import build_embedding_network, build_head
+from src.model.speaker_loss import SpeakerLoss
 
 DATA = os.path.join(REPO_ROOT, "tests", "data")
 CLIPS = np.load(os.path.join(DATA, "front_ends.npz"))
@@ -205,3 +206,32 @@ def test_preprocess_takes_the_front_end_of_the_model_card(tmp_path):
     (tmp_path / "model.json").write_text("{")
     with pytest.raises(ModelFileError, match="model.json: not a readable model card"):
         preprocess.model_front_end(load_config([])[0], model)
+
+
+
+class LossOnly(nn.Cell):
+    """The loss of a SpeakerLoss, without its count of correct samples."""
+
+    def __init__(self, speaker_loss):
+        super().__init__()
+        self.speaker_loss = speaker_loss
+
+    def construct(self, features, labels):
+        return self.speaker_loss(features, labels)[0]
+
+
+def test_an_imported_model_fine_tunes_with_its_head(imported):
+    # A few steps of SpeakerLoss on separable speakers: the imported network and head learn.
+    library, _, settings = imported
+    network = build_embedding_network(settings, "shifted")
+    load_embedding_weights(settings.model_path, network)
+    head = build_head(settings, 5)
+    head.weight.set_data(read_checkpoint(settings.model_path)["head.weight"])
+    loss_net = LossOnly(SpeakerLoss(network, head))
+    step = nn.TrainOneStepCell(loss_net, nn.Adam(loss_net.trainable_params(), learning_rate=3e-3))
+    step.set_train(True)
+    rng = np.random.default_rng(9)
+    labels = np.arange(10, dtype=np.int32) % 5
+    features = (rng.standard_normal((10, 40, 80)) + 2.0 * labels[:, None, None] / 5).astype(np.float32)
+    losses = [float(step(Tensor(features), Tensor(labels)).asnumpy()) for _ in range(12)]
+    assert losses[-1] < 0.7 * losses[0], (library, losses)
