@@ -206,11 +206,15 @@ def check_ecapa_settings(settings):
     return check_settings(settings)
 
 
+def network_sizes(settings):
+    """The size arguments of ECAPA_TDNN (and of its variants) from the network settings."""
+    return dict(in_channels=settings.in_channels, channels=settings.channels, mfa_channels=settings.mfa_channels,
+                attention_channels=settings.attention_channels, se_channels=settings.se_channels,
+                scale=settings.scale, emb_size=settings.emb_size)
+
+
 @register_model("ecapa_tdnn", checkpoint_prefix="ecapa", check=check_ecapa_settings)
 def build(settings, impl):
     """ECAPA_TDNN sized by the network settings, using convolution formulation ``impl``."""
-    return ECAPA_TDNN(in_channels=settings.in_channels, channels=settings.channels,
-                      mfa_channels=settings.mfa_channels, attention_channels=settings.attention_channels,
-                      se_channels=settings.se_channels, scale=settings.scale, emb_size=settings.emb_size,
-                      impl=impl, padding=settings.padding, variance_floor=settings.variance_floor,
-                      embedding_norm=settings.embedding_norm)
+    return ECAPA_TDNN(**network_sizes(settings), impl=impl, padding=settings.padding,
+                      variance_floor=settings.variance_floor, embedding_norm=settings.embedding_norm)

@@ -22,8 +22,8 @@ the 1x1 convolutions of SqueezeExcitation compute. Convolutions pad with zeros.
 """
 from mindspore import nn, ops
 
-from src.model.ecapa_tdnn import (SERes2Block, TimeMax, check_settings, softmax_statistics,
-                                  context_product)
+from src.model.ecapa_tdnn import (SERes2Block, TimeMax, check_settings, context_product, network_sizes,
+                                  softmax_statistics)
 from src.model.layers import ChannelBatchNorm, TDNNBlock, TimeConv1d, time_sum
 from src.model.registry import register_model
 
@@ -131,8 +131,5 @@ def check_wespeaker_settings(settings):
 @register_model("wespeaker_ecapa_tdnn", checkpoint_prefix="wespeaker_ecapa", check=check_wespeaker_settings)
 def build(settings, impl):
     """WeSpeakerEcapaTdnn sized by the network settings, using convolution formulation ``impl``."""
-    return WeSpeakerEcapaTdnn(in_channels=settings.in_channels, channels=settings.channels,
-                              mfa_channels=settings.mfa_channels, attention_channels=settings.attention_channels,
-                              se_channels=settings.se_channels, scale=settings.scale, emb_size=settings.emb_size,
-                              impl=impl, global_context=settings.global_context,
+    return WeSpeakerEcapaTdnn(**network_sizes(settings), impl=impl, global_context=settings.global_context,
                               variance_floor=settings.variance_floor, embedding_norm=settings.embedding_norm)
