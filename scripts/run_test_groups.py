@@ -55,7 +55,8 @@ def file_seconds(junit_paths):
     seconds = {}
     for path in junit_paths:
         for case in ElementTree.parse(path).iter("testcase"):
-            name = case.get("classname", "").split(".")[0] + ".py"
+            parts = case.get("classname", "").split(".")  # tests.test_file[.Class]
+            name = next((part for part in parts if part.startswith("test_")), parts[-1]) + ".py"
             seconds[name] = seconds.get(name, 0.0) + float(case.get("time", 0.0))
     return seconds
 

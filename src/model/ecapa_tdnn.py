@@ -98,11 +98,11 @@ def context_product(conv, x, mean, std, matmul):
     matrix. The weight is split by input channels into a per-frame product and a per-utterance
     one, so the (N, T, 3C) concatenation is never built."""
     batch, frames, channels = x.shape
-    frame_weight, mean_weight, std_weight = ops.split(conv.weight.reshape(conv.out_channels, 3 * channels),
-                                                      channels, axis=1)
+    weight = conv.weight.reshape(conv.out_channels, 3 * channels).astype(x.dtype)
+    frame_weight, mean_weight, std_weight = ops.split(weight, channels, axis=1)
     frame_part = matmul(x.reshape(-1, channels), frame_weight)
     utterance_part = (matmul(mean.reshape(batch, channels), mean_weight)
-                      + matmul(std.reshape(batch, channels), std_weight) + conv.bias)
+                      + matmul(std.reshape(batch, channels), std_weight) + conv.bias.astype(x.dtype))
     return frame_part.reshape(batch, frames, -1) + repeat_frames(utterance_part.reshape(batch, 1, -1), frames)
 
 
