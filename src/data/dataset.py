@@ -137,14 +137,14 @@ class DrawBatches:
     batch of ``batch_size`` consecutive draws that ``sampler`` (a :class:`DrawSampler`) yields.
 
     Random access lets each data worker build whole batches; the last epoch's permutation is
-    kept, as consecutive batches mostly come from one epoch.
+    kept, as consecutive batches mostly come from one epoch (as one (epoch, draws) pair, which
+    worker threads replace in one store).
     """
 
     def __init__(self, sampler, batch_size):
         self.sampler = sampler
         self.batch_size = batch_size
-        self._epoch = None
-        self._draws = None
+        self._epoch_draws = (None, None)
 
     def __len__(self):
         return len(self.sampler) // self.batch_size
@@ -157,9 +157,11 @@ class DrawBatches:
         position = number + sampler.skip_batches
         epoch = sampler.start_epoch + position // sampler.steps_per_epoch
         position %= sampler.steps_per_epoch
-        if epoch != self._epoch:
-            self._epoch, self._draws = epoch, sampler.epoch_draws(epoch)
-        return self._draws[position * self.batch_size:(position + 1) * self.batch_size]
+        cached_epoch, draws = self._epoch_draws
+        if cached_epoch != epoch:
+            draws = sampler.epoch_draws(epoch)
+            self._epoch_draws = (epoch, draws)
+        return draws[position * self.batch_size:(position + 1) * self.batch_size]
 
 
 class BadAudioRegister:
