@@ -6,7 +6,7 @@ import numpy as np
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TINY_NETWORK = {"channels": 16, "mfa_channels": 24, "attention_channels": 8, "se_channels": 4,
-                "scale": 4, "emb_size": 8}
+                "scale": 2, "emb_size": 8}
 TINY_NETWORK_ARGS = [f"--{key}={value}" for key, value in TINY_NETWORK.items()]
 # The plain training recipe: no speed perturbation, a fixed margin, a triangular cycle (the
 # defaults add the first two and halve each new cycle). Tests whose class counts, margins or

@@ -19,7 +19,7 @@ from src.model import build_embedding_network
 from src.model.masked import MaskedSqueezeExcitation
 from src.config import ConfigError, load_config
 from src.kernels.network import apply_cpu_kernels
-from fixtures import TINY_NETWORK_ARGS, randomise, tiny_network, tiny_network_copy
+from fixtures import TINY_NETWORK, TINY_NETWORK_ARGS, randomise, tiny_network, tiny_network_copy
 
 KERNELS_MISSING = unavailable_reason()
 needs_kernels = pytest.mark.skipif(KERNELS_MISSING is not None, reason=f"CPU kernels: {KERNELS_MISSING}")
@@ -114,7 +114,7 @@ def test_bf16_network_matches_float32_and_learns():
     bf16 = apply_cpu_kernels(tiny_network_copy(network), "bf16", "CPU")
     swapped = [cell for _, cell in bf16.cells_and_names() if isinstance(cell, KernelProduct)]
     convs = [cell for _, cell in network.cells_and_names() if isinstance(cell, (TimeConv1d, AttentiveStatsPooling))]
-    assert len(swapped) == len(convs) > 20
+    assert len(swapped) == len(convs) >= 20
     assert sorted(bf16.parameters_dict()) == sorted(network.parameters_dict())
     embeddings = bf16(features).asnumpy()
     cosine = (embeddings * reference).sum(1) / np.linalg.norm(embeddings, axis=1) / np.linalg.norm(reference, axis=1)
@@ -199,7 +199,8 @@ def test_the_wespeaker_network_runs_on_the_kernels():
     reference = network(features).asnumpy()
     folded = apply_cpu_kernels(fold_batch_norm(network, config, "shifted"), "float32", "CPU")
     blocks = [cell for _, cell in folded.cells_and_names() if isinstance(cell, TDNNBlock)]
-    assert len(blocks) == 1 + 3 * (2 + 3) and all(isinstance(block, KernelTDNNBlock) for block in blocks)
+    assert len(blocks) == 1 + 3 * (2 + TINY_NETWORK["scale"] - 1)  # layer1; tdnn1, tdnn2 and res2 groups
+    assert all(isinstance(block, KernelTDNNBlock) for block in blocks)
     np.testing.assert_allclose(folded(features).asnumpy(), reference, rtol=0, atol=1e-4 * np.abs(reference).max())
 
 

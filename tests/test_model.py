@@ -5,7 +5,7 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 
 from src.model.aam_softmax import AAMSoftmax
-from fixtures import tiny_network
+from fixtures import TINY_NETWORK, tiny_network
 from src.model import count_parameters
 from src.model.ecapa_tdnn import ECAPA_TDNN, AttentiveStatsPooling, SqueezeExcitation
 from src.model.layers import ChannelBatchNorm, TDNNBlock, TimeConv1d
@@ -396,7 +396,9 @@ def test_training_flops_match_a_hand_count():
 
     rows, batch = 2 * 10, 2  # 2 utterances of 10 frames
     layer1 = 2 * rows * 12 * 5 * 16
-    se_block = 2 * rows * 16 * 16 * 2 + 3 * 2 * rows * (4 * 3) * 4 + 2 * batch * (16 * 4 + 4 * 16)
+    groups = TINY_NETWORK["scale"]
+    width = 16 // groups  # Res2Net: groups - 1 convolutions, k = 3, of width C / scale
+    se_block = 2 * rows * 16 * 16 * 2 + (groups - 1) * 2 * rows * (width * 3) * width + 2 * batch * (16 * 4 + 4 * 16)
     mfa = 2 * rows * 48 * 24
     attention = 2 * rows * 24 * 8 + 2 * batch * 48 * 8  # frame third per frame, statistics per utterance
     logits, fc, head = 2 * rows * 8 * 24, 2 * batch * 48 * 6, 2 * batch * 6 * 5
