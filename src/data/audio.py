@@ -63,6 +63,13 @@ def _warn_if_truncated(path, file_rate):
                        present / file_rate)
 
 
+def _require_finite(path, samples):
+    """AudioError naming ``path`` when ``samples`` hold NaN or infinite values."""
+    non_finite = samples.size - np.count_nonzero(np.isfinite(samples))
+    if non_finite:
+        raise AudioError(f"{path}: has {non_finite} non-finite samples (NaN or inf)")
+
+
 def read_audio(path, sample_rate=SAMPLE_RATE, allow_resample=False):
     """Read a mono audio file as float32 samples (S,) at ``sample_rate`` Hz.
 
@@ -83,9 +90,7 @@ def read_audio(path, sample_rate=SAMPLE_RATE, allow_resample=False):
     if samples.shape[0] == 0:
         raise AudioError(f"{path}: contains no samples")
     wave = samples[:, 0]
-    non_finite = wave.size - np.count_nonzero(np.isfinite(wave))
-    if non_finite:
-        raise AudioError(f"{path}: has {non_finite} non-finite samples (NaN or inf)")
+    _require_finite(path, wave)
     _warn_if_truncated(path, file_rate)
     if file_rate != sample_rate:
         if not allow_resample:
@@ -116,9 +121,7 @@ def read_audio_crop(path, num_samples, rng, allow_resample=False):
         raise AudioError(f"{path}: cannot read audio ({error})") from None
     if crop.size != num_samples:
         raise AudioError(f"{path}: read {crop.size} of the {num_samples} samples asked for at sample {start}")
-    non_finite = crop.size - np.count_nonzero(np.isfinite(crop))
-    if non_finite:
-        raise AudioError(f"{path}: has {non_finite} non-finite samples (NaN or inf)")
+    _require_finite(path, crop)
     return crop
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import yaml
 from mindspore import Tensor
 
-from src.checkpoint import EMBEDDING_PREFIX, embedding_parameters, read_checkpoint, save_checkpoint
+from src.checkpoint import EMBEDDING_PREFIX, load_embedding_weights, read_checkpoint, save_checkpoint
 from src.config import ConfigError, config_of
 from src.errors import InputError
 from src.fileio import atomic_write, check_writable_file, make_folder
@@ -98,34 +98,19 @@ def import_model(name, source, output):
     return values, yaml_path, 0 if head is None else int(head.shape[0])
 
 
-def _library_mismatches(name, settings):
-    """Settings of ``settings`` that differ from what library ``name``'s model computes, as text."""
-    fixed = {"speechbrain": dict(model="ecapa_tdnn", features="speechbrain", padding="reflect",
-                                 embedding_norm=False, global_context=True, variance_floor=1e-12),
-             "wespeaker": dict(model="wespeaker_ecapa_tdnn", features="kaldi", padding="zeros",
-                               variance_floor=1e-7)}[name]
-    return [f"{key} is {getattr(settings, key)!r}, {name}'s model has {value!r}"
-            for key, value in fixed.items() if getattr(settings, key) != value]
-
-
 def export_model(name, checkpoint, settings, output, with_head=False):
     """Write ``checkpoint`` (of a network built from ``settings``) as library ``name``'s files in the
     folder ``output``; returns the paths written. InputError when the settings describe a network
     the library's model class does not compute."""
     lib = library(name)
-    mismatches = _library_mismatches(name, settings)
+    mismatches = lib.mismatches(settings)
     if mismatches:
         raise InputError(f"the settings do not describe {name}'s network: {'; '.join(mismatches)} "
                          "(give the run's settings with --config)")
+    network = network_of(settings)
+    load_embedding_weights(checkpoint, network)
+    parameters = {key: value.asnumpy() for key, value in network.parameters_dict().items()}
     entries = read_checkpoint(checkpoint)
-    available = embedding_parameters(entries)
-    parameters = {}
-    for key, parameter in network_of(settings).parameters_dict().items():
-        if key not in available or tuple(available[key].shape) != tuple(parameter.shape):
-            found = tuple(available[key].shape) if key in available else "missing"
-            raise InputError(f"{checkpoint}: parameter {key!r} is {found}, the settings' network has "
-                             f"{tuple(parameter.shape)}")
-        parameters[key] = available[key].asnumpy()
     make_folder(output, "output")
     model_name, head_name = LIBRARY_FILES[name]
     state = to_library(lib, parameters)

@@ -111,25 +111,21 @@ def _count(state, pattern):
 
 def _speechbrain_settings(state):
     first = "blocks.0.conv.conv.weight"
-    return {"model": "ecapa_tdnn", "features": "speechbrain",
-            "in_channels": _size(state, first, 1), "channels": _size(state, first, 0),
+    return {"in_channels": _size(state, first, 1), "channels": _size(state, first, 0),
             "mfa_channels": _size(state, "mfa.conv.conv.weight", 0),
             "attention_channels": _size(state, "asp.tdnn.conv.conv.weight", 0),
             "se_channels": _size(state, "blocks.1.se_block.conv1.conv.weight", 0),
             "scale": _count(state, r"blocks\.1\.res2net_block\.blocks\.\d+\.conv\.conv\.weight") + 1,
-            "emb_size": _size(state, "fc.conv.weight", 0),
-            "padding": "reflect", "variance_floor": 1e-12, "embedding_norm": False, "global_context": True}
+            "emb_size": _size(state, "fc.conv.weight", 0)}
 
 
 def _wespeaker_settings(state):
     mfa_channels = _size(state, "conv.weight", 0)
-    return {"model": "wespeaker_ecapa_tdnn", "features": "kaldi",
-            "in_channels": _size(state, "layer1.conv.weight", 1), "channels": _size(state, "layer1.conv.weight", 0),
+    return {"in_channels": _size(state, "layer1.conv.weight", 1), "channels": _size(state, "layer1.conv.weight", 0),
             "mfa_channels": mfa_channels, "attention_channels": _size(state, "pool.linear1.weight", 0),
             "se_channels": _size(state, "layer2.se_res2block.3.linear1.weight", 0),
             "scale": _count(state, r"layer2\.se_res2block\.1\.convs\.\d+\.weight") + 1,
-            "emb_size": _size(state, "linear.weight", 0),
-            "padding": "zeros", "variance_floor": 1e-7, "embedding_norm": "bn2.weight" in state,
+            "emb_size": _size(state, "linear.weight", 0), "embedding_norm": "bn2.weight" in state,
             "global_context": _size(state, "pool.linear1.weight", 1) == 3 * mfa_channels}
 
 
@@ -138,11 +134,13 @@ class Library:
     """One library's ECAPA-TDNN (module docstring).
 
     name: 'speechbrain' or 'wespeaker'; head: the state-dict name of the margin head's (K, E)
-    weight; aam_scale: the logit scale it was trained with.
+    weight; aam_scale: the logit scale it was trained with; fixed: the settings every model of
+    the library has (the others are read from its weights).
     """
     name: str
     head: str
     aam_scale: float
+    fixed: dict
     _names: object
     _settings: object
 
@@ -153,12 +151,24 @@ class Library:
     def settings_of(self, state):
         """The settings (dict) of this project's network computing the state dict's model, read
         from its weight shapes; LibraryModelError naming a missing parameter."""
-        return self._settings(state)
+        sizes = self._settings(state)
+        return {"model": self.fixed["model"], "features": self.fixed["features"], **sizes,
+                **{key: value for key, value in self.fixed.items() if key not in ("model", "features")}}
+
+    def mismatches(self, settings):
+        """The fixed settings that ``settings`` (a Config) has otherwise, as text."""
+        return [f"{key} is {getattr(settings, key)!r}, {self.name}'s model has {value!r}"
+                for key, value in self.fixed.items() if getattr(settings, key) != value]
 
 
 LIBRARIES = {
-    "speechbrain": Library("speechbrain", "weight", 30.0, _speechbrain_name, _speechbrain_settings),
-    "wespeaker": Library("wespeaker", "projection.weight", 32.0, _wespeaker_name, _wespeaker_settings),
+    "speechbrain": Library("speechbrain", "weight", 30.0,
+                           dict(model="ecapa_tdnn", features="speechbrain", padding="reflect", variance_floor=1e-12,
+                                embedding_norm=False, global_context=True),
+                           _speechbrain_name, _speechbrain_settings),
+    "wespeaker": Library("wespeaker", "projection.weight", 32.0,
+                         dict(model="wespeaker_ecapa_tdnn", features="kaldi", padding="zeros", variance_floor=1e-7),
+                         _wespeaker_name, _wespeaker_settings),
 }
 
 
