@@ -335,10 +335,7 @@ def test_a_failing_rank_stops_the_others_and_fails_the_launch(stub, tmp_path):
                               result.stderr.splitlines()[-1])
     assert unfinished and sorted(unfinished.group(1).split()) == ["0", "1", "2"]
     for record in _records(records).values():
-        deadline = time.monotonic() + 5
-        while os.path.exists(f"/proc/{record['pid']}") and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not os.path.exists(f"/proc/{record['pid']}"), f"rank {record['RANK_ID']} still runs"
+        _wait_for(lambda: _gone(record["pid"]), 5, f"rank {record['RANK_ID']} to end")
 
 
 def test_an_invalid_rank_table_starts_nothing(stub, tmp_path):
@@ -369,7 +366,17 @@ def _wait_for(predicate, seconds, what):
 
 
 def _gone(pid):
-    return not os.path.exists(f"/proc/{pid}")
+    """Whether process ``pid`` has ended: no longer listed, or a zombie its new parent has not reaped yet.
+
+    An orphan is reaped by init (or a container's subreaper) whenever that gets to it; until
+    then it stays in /proc in state Z although it runs no more.
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            state = handle.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state in ("Z", "X")
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
