@@ -40,11 +40,17 @@ def _tiny_step(learning_rate=3e-3, grad_clip=5.0, kernels="none"):
     return step
 
 
+@pytest.fixture(scope="module")
+def plain_step():
+    """One tiny training step without kernels, shared: each new one costs seconds of graph compilation."""
+    return _tiny_step()
+
+
 @pytest.mark.parametrize("kernels", ["none", "bf16"])  # float32 kernels: test_cpu_kernels.py
-def test_loss_falls_when_training_on_separable_speakers(rng, kernels):
+def test_loss_falls_when_training_on_separable_speakers(rng, kernels, request):
     if kernels != "none" and unavailable_reason() is not None:
         pytest.skip(f"CPU kernels: {unavailable_reason()}")
-    step = _tiny_step(kernels=kernels)
+    step = request.getfixturevalue("plain_step") if kernels == "none" else _tiny_step(kernels=kernels)
     centres = rng.standard_normal((4, 1, 10)).astype(np.float32)
     losses = []
     for _ in range(40):
@@ -57,16 +63,17 @@ def test_loss_falls_when_training_on_separable_speakers(rng, kernels):
     assert float(correct.asnumpy()) >= 6
 
 
-def test_non_finite_gradients_skip_the_update():
-    step = _tiny_step()
+def test_non_finite_gradients_skip_the_update(plain_step):
+    step = plain_step
     before = {p.name: p.asnumpy().copy() for p in step.loss_net.trainable_params()}
-    features = np.zeros((2, 20, 10), np.float32)
+    steps_before = int(step.optimizer.global_step.asnumpy()[0])
+    features = np.zeros((8, 30, 10), np.float32)  # the shapes of the loss test's batches: no new graph
     features[0, 3, 4] = np.nan
-    _, _, skipped, _ = step(Tensor(features), Tensor(np.array([0, 1], np.int32)))
+    _, _, skipped, _ = step(Tensor(features), Tensor(np.arange(8, dtype=np.int32) % 4))
     assert bool(skipped.asnumpy())
     for parameter in step.loss_net.trainable_params():
         np.testing.assert_array_equal(parameter.asnumpy(), before[parameter.name])
-    assert int(step.optimizer.global_step.asnumpy()[0]) == 0
+    assert int(step.optimizer.global_step.asnumpy()[0]) == steps_before
 
 
 def test_checkpoint_rotation_keeps_newest_and_best(tmp_path):
@@ -115,12 +122,33 @@ RECIPE_FEATURES = ("--speed_perturb=0.9,1.0,1.1", "--class_num=auto", "--aam_mar
                    "--margin_warmup_start=0", "--margin_warmup_end=2")
 
 
-def test_sigkill_then_resume_continues_exactly(corpus, tmp_path):
+@pytest.fixture(scope="module")
+def straight_run(corpus, tmp_path_factory):
+    """An uninterrupted run of RECIPE_FEATURES, every step logged: (its checkpoint folder, its stderr)."""
+    root = tmp_path_factory.mktemp("straight")
+    result = _run(_train_command(corpus, root / "ckpt", *RECIPE_FEATURES), cwd=root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return root / "ckpt", result.stderr
+
+
+@pytest.fixture(scope="module")
+def validated_run(corpus, tmp_path_factory):
+    """The run of ``straight_run`` logged every 3 steps and validated on trials of the training speakers."""
+    root = tmp_path_factory.mktemp("validated")
+    utterances = [line.split()[1] for line in (corpus / "train.txt").read_text().splitlines()]
+    trials = [f"{int(a[:7] == b[:7])} {a} {b}" for index, a in enumerate(utterances) for b in utterances[index + 1:]]
+    (root / "valid.txt").write_text("\n".join(trials) + "\n")
+    result = _run(_train_command(corpus, root / "ckpt", *RECIPE_FEATURES, "--log_interval=3",
+                                 f"--valid_list={root}/valid.txt", f"--valid_path={corpus}/train/wav"), cwd=root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return root / "ckpt", result.stderr
+
+
+def test_sigkill_then_resume_continues_exactly(corpus, straight_run, tmp_path):
     """Killed mid-run, a resumed run ends with the weights of an uninterrupted run."""
-    straight = _run(_train_command(corpus, tmp_path / "straight", *RECIPE_FEATURES), cwd=tmp_path)
-    assert straight.returncode == 0, straight.stderr[-2000:]
+    straight_dir, _ = straight_run
     # The warm-up lasts both epochs, so no epoch is at the final margin: none is 'best'.
-    assert sorted(os.listdir(tmp_path / "straight")) == ["ecapa-1_3.ckpt", "ecapa-2_3.ckpt", "last"]
+    assert sorted(os.listdir(straight_dir)) == ["ecapa-1_3.ckpt", "ecapa-2_3.ckpt", "last"]
 
     killed_dir = tmp_path / "killed"
     process = subprocess.Popen(_train_command(corpus, killed_dir, "--save_checkpoint_steps=2", *RECIPE_FEATURES),
@@ -144,7 +172,7 @@ def test_sigkill_then_resume_continues_exactly(corpus, tmp_path):
     assert "aam head 0.00 M (12 classes)" in resumed.stderr
     margin = MarginSchedule(0.05, 0.2, 0, 2, 3)(5)  # the last step's, part way up the warm-up
     assert 0.05 < margin < 0.2 and re.search(rf"\(global 6\) .* margin {margin:.4f}", resumed.stderr)
-    expected = _trainable(str(tmp_path / "straight" / "ecapa-2_3.ckpt"))
+    expected = _trainable(str(straight_dir / "ecapa-2_3.ckpt"))
     actual = _trainable(str(killed_dir / "ecapa-2_3.ckpt"))
     assert expected.keys() == actual.keys() and len(expected) > 20
     for name in expected:
@@ -396,48 +424,37 @@ def test_resume_with_another_batch_size_or_epoch_count_is_refused(tmp_path):
         assert f"Resume with the same {named}" in str(caught.value)
 
 
-def test_second_run_into_a_used_folder_stops_with_one_line_and_keeps_its_files(corpus, tmp_path):
-    first = _run(_train_command(corpus, tmp_path / "ckpt", "--num_epochs=1"), cwd=tmp_path)
-    assert first.returncode == 0, first.stderr[-2000:]
+def test_second_run_into_a_used_folder_stops_with_one_line_and_keeps_its_files(corpus, straight_run, tmp_path):
+    shutil.copytree(straight_run[0], tmp_path / "ckpt")
     finished = {name: (tmp_path / "ckpt" / name).read_bytes() for name in os.listdir(tmp_path / "ckpt")}
-    second = _run(_train_command(corpus, tmp_path / "ckpt", "--num_epochs=1", "--seed=9"), cwd=tmp_path)
+    second = _run(_train_command(corpus, tmp_path / "ckpt", "--seed=9", *RECIPE_FEATURES), cwd=tmp_path)
     errors = [line for line in second.stderr.splitlines() if line.startswith("error")]
     assert second.returncode == 1 and len(errors) == 1 and "Traceback" not in second.stderr
-    assert re.match(r"^error: ckpt_save_dir: .* already holds 1 checkpoints of another run \(ecapa-1_3.ckpt\)",
-                    errors[0])
-    resized = _run(_train_command(corpus, tmp_path / "ckpt", "--num_epochs=1", "--minibatch_size=2",
-                                  "--resume=auto"), cwd=tmp_path)
+    assert re.match(r"^error: ckpt_save_dir: .* already holds 2 checkpoints of another run "
+                    r"\(ecapa-1_3.ckpt, ecapa-2_3.ckpt\)", errors[0])
+    resized = _run(_train_command(corpus, tmp_path / "ckpt", "--minibatch_size=2", "--resume=auto",
+                                  *RECIPE_FEATURES), cwd=tmp_path)
     errors = [line for line in resized.stderr.splitlines() if line.startswith("error")]
     assert resized.returncode == 1 and len(errors) == 1
     assert "was trained with minibatch_size 4, this run has 2" in errors[0]
     assert {name: (tmp_path / "ckpt" / name).read_bytes() for name in os.listdir(tmp_path / "ckpt")} == finished
 
 
-def test_validation_during_training_is_logged_and_moves_the_best_pointer(corpus, tmp_path):
-    utterances = [line.split()[1] for line in (corpus / "train.txt").read_text().splitlines()]
-    trials = [f"{int(a[:7] == b[:7])} {a} {b}" for index, a in enumerate(utterances) for b in utterances[index + 1:]]
-    (tmp_path / "valid.txt").write_text("\n".join(trials) + "\n")
-    result = _run(_train_command(corpus, tmp_path / "ckpt", f"--valid_list={tmp_path}/valid.txt",
-                                 f"--valid_path={corpus}/train/wav"), cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
+def test_validation_during_training_is_logged_and_moves_the_best_pointer(validated_run):
+    ckpt_dir, stderr = validated_run
     eers = {int(epoch): float(eer) for epoch, eer in
-            re.findall(r"epoch (\d) validation: EER (\d+\.\d+)%, minDCF\(p=0\.01\) [\d.]+", result.stderr)}
+            re.findall(r"epoch (\d) validation: EER (\d+\.\d+)%, minDCF\(p=0\.01\) [\d.]+", stderr)}
     assert sorted(eers) == [1, 2]
-    name, value, metric = (tmp_path / "ckpt" / "best").read_text().split()
+    name, value, metric = (ckpt_dir / "best").read_text().split()
     best_epoch = min(eers, key=lambda epoch: (eers[epoch], epoch))
     assert name == f"ecapa-{best_epoch}_3.ckpt" and metric == "valid_eer"
     assert abs(100 * float(value) - eers[best_epoch]) < 0.006
 
 
-def test_losses_read_at_log_lines_equal_those_read_every_step(corpus, tmp_path):
+def test_losses_read_at_log_lines_equal_those_read_every_step(straight_run, validated_run):
     """Step outputs are read only at log lines and checkpoints; the logged means do not change."""
-    losses = {}
-    for interval in (1, 3):
-        result = _run(_train_command(corpus, tmp_path / f"every_{interval}", "--num_threads=1", "--seed=11",
-                                     f"--log_interval={interval}"), cwd=tmp_path)
-        assert result.returncode == 0, result.stderr[-2000:]
-        losses[interval] = [float(value) for value in
-                            re.findall(r"\(global \d+\) loss (\d+\.\d+) acc", result.stderr)]
+    every_step, every_third = ([float(value) for value in re.findall(r"\(global \d+\) loss (\d+\.\d+) acc", stderr)]
+                               for _, stderr in (straight_run, validated_run))
     # Every step of epoch 1 but the first (graph compilation) is logged one by one, then epoch 2.
-    assert len(losses[1]) == 5 and len(losses[3]) == 2
-    np.testing.assert_allclose(losses[3], [np.mean(losses[1][:2]), np.mean(losses[1][2:])], atol=2e-4)
+    assert len(every_step) == 5 and len(every_third) == 2
+    np.testing.assert_allclose(every_third, [np.mean(every_step[:2]), np.mean(every_step[2:])], atol=2e-4)
