@@ -5,7 +5,7 @@ Runs in a scratch environment with torch, torchaudio and speechbrain (never in t
     python3 -m venv /tmp/sb && /tmp/sb/bin/pip install torch==2.9.1 "torchaudio==2.9.*" speechbrain
 
 WeSpeaker is not on PyPI; its two model files (wespeaker/models/ecapa_tdnn.py and
-pooling_layers.py) are imported from a copy of its repository (``--wespeaker_repo``).
+pooling_layers.py) are loaded from a copy of its repository (``--wespeaker_repo``).
 tests/data/make_library_models.py uses the functions below to make the test fixtures, and
 benchmarks/interop_parity.py calls this file as a program:
 
@@ -18,10 +18,10 @@ NAME: speechbrain_c1024 (spkrec-ecapa-voxceleb's network), wespeaker_c512 / wesp
 (ECAPA_TDNN_GLOB_c512 / _c1024, 192-dim embeddings). LIST: one WAV path a line.
 """
 import argparse
-import importlib
+import importlib.util
 import os
 import sys
-import tempfile
+import types
 import wave
 
 import numpy as np
@@ -76,18 +76,23 @@ def randomise(model, features, seed, crop=200, passes=3):
 
 
 def wespeaker_module(repository, name="ecapa_tdnn"):
-    """WeSpeaker's wespeaker.models.<name> module, imported from a copy of its model files."""
-    package = tempfile.mkdtemp()
-    folder = os.path.join(package, "wespeaker", "models")
-    os.makedirs(folder)
-    for init in ("__init__.py", "models/__init__.py"):
-        open(os.path.join(package, "wespeaker", init), "w").close()
-    for file_name in ("ecapa_tdnn.py", "pooling_layers.py"):
-        with open(os.path.join(repository, "wespeaker", "models", file_name)) as source:
-            with open(os.path.join(folder, file_name), "w") as copy:
-                copy.write(source.read())
-    sys.path.insert(0, package)
-    return importlib.import_module(f"wespeaker.models.{name}")
+    """WeSpeaker's wespeaker.models.<name> module, loaded from its repository's model files alone.
+
+    Only ``pooling_layers`` and ``name`` are executed: the package's own ``__init__`` files
+    import the whole toolkit, which needs more than torch.
+    """
+    for package in ("wespeaker", "wespeaker.models"):
+        sys.modules.setdefault(package, types.ModuleType(package))
+    for module_name in ("pooling_layers", name):
+        full_name = f"wespeaker.models.{module_name}"
+        if full_name not in sys.modules:
+            path = os.path.join(repository, "wespeaker", "models", f"{module_name}.py")
+            spec = importlib.util.spec_from_file_location(full_name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[full_name] = module
+            setattr(sys.modules["wespeaker.models"], module_name, module)
+            spec.loader.exec_module(module)
+    return sys.modules[f"wespeaker.models.{name}"]
 
 
 def library_model(name, wespeaker_repo):
