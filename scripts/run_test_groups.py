@@ -5,6 +5,9 @@
 The files of tests/ are dealt to N groups (default: the CPU count, at most 2), longest first
 onto the group with the least work, by the seconds each file took in a measured run
 (tests/durations.txt: '<seconds> <file>' lines; a file not listed counts as the median).
+Even-numbered groups run their files longest first, odd-numbered ones shortest first, so the
+longest files of two groups (the end-to-end runs, some starting several processes that
+compile graphs) do not run at the same time and overload the cores.
 Each group is one ``python -m pytest -q`` process with its own temporary folder and log;
 the logs are printed in group order when all have ended, and the status is 0 only when
 every group passed. ``--write_durations`` writes the seconds each file took in this run to
@@ -39,7 +42,11 @@ def read_durations(path=DURATIONS):
 
 
 def make_groups(files, durations, count):
-    """``files`` dealt to ``count`` groups, longest first onto the least loaded: [(seconds, files)]."""
+    """``files`` dealt to ``count`` groups, longest first onto the least loaded: [(seconds, files)].
+
+    Each group's files are in the order they run: longest first in groups 0, 2, ...,
+    shortest first in groups 1, 3, ... (ties by name).
+    """
     default = statistics.median(durations.values()) if durations else 1.0
     weights = {name: durations.get(os.path.basename(name), default) for name in files}
     groups = [[0.0, []] for _ in range(count)]
@@ -47,7 +54,11 @@ def make_groups(files, durations, count):
         lightest = min(groups, key=lambda group: group[0])
         lightest[0] += weights[name]
         lightest[1].append(name)
-    return [(seconds, sorted(names)) for seconds, names in groups if names]
+    ordered = []
+    for number, (seconds, names) in enumerate(group for group in groups if group[1]):
+        sign = -1 if number % 2 == 0 else 1
+        ordered.append((seconds, sorted(names, key=lambda name: (sign * weights[name], name))))
+    return ordered
 
 
 def file_seconds(junit_paths):

@@ -1,4 +1,5 @@
 """Helpers shared by the tests: the tiny network sizes, a synthetic speaker tone and a tone corpus."""
+import importlib.util
 import os
 
 import numpy as np
@@ -12,6 +13,17 @@ TINY_NETWORK_ARGS = [f"--{key}={value}" for key, value in TINY_NETWORK.items()]
 # defaults add the first two and halve each new cycle). Tests whose class counts, margins or
 # learning rates are worked out for the plain recipe train with these settings.
 PLAIN_RECIPE_ARGS = ["--speed_perturb=", "--margin_warmup_end=0", "--lr_mode=triangular"]
+
+
+def load_program(relative_path, module_name=None):
+    """The program at ``relative_path`` (from the repository root) loaded as a module, so a test can
+    call its functions or main() in this process; ``module_name`` defaults to the file's stem."""
+    path = os.path.join(REPO_ROOT, relative_path)
+    name = module_name or os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny_network(in_channels=80, impl="shifted", **overrides):

@@ -3,7 +3,6 @@
 Each entry point must either use such audio with a warning or stop with one ``error:`` line
 naming the file; training skips it and counts it against ``max_bad_audio``.
 """
-import importlib.util
 import logging
 import os
 import subprocess
@@ -14,7 +13,8 @@ import pytest
 import soundfile
 import yaml
 
-from fixtures import TINY_NETWORK, bad_files, speaker_wave, tiny_network, training_settings, write_tone_corpus
+from fixtures import (REPO_ROOT, TINY_NETWORK, bad_files, load_program, speaker_wave, tiny_network, training_settings,
+                      write_tone_corpus)
 from src.cli import run_main
 from src.data import speech_content
 from src.data.audio import SAMPLE_RATE, AudioError, read_audio, write_audio
@@ -22,7 +22,6 @@ from src.data.dataset import DataError, TrainingSamples, create_train_dataset, r
 from src.data.speech_content import SpeechContent, measure
 from src.checkpoint import save_checkpoint
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def write_non_finite(path, seconds=1.0):
@@ -201,9 +200,7 @@ def workspace(tmp_path_factory):
 @pytest.fixture(scope="module")
 def eval_script():
     """eval.py loaded as a module (context set-up skipped: conftest chose CPU and GRAPH_MODE)."""
-    spec = importlib.util.spec_from_file_location("eval_script_bad_audio", os.path.join(REPO_ROOT, "eval.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_program("eval.py", "eval_script_bad_audio")
     module.init_context = lambda config, distributed=False: "CPU"
     return module
 

@@ -1,5 +1,4 @@
 """eval.py from the command line: trial-list evaluation, --verify, --extract and bad input."""
-import importlib.util
 import os
 import re
 import subprocess
@@ -10,7 +9,7 @@ import pytest
 import yaml
 
 from eval_support import embed_file, save_training_checkpoint, write_corpus, write_train_list, write_trials
-from fixtures import TINY_NETWORK, tiny_network
+from fixtures import REPO_ROOT, TINY_NETWORK, load_program, tiny_network
 from src.cli import run_main
 from src.data.lists import ListFormatError
 from src.evaluation.calibration_step import SEEN_UTTERANCES_WARNING
@@ -23,7 +22,6 @@ from src.evaluation.scoring import trial_labels
 from src.kernels.cells import unavailable_reason
 from src.checkpoint import save_checkpoint
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EVAL_SCRIPT = os.path.join(REPO_ROOT, "eval.py")
 
 
@@ -34,9 +32,7 @@ def eval_script():
     The context set-up is skipped (conftest already chose CPU and GRAPH_MODE); the
     subprocess runs cover it.
     """
-    spec = importlib.util.spec_from_file_location("eval_script", EVAL_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_program("eval.py", "eval_script")
     module.init_context = lambda config, distributed=False: "CPU"
     return module
 

@@ -5,7 +5,6 @@ own classes) and the embeddings the libraries computed for the clips of front_en
 the references: this project's network, from the waveform with the library's front end,
 must give the same embeddings.
 """
-import importlib.util
 import os
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import yaml
 from mindspore import Tensor, nn
 
 from eval_support import write_corpus, write_train_list, write_trials
-from fixtures import REPO_ROOT
+from fixtures import REPO_ROOT, load_program
 from src.checkpoint import load_embedding_weights, read_checkpoint
 from src.config import ConfigError, load_config
 from src.data.audio import read_audio
@@ -36,15 +35,6 @@ EMBEDDINGS = np.load(os.path.join(DATA, "library_models.npz"))
 SOURCES = {"speechbrain": os.path.join(DATA, "speechbrain_tiny"), "wespeaker": os.path.join(DATA, "wespeaker_tiny")}
 MODEL_FILES = {"speechbrain": "embedding_model.ckpt", "wespeaker": "avg_model.pt"}
 LENGTH = 60  # frames of the exported fixed-length models
-
-
-def load_script(name):
-    """A program of the repository loaded as a module, to call its main() in this process."""
-    path = os.path.join(REPO_ROOT, name)
-    spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(name))[0], path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module", params=sorted(SOURCES))
@@ -160,7 +150,7 @@ def corpus(tmp_path_factory):
 @pytest.mark.parametrize("score_norm", ["none", "asnorm"])
 def test_imported_models_evaluate_with_eval_py(imported, corpus, score_norm, capsys):
     library, folder, settings = imported
-    load_script("eval.py").main(["--config", str(folder / "model.yaml"), "--eval_list", str(corpus / "eval.txt"),
+    load_program("eval.py").main(["--config", str(folder / "model.yaml"), "--eval_list", str(corpus / "eval.txt"),
                                  "--eval_path", str(corpus / "eval"), "--train_list", str(corpus / "train.txt"),
                                  "--train_path", str(corpus / "train"), "--score_norm", score_norm, "--top_n", "4",
                                  "--eval_output_dir", str(folder / f"eval_{score_norm}")])
@@ -170,7 +160,7 @@ def test_imported_models_evaluate_with_eval_py(imported, corpus, score_norm, cap
 
 def test_imported_models_export_and_run_on_the_cpu_twin_of_the_310(imported, corpus):
     library, folder, settings = imported
-    export = load_script("export.py")
+    export = load_program("export.py")
     for file_format in ("MINDIR", "ONNX"):
         export.main(["--config", str(folder / "model.yaml"), "--file_format", file_format, "--length", str(LENGTH),
                      "--file_name", str(folder / "exported")])
@@ -195,7 +185,7 @@ def test_imported_models_export_and_run_on_the_cpu_twin_of_the_310(imported, cor
 
 
 def test_preprocess_takes_the_front_end_of_the_model_card(tmp_path):
-    preprocess = load_script("preprocess.py")
+    preprocess = load_program("preprocess.py")
     model = str(tmp_path / "model.mindir")
     assert preprocess.model_front_end(load_config([])[0], model) is FRONT_ENDS["zoo"]  # no card
     (tmp_path / "model.json").write_text('{"features": "kaldi"}')

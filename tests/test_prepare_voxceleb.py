@@ -5,7 +5,6 @@ tones with ffmpeg (tests that need it are skipped when it is not installed). Eac
 tone sits exactly on an FFT bin of the converted length, so the peak of a converted
 file's spectrum tells which source it came from.
 """
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 import soundfile
 
+from fixtures import REPO_ROOT, load_program
 from src.data.audio import AudioError, write_audio
 from src.data.lists import ListFormatError, read_train_list
 from src.fileio import is_temporary_name, list_files
@@ -22,8 +22,7 @@ from src.prepare.common import PrepareError, run_parallel
 from src.prepare.convert import ConversionSummary, convert_file, convert_tree
 from src.prepare.lists import build_train_list, prepare_eval_list
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "scripts", "prepare_voxceleb.py")
+SCRIPT = os.path.join(REPO_ROOT, "scripts", "prepare_voxceleb.py")
 RATE = 16000
 LENGTH = 16384  # 16 AAC frames at 16 kHz: decodes back to exactly this many samples
 HAS_FFMPEG = shutil.which("ffmpeg") is not None
@@ -85,10 +84,7 @@ def build_wav_tree(root, utterances):
 
 
 def load_cli():
-    spec = importlib.util.spec_from_file_location("prepare_voxceleb_cli", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_program(os.path.join("scripts", "prepare_voxceleb.py"), "prepare_voxceleb_cli")
 
 
 # ---------------------------------------------------------------- conversion
@@ -384,7 +380,7 @@ def test_cli_eval_lists_the_first_missing_files_and_the_count(tmp_path, capsys):
 
 
 def test_cli_runs_from_scripts_folder_and_gives_one_line_errors(tmp_path):
-    scripts = os.path.join(ROOT, "scripts")
+    scripts = os.path.join(REPO_ROOT, "scripts")
     shown = subprocess.run([sys.executable, "prepare_voxceleb.py", "train", "--help"], cwd=scripts,
                            capture_output=True, text=True)
     assert shown.returncode == 0 and "--exclude_trials" in shown.stdout
@@ -408,7 +404,7 @@ def test_shell_script_prepares_train_and_eval(m4a_tree, tmp_path):
     (tmp_path / "veri_test2.txt").write_text(TRIALS)
     out = tmp_path / "Voxceleb2"
     result = subprocess.run(
-        ["bash", os.path.join(ROOT, "scripts", "prepare_voxceleb.sh"), str(m4a_tree),
+        ["bash", os.path.join(REPO_ROOT, "scripts", "prepare_voxceleb.sh"), str(m4a_tree),
          str(tmp_path / "vox1"), str(tmp_path / "veri_test2.txt"), str(out), "2"],
         capture_output=True, text=True, env={**os.environ, "PYTHON": sys.executable})
     assert result.returncode == 0, result.stderr

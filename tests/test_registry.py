@@ -3,7 +3,6 @@
 The toy model below lives only in this file. It is registered through
 src.model.registry and then driven by the unchanged train.py, eval.py and export.py.
 """
-import importlib.util
 import os
 import re
 
@@ -12,14 +11,13 @@ import pytest
 from mindspore import nn, ops
 
 from eval_support import write_corpus, write_train_list, write_trials
-from fixtures import PLAIN_RECIPE_ARGS
+from fixtures import PLAIN_RECIPE_ARGS, load_program
 from src.checkpoint import read_checkpoint
 from src.config import load_config
 from src.evaluation.embeddings import model_fingerprint
 from src.model import MODELS, build_embedding_network, network_description, register_model
 from src.model.layers import ChannelBatchNorm, TimeConv1d
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class TwoLayerTDNN(nn.Cell):
@@ -51,10 +49,7 @@ def toy_model():
 
 
 def _load_script(name):
-    spec = importlib.util.spec_from_file_location(f"{name}_script", os.path.join(REPO_ROOT, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_program(f"{name}.py", f"{name}_script")
 
 
 def test_description_holds_the_settings_the_builder_read_and_the_parameters(toy_model):
