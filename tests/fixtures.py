@@ -1,4 +1,4 @@
-"""Helpers shared by the tests: the tiny network sizes, a synthetic speaker tone and a tone corpus."""
+"""Helpers shared by the tests: tiny network sizes, a synthetic speaker tone, a tone corpus, a program as a module."""
 import importlib.util
 import os
 
