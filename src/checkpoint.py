@@ -64,13 +64,14 @@ def embedding_parameters(checkpoint):
     return prefixed or dict(checkpoint)
 
 
-def load_embedding_weights(path, network):
+def load_embedding_weights(path, network, entries=None):
     """Load the embedding network's weights from ``path`` into ``network``.
 
+    ``entries``: the file's contents when the caller has read them already (read_checkpoint).
     Raises CheckpointError naming the file and the first offending parameter when a
     parameter is missing or has another shape (e.g. a checkpoint of other channel sizes).
     """
-    available = embedding_parameters(read_checkpoint(path))
+    available = embedding_parameters(read_checkpoint(path) if entries is None else entries)
     expected = network.parameters_dict()
     missing = [name for name in expected if name not in available]
     if missing:

@@ -107,10 +107,10 @@ def export_model(name, checkpoint, settings, output, with_head=False):
     if mismatches:
         raise InputError(f"the settings do not describe {name}'s network: {'; '.join(mismatches)} "
                          "(give the run's settings with --config)")
-    network = network_of(settings)
-    load_embedding_weights(checkpoint, network)
-    parameters = {key: value.asnumpy() for key, value in network.parameters_dict().items()}
     entries = read_checkpoint(checkpoint)
+    network = network_of(settings)
+    load_embedding_weights(checkpoint, network, entries)
+    parameters = {key: value.asnumpy() for key, value in network.parameters_dict().items()}
     make_folder(output, "output")
     model_name, head_name = LIBRARY_FILES[name]
     state = to_library(lib, parameters)
