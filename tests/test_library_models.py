@@ -161,7 +161,9 @@ def test_imported_models_evaluate_with_eval_py(imported, corpus, score_norm, cap
 def test_imported_models_export_and_run_on_the_cpu_twin_of_the_310(imported, corpus):
     library, folder, settings = imported
     export = load_program("export.py")
-    for file_format in ("MINDIR", "ONNX"):
+    # ONNX for the WeSpeaker network only: the SpeechBrain one is this project's network padding
+    # by reflection, whose ONNX export test_export.py checks.
+    for file_format in ("MINDIR", "ONNX") if library == "wespeaker" else ("MINDIR",):
         export.main(["--config", str(folder / "model.yaml"), "--file_format", file_format, "--length", str(LENGTH),
                      "--file_name", str(folder / "exported")])
     assert read_model_card(str(folder / "exported.mindir"))["features"] == settings.features

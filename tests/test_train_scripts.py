@@ -4,7 +4,8 @@ and the process supervision of src/launch.
 A stand-in interpreter (PYTHON=<stub>) records the directory, arguments and launcher variables
 of every training process it is asked to start, so the Ascend and GPU launchers are checked
 without those devices. Two real tiny runs, started together to share the graph-compilation
-wait, check run_standalone_train_cpu.sh and run_distribute_train_cpu.sh end to end.
+wait, check run_standalone_train_cpu.sh and run_distribute_train_cpu.sh end to end; the
+second is also the uninterrupted reference of the killed-rank run.
 """
 import json
 import os
@@ -465,15 +466,19 @@ def test_msrun_launcher_command_and_worker_interpreter(stub, tmp_path, script, t
 TINY_RUN = ["--class_num=4", "--minibatch_size=4", "--segment_frames=60", "--num_epochs=1", "--augment=false",
             "--num_workers=1", "--log_interval=1", "--base_lrate=1e-4", "--max_lrate=1e-2", "--lr_step_size=4",
             "--conv_impl=native", *TINY_NETWORK_ARGS, "--scale=2", *PLAIN_RECIPE_ARGS]
+# The 2-worker runs go on long enough for a rank to be killed mid-run, with a checkpoint every epoch.
+LONG_RUN = [*TINY_RUN[:3], "--num_epochs=12", *TINY_RUN[4:], "--save_checkpoint_steps=2"]
+LONG_RUN_NEWEST = [f"ecapa-{epoch}_2.ckpt" for epoch in range(3, 13)]  # keep_checkpoint_max 10
 
 
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory):
-    """run_standalone_train_cpu.sh 0 and run_distribute_train_cpu.sh 2, started together.
+    """run_standalone_train_cpu.sh 0 (TINY_RUN) and run_distribute_train_cpu.sh 2 (LONG_RUN), started together.
 
-    8 utterances, global batch 4: 2 steps for one epoch on one device as on two.
-    A 'python' that fails comes first on PATH, so the msrun workers only train if the
-    launcher put its own interpreter before it.
+    8 utterances, global batch 4: 2 steps an epoch on one device as on two. A 'python' that
+    fails comes first on PATH, so the msrun workers only train if the launcher put its own
+    interpreter before it. The 2-worker run is also the uninterrupted reference of the
+    killed-rank test, which trains on the same corpus (runs["corpus"]).
     """
     root = tmp_path_factory.mktemp("runs")
     corpus = root / "corpus"
@@ -483,18 +488,19 @@ def tiny_runs(tmp_path_factory):
     (wrong / "python").write_text("#!/bin/sh\necho 'not the launcher interpreter' >&2\nexit 9\n")
     (wrong / "python").chmod(0o755)
     env = dict(os.environ, PYTHON=sys.executable, PATH=f"{wrong}{os.pathsep}{os.environ['PATH']}")
-    data = [f"--train_list={corpus}/train.txt", f"--train_path={corpus}/train/wav", *TINY_RUN]
+    data = [f"--train_list={corpus}/train.txt", f"--train_path={corpus}/train/wav"]
     runs = {}
-    for name, script, argument in (("standalone", "run_standalone_train_cpu.sh", "0"),
-                                   ("distributed", "run_distribute_train_cpu.sh", "2")):
+    for name, script, argument, settings in (("standalone", "run_standalone_train_cpu.sh", "0", TINY_RUN),
+                                             ("distributed", "run_distribute_train_cpu.sh", "2", LONG_RUN)):
         folder = root / name
         folder.mkdir()
-        command = ["bash", os.path.join(SCRIPTS, script), argument, *data, f"--ckpt_save_dir={folder}/ckpt"]
+        command = ["bash", os.path.join(SCRIPTS, script), argument, *data, *settings,
+                   f"--ckpt_save_dir={folder}/ckpt"]
         runs[name] = (folder, subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.PIPE,
                                                stderr=subprocess.STDOUT, text=True))
     if two_machines.available():
-        runs.update(two_machines.start(root, data, env))
-    results = {}
+        runs.update(two_machines.start(root, [*data, *LONG_RUN], env))
+    results = {"corpus": corpus}
     for name, (folder, process) in runs.items():
         output, _ = process.communicate(timeout=600)
         results[name] = (folder, process.returncode, output)
@@ -505,6 +511,12 @@ def _finished(log):
     match = re.search(r"finished at step (\d+); weights fingerprint (\w+)", log)
     assert match, log[-3000:]
     return int(match.group(1)), match.group(2)
+
+
+def _saved_as_one_model(folder):
+    """True when ``folder`` holds what one LONG_RUN saves: its newest checkpoints, the best one, the pointers."""
+    best = (folder / "best").read_text().split()[0]
+    return sorted(os.listdir(folder)) == sorted({"best", "last", best, *LONG_RUN_NEWEST})
 
 
 def _lr_at_step_2(log):
@@ -526,8 +538,8 @@ def test_two_worker_cpu_run_ends_with_one_model_on_the_single_device_schedule(ti
     assert returncode == 0, output[-2000:] + logs[0][-2000:] + logs[1][-2000:]
     assert "rank 1 of 2" in logs[1]
     (steps_0, fingerprint_0), (steps_1, fingerprint_1) = _finished(logs[0]), _finished(logs[1])
-    assert steps_0 == steps_1 == 2 and fingerprint_0 == fingerprint_1
-    assert sorted(os.listdir(folder / "ckpt")) == ["best", "ecapa-1_2.ckpt", "last"]
+    assert steps_0 == steps_1 == 24 and fingerprint_0 == fingerprint_1
+    assert _saved_as_one_model(folder / "ckpt")
     # Same steps per epoch and learning-rate curve as the single-device run: (1e-2 - 1e-4) / 4 + 1e-4.
     standalone_log = (tiny_runs["standalone"][0] / "train_standalone" / "train.log").read_text()
     assert _lr_at_step_2(logs[0]) == _lr_at_step_2(standalone_log) == "2.575e-03"
@@ -544,13 +556,10 @@ def test_two_machines_train_the_same_model_as_one_machine_with_two_workers(tiny_
     assert "rank 1 of 2" in logs[1]
     one_machine = (tiny_runs["distributed"][0] / "train_parallel_logs" / "worker_0.log").read_text()
     assert _finished(logs[0]) == _finished(logs[1]) == _finished(one_machine)
-    assert sorted(os.listdir(tiny_runs["node0"][0].parent / "nodes_ckpt")) == ["best", "ecapa-1_2.ckpt", "last"]
+    assert _saved_as_one_model(tiny_runs["node0"][0].parent / "nodes_ckpt")
 
 
 # ---- a rank killed in a 2-process run ----
-
-KILL_RUN = [*TINY_RUN[:3], "--num_epochs=40", *TINY_RUN[4:], "--save_checkpoint_steps=2"]
-
 
 def _worker_pid(marker, node_id):
     """The process id of msrun worker ``node_id`` whose environment holds KILL_TEST=marker, or None."""
@@ -568,12 +577,12 @@ def _worker_pid(marker, node_id):
     return None
 
 
-def test_a_killed_rank_stops_the_run_and_resume_reaches_the_uninterrupted_weights(tmp_path):
+def test_a_killed_rank_stops_the_run_and_resume_reaches_the_uninterrupted_weights(tiny_runs, tmp_path):
+    """The run of tiny_runs["distributed"] again, a rank killed after epoch 5, then resumed."""
     from src.checkpoint import read_checkpoint
 
-    corpus = tmp_path / "corpus"
-    write_tone_corpus(corpus, num_speakers=4, utterances=2)
-    data = [f"--train_list={corpus}/train.txt", f"--train_path={corpus}/train/wav", *KILL_RUN]
+    corpus = tiny_runs["corpus"]
+    data = [f"--train_list={corpus}/train.txt", f"--train_path={corpus}/train/wav", *LONG_RUN]
     def launch(name, *extra):
         folder = tmp_path / name
         folder.mkdir(exist_ok=True)
@@ -586,7 +595,6 @@ def test_a_killed_rank_stops_the_run_and_resume_reaches_the_uninterrupted_weight
         return subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True)
 
-    straight = launch("straight")
     killed = launch("killed")
     deadline = time.time() + 300
     while not (tmp_path / "killed" / "ckpt" / "ecapa-5_2.ckpt").exists():
@@ -598,17 +606,17 @@ def test_a_killed_rank_stops_the_run_and_resume_reaches_the_uninterrupted_weight
     assert killed.returncode == 1, output[-3000:]
     assert time.time() - killed_at < 60, "the surviving rank did not stop within the heartbeat timeout"
     assert output.rstrip().splitlines()[-1].startswith("error: train.py failed; see ")
-    assert not (tmp_path / "killed" / "ckpt" / "ecapa-40_2.ckpt").exists()
+    assert not (tmp_path / "killed" / "ckpt" / "ecapa-12_2.ckpt").exists()
 
     resumed = launch("killed", "--resume=auto")
     output, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, output[-3000:]
     log = (tmp_path / "killed" / "train_parallel_logs" / "worker_0.log").read_text()
     assert re.search(r"resumed from .*ecapa-\d+_2\.ckpt at step \d+", log)
-    output, _ = straight.communicate(timeout=300)
-    assert straight.returncode == 0, output[-3000:]
-    expected = read_checkpoint(str(tmp_path / "straight" / "ckpt" / "ecapa-40_2.ckpt"))
-    actual = read_checkpoint(str(tmp_path / "killed" / "ckpt" / "ecapa-40_2.ckpt"))
+    straight_folder, returncode, output = tiny_runs["distributed"]
+    assert returncode == 0, output[-3000:]
+    expected = read_checkpoint(str(straight_folder / "ckpt" / "ecapa-12_2.ckpt"))
+    actual = read_checkpoint(str(tmp_path / "killed" / "ckpt" / "ecapa-12_2.ckpt"))
     names = [name for name in expected if name.startswith(("embedding_network.", "head.", "moment"))]
     assert len(names) > 20
     for name in names:
