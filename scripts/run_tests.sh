@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything the tests need, check the code with ruff (pyproject.toml), then run the whole test suite
-# (scripts/run_test_groups.py), or pytest with the options given.
+# (scripts/run_test_processes.py), or pytest with the options given.
 # Usage: bash scripts/run_tests.sh [pytest options]
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -14,5 +14,5 @@ cd "$ROOT"
 if [ "$#" -gt 0 ]; then
     exec .venv/bin/python -m pytest -q "$@"
 fi
-# The whole suite: groups of test files as side-by-side pytest processes (one per core, at most 2).
-exec .venv/bin/python scripts/run_test_groups.py
+# The whole suite: side-by-side pytest processes (one per core, at most 2) sharing out the test files.
+exec .venv/bin/python scripts/run_test_processes.py
