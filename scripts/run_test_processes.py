@@ -2,19 +2,21 @@
 
     python scripts/run_test_processes.py [--processes N] [--write_durations] [pytest options]
 
-Every process (default: the CPU count, at most 2) is given all files of tests/, in the order
-of the seconds each took in a measured run (tests/durations.txt: '<seconds> <file>' lines; a
-file not listed counts as the median): longest first in processes 0, 2, ..., shortest first
-in processes 1, 3, .... A process runs a file's tests only when it is the first to claim the
-file (tests/conftest.py, through the folder named by TEST_FILE_CLAIMS); the others pass over
-it. So the processes finish within about one file of each other however the seconds of this
-run differ from the measured ones, and the longest files (end-to-end runs, some starting
-several processes that compile graphs) run beside the shortest ones, not beside each other.
-Each process writes its own temporary folder and log; the logs are printed in process order
-when all have ended, and the status is 0 only when every process passed. ``--write_durations``
-writes the seconds each file took in this run to tests/durations.txt (from each process's
-JUnit report). Separate processes rather than pytest-xdist workers: the training tests fork
-data workers and launch ranks, which must not share a worker's channel to its controller.
+Every process (default: the CPU count, at most 2) is given all files of tests/, ordered by
+the seconds each took in a measured run (tests/durations.txt: '<seconds> <file>' lines; a
+file not listed counts as the median). A process runs a file's tests only when it is the
+first to claim the file (tests/conftest.py, through the folder named by TEST_FILE_CLAIMS);
+the others pass over it. Process 0 meets the files longest first; process k of n starts
+where the files before make up about k/n of the measured seconds, goes on longest first to
+the shortest, then turns back to the files it skipped. So the longest files (end-to-end runs,
+some starting several processes that compile graphs) run one at a time, beside shorter ones,
+and every process ends on short files, within seconds of the others, however this run's
+seconds differ from the measured ones. Each process writes its own temporary folder and log;
+the logs are printed in process order when all have ended, and the status is 0 only when
+every process passed. ``--write_durations`` writes the seconds each file took in this run to
+tests/durations.txt (from each process's JUnit report). Separate processes rather than
+pytest-xdist workers: the training tests fork data workers and launch ranks, which must not
+share a worker's channel to its controller.
 """
 import argparse
 import os
@@ -46,13 +48,20 @@ def read_durations(path=DURATIONS):
 def file_orders(files, durations, count):
     """The order in which each of ``count`` processes meets ``files``: [[file, ...], ...].
 
-    Longest first for processes 0, 2, ..., shortest first for 1, 3, ... (ties by name).
+    All orders are the files longest first (ties by name), process k's rotated to start
+    where the seconds of the files before come nearest to k/count of the total, with the
+    files before its start appended in reverse, nearest first.
     """
     default = statistics.median(durations.values()) if durations else 1.0
     weights = {name: durations.get(os.path.basename(name), default) for name in files}
     longest_first = sorted(files, key=lambda name: (-weights[name], name))
-    shortest_first = sorted(files, key=lambda name: (weights[name], name))
-    return [longest_first if number % 2 == 0 else shortest_first for number in range(count)]
+    before = [sum(weights[name] for name in longest_first[:index]) for index in range(len(files))]
+    orders = []
+    for number in range(count):
+        target = sum(weights.values()) * number / count
+        start = min(range(len(files)), key=lambda index: (abs(before[index] - target), index))
+        orders.append(longest_first[start:] + longest_first[:start][::-1])
+    return orders
 
 
 def file_seconds(junit_paths):

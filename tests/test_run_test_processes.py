@@ -9,13 +9,15 @@ from fixtures import REPO_ROOT, load_program
 runner = load_program("scripts/run_test_processes.py")
 
 
-def test_processes_meet_the_files_longest_first_and_shortest_first_in_turn():
+def test_processes_start_on_shares_of_the_measured_seconds_and_go_longest_first():
     durations = {"test_a.py": 10, "test_b.py": 8, "test_c.py": 3}
     files = ["tests/test_new.py", "tests/test_c.py", "tests/test_a.py", "tests/test_b.py"]
-    # test_new.py is not measured: it counts as the median, 8, and ties go by name.
-    longest = ["tests/test_a.py", "tests/test_b.py", "tests/test_new.py", "tests/test_c.py"]
-    shortest = ["tests/test_c.py", "tests/test_b.py", "tests/test_new.py", "tests/test_a.py"]
-    assert runner.file_orders(files, durations, 3) == [longest, shortest, longest]
+    # test_new.py is not measured: it counts as the median, 8; ties go by name. Longest first:
+    # a (seconds before it: 0), b (10), new (18), c (26) of 29. Process 1 of 2 starts nearest
+    # 14.5, at new; process 1 of 3 nearest 9.67, at b; process 2 of 3 nearest 19.33, at new.
+    a, b, new, c = "tests/test_a.py", "tests/test_b.py", "tests/test_new.py", "tests/test_c.py"
+    assert runner.file_orders(files, durations, 2) == [[a, b, new, c], [new, c, b, a]]
+    assert runner.file_orders(files, durations, 3) == [[a, b, new, c], [b, new, c, a], [new, c, b, a]]
 
 
 def test_a_process_runs_only_the_files_it_claims_first(tmp_path):
