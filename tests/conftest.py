@@ -12,6 +12,7 @@ import pytest
 FILE_CLAIMS = os.environ.get("TEST_FILE_CLAIMS")
 _claimed_here = {}  # test file name: whether this process claimed it
 
+
 @pytest.fixture(scope="session", autouse=True)
 def mindspore_cpu_graph_mode():
     """Every test runs MindSpore graphs on the CPU, as CI does."""
