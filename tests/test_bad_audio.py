@@ -23,7 +23,6 @@ from src.data.speech_content import SpeechContent, measure
 from src.checkpoint import save_checkpoint
 
 
-
 def write_non_finite(path, seconds=1.0):
     """A 32-bit float WAV of a tone with one NaN and one +inf sample."""
     wave = speaker_wave(0, seconds, np.random.default_rng(1))

@@ -19,7 +19,6 @@ from src.model import MODELS, build_embedding_network, network_description, regi
 from src.model.layers import ChannelBatchNorm, TimeConv1d
 
 
-
 class TwoLayerTDNN(nn.Cell):
     """Two TDNN layers, mean pooling and a projection: (N, T, F) -> (N, emb_size)."""
 
