@@ -7,7 +7,9 @@ The settings (--config, e.g. the YAML scripts/import_checkpoint.py wrote) must d
 library's network: SpeechBrain's ecapa_tdnn pads by reflection, has no last batch norm and
 its own front end; WeSpeaker's is the wespeaker_ecapa_tdnn model with the Kaldi front end.
 SpeechBrain gets embedding_model.ckpt (and classifier.ckpt from the margin head), WeSpeaker
-avg_model.pt; torch.load and the library's model classes read them with strict=True.
+avg_model.pt; torch.load and the library's model classes read them with strict=True. The
+files are written together (a failure changes none of them), and a classifier.ckpt of an
+earlier export is removed when the checkpoint has no head.
 """
 import os
 
@@ -34,8 +36,11 @@ def main(argv=None):
                                  add_arguments)
     from src.interop.library_checkpoints import export_model
 
-    for path in export_model(args.library, args.checkpoint, settings, args.output, args.with_head):
+    written, removed = export_model(args.library, args.checkpoint, settings, args.output, args.with_head)
+    for path in written:
         print(f"wrote {path}")
+    for path in removed:
+        print(f"removed {path}, the head of an earlier export (this checkpoint has no head)")
 
 
 if __name__ == "__main__":

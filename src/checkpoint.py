@@ -8,9 +8,11 @@ state, plus bookkeeping values. An exported-weights checkpoint holds only the em
 network's parameters without prefix. :func:`load_embedding_weights` accepts both.
 """
 import hashlib
+import logging
 import os
 
 import mindspore as ms
+from mindspore import log as ms_log
 import numpy as np
 
 from src.errors import InputError
@@ -30,15 +32,31 @@ def _parameter_bytes(parameters):
     return sum(int(parameter.size) * parameter.itemsize for parameter in parameters.get_parameters())
 
 
+class _DropSaveFailure(logging.Filter):
+    """Drops MindSpore's CRITICAL line about a failed save: the error raised in its place names the file."""
+
+    def filter(self, record):
+        return not (record.levelno == logging.CRITICAL and "Failed to save the checkpoint" in record.getMessage())
+
+
 def save_checkpoint(parameters, path, append_dict=None):
     """Write a checkpoint atomically (see src/fileio.py): a crash keeps any earlier file at ``path``.
 
     ``parameters`` is a Cell or a list of {"name", "data"} dicts (mindspore.save_checkpoint).
-    A full disk raises DiskFullError saying how much space the checkpoint needs.
+    A full disk raises DiskFullError saying how much space the checkpoint needs, and leaves
+    no partial file (neither this writer's nor MindSpore's own ``.tmp``).
     """
     # MindSpore adds '.ckpt' to a name without it, so the temporary name keeps that suffix.
     with atomic_write(path, needed_bytes=_parameter_bytes(parameters), suffix=".ckpt") as temporary:
-        ms.save_checkpoint(parameters, temporary, append_dict=append_dict)
+        mindspore_temporary = temporary[:-len(".ckpt")] + ".tmp"  # what MindSpore writes before its rename
+        quiet = _DropSaveFailure()
+        ms_log._get_logger().addFilter(quiet)
+        try:
+            ms.save_checkpoint(parameters, temporary, append_dict=append_dict)
+        finally:
+            ms_log._get_logger().removeFilter(quiet)
+            if os.path.exists(mindspore_temporary):
+                os.remove(mindspore_temporary)
     return path
 
 

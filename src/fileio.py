@@ -3,7 +3,8 @@
 - :func:`atomic_write` is the one way the project writes a file: the content goes to a
   hidden temporary file in the target's folder, which is renamed onto the target only when
   it is complete, so a reader never sees a partial file and a crash never damages an older
-  one. A full disk becomes a one-line :class:`DiskFullError` and leaves no temporary file.
+  one. A full disk becomes a one-line :class:`DiskFullError` (the file-size limit of ``ulimit
+  -f`` an :class:`OutputError`) and leaves no temporary file.
 - :func:`remove_stale_temporaries` deletes what killed writers left behind.
 - :func:`list_files` is the one directory scanner (sorted, hidden entries skipped).
 - :func:`text_lines` is the one reader of the project's text lists (UTF-8, a byte-order
@@ -71,6 +72,9 @@ def atomic_write(path, needed_bytes=None, suffix=""):
         yield temporary
         os.replace(temporary, path)
     except OSError as error:
+        if error.errno == errno.EFBIG:
+            raise OutputError(f"{path}: the file would pass the file-size limit of this process (ulimit -f); "
+                              "the previous file, if any, is unchanged") from None
         if error.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
         needs = f"it needs about {needed_bytes / 1e6:.1f} MB, " if needed_bytes else ""

@@ -12,6 +12,7 @@ beside it. :func:`export_model` writes a checkpoint of this project back as the 
   class with strict=True; ``with_head`` adds ``projection.weight`` as WeSpeaker's training
   checkpoints hold it (its own loader takes either).
 """
+import contextlib
 import os
 
 import numpy as np
@@ -21,9 +22,9 @@ from mindspore import Tensor
 from src.checkpoint import EMBEDDING_PREFIX, load_embedding_weights, read_checkpoint, save_checkpoint
 from src.config import ConfigError, config_of
 from src.errors import InputError
-from src.fileio import atomic_write, check_writable_file, make_folder
+from src.fileio import OutputError, atomic_write, check_writable_file, make_folder
 from src.interop.library_models import LIBRARIES, LibraryModelError, from_library, to_library
-from src.interop.torch_file import read_torch_file, write_torch_file
+from src.interop.torch_file import read_torch_file, write_torch_archive
 from src.model import build_embedding_network
 
 HEAD_WEIGHT = "head.weight"
@@ -57,7 +58,7 @@ def network_of(settings):
 def _head_of(name, state, head_path, emb_size):
     """The (K, E) head weight of the library's files, or None."""
     entry = LIBRARIES[name].head
-    source = read_torch_file(head_path) if head_path else state
+    source = state_dict_of(read_torch_file(head_path), head_path) if head_path else state
     where = head_path or "the model file"
     if head_path and set(source) != {entry}:
         raise InputError(f"{head_path}: expected only {entry!r} (SpeechBrain's Classifier without dense "
@@ -70,16 +71,59 @@ def _head_of(name, state, head_path, emb_size):
     return head
 
 
-def import_model(name, source, output):
-    """Write library ``name``'s model at ``source`` as checkpoint ``output`` and its settings as
-    ``<output without .ckpt>.yaml``; returns (settings dict, YAML path, classes of the head or 0)."""
-    lib = library(name)
-    yaml_path = os.path.splitext(output)[0] + ".yaml"
+def import_outputs(output):
+    """(checkpoint, settings YAML) paths of an import into ``output``, both checked writable;
+    OutputError for an output without the .ckpt MindSpore's loader requires or that is a folder."""
+    if not output.endswith(".ckpt"):
+        raise OutputError(f"--output: {output} does not end in .ckpt, which MindSpore's checkpoint loader "
+                          "requires (the settings go beside it, as .yaml)")
+    yaml_path = output[:-len(".ckpt")] + ".yaml"
     check_writable_file(output, "--output")
+    check_writable_file(yaml_path, "--output (its settings file)")
+    return output, yaml_path
+
+
+def state_dict_of(state, path):
+    """``state`` (what ``path`` holds) if it is a state dict {name: array}; InputError naming what it holds."""
+    if not isinstance(state, dict):
+        raise InputError(f"{path}: holds a value of type {type(state).__name__}, not a state dict of named tensors")
+    for name, value in state.items():
+        if not isinstance(name, str) or not isinstance(value, np.ndarray):
+            raise InputError(f"{path}: the entry {str(name)[:60]!r} is of type {type(value).__name__}, not a tensor; "
+                             "expected a state dict of named tensors")
+    return state
+
+
+def least_parameters(values):
+    """A lower bound of the parameter count of the ECAPA-TDNN that ``values`` (settings) describe: the
+    first layer, the 1x1 layers of the three blocks and their squeeze-excitation, the aggregation,
+    the attention and the embedding layer."""
+    channels, mfa = values["channels"], values["mfa_channels"]
+    return (channels * (5 * values["in_channels"] + 6 * channels + 6 * values["se_channels"] + 3 * mfa)
+            + mfa * (values["attention_channels"] + 2 * values["emb_size"]))
+
+
+def _check_declared_size(values, state, path):
+    """Refuse, before a network is built for them, settings whose network the state is too small to hold
+    (zero-element tensors or a few large shapes would otherwise build a network of any size)."""
+    held = sum(value.size for value in state.values())
+    least = least_parameters(values)
+    if least > held:
+        raise InputError(f"{path}: its weight shapes describe a network of at least {least} parameters "
+                         f"(channels {values['channels']}, mfa_channels {values['mfa_channels']}), but it holds "
+                         f"only {held} values; a damaged or crafted file")
+
+
+def import_model(name, source, output):
+    """Write library ``name``'s model at ``source`` as checkpoint ``output`` (ending in .ckpt) and its
+    settings as ``<output without .ckpt>.yaml``; returns (settings dict, YAML path, classes of the head or 0)."""
+    lib = library(name)
+    output, yaml_path = import_outputs(output)
     model_path, head_path = model_files(name, source)
-    state = read_torch_file(model_path)
+    state = state_dict_of(read_torch_file(model_path), model_path)
     try:
         values = lib.settings_of(state)
+        _check_declared_size(values, state, model_path)
         settings = config_of(values, model_path)
         parameters = from_library(lib, state, {key: tuple(value.shape)
                                                for key, value in network_of(settings).parameters_dict().items()})
@@ -100,8 +144,11 @@ def import_model(name, source, output):
 
 def export_model(name, checkpoint, settings, output, with_head=False):
     """Write ``checkpoint`` (of a network built from ``settings``) as library ``name``'s files in the
-    folder ``output``; returns the paths written. InputError when the settings describe a network
-    the library's model class does not compute."""
+    folder ``output``; returns (paths written, paths removed). The files are written together: a
+    failure leaves none of them changed. A SpeechBrain head file of an earlier export that this
+    checkpoint has no head for is removed, so the folder never pairs the network with another
+    model's classifier. InputError when the settings describe a network the library's model
+    class does not compute."""
     lib = library(name)
     mismatches = lib.mismatches(settings)
     if mismatches:
@@ -113,12 +160,17 @@ def export_model(name, checkpoint, settings, output, with_head=False):
     parameters = {key: value.asnumpy() for key, value in network.parameters_dict().items()}
     make_folder(output, "output")
     model_name, head_name = LIBRARY_FILES[name]
-    state = to_library(lib, parameters)
+    files = {os.path.join(output, model_name): to_library(lib, parameters)}
     head = entries[HEAD_WEIGHT].asnumpy() if HEAD_WEIGHT in entries else None
-    written = []
     if head is not None and head_name:
-        written.append(write_torch_file(os.path.join(output, head_name), {lib.head: head}))
+        files[os.path.join(output, head_name)] = {lib.head: head}
     elif head is not None and with_head:
-        state[lib.head] = head
-    written.insert(0, write_torch_file(os.path.join(output, model_name), state))
-    return written
+        files[os.path.join(output, model_name)][lib.head] = head
+    with contextlib.ExitStack() as renames:  # each file renamed into place only once all are written
+        for path, tensors in files.items():
+            write_torch_archive(renames.enter_context(atomic_write(path, suffix=".pt")), tensors)
+    stale = os.path.join(output, head_name) if head_name and head is None else None
+    removed = [stale] if stale and os.path.isfile(stale) else []
+    for path in removed:
+        os.remove(path)
+    return list(files), removed

@@ -330,10 +330,12 @@ def _state_pickle(names_and_arrays):
     return b"".join(parts)
 
 
-def write_torch_file(path, tensors, archive_name="archive"):
-    """Write ``tensors`` ({name: numpy array}, in order) as torch.save writes a state dict (atomically).
+def write_torch_archive(path, tensors, archive_name="archive"):
+    """Write ``tensors`` ({name: numpy array}, in order) to ``path`` as torch.save writes a state dict.
 
-    The arrays keep their type (float32, float64, float16, the integer types, bool).
+    Not atomic: :func:`write_torch_file` is, and callers writing several files at once give this
+    their temporary paths. The arrays keep their type (float32, float64, float16, the integer
+    types, bool).
     """
     arrays = [(name, np.array(value, dtype=np.asarray(value).dtype.newbyteorder("<"), order="C"))
               for name, value in tensors.items()]
@@ -341,11 +343,16 @@ def write_torch_file(path, tensors, archive_name="archive"):
     if unknown:
         raise TorchFileError(f"{path}: {unknown[0]} has the type {dict(arrays)[unknown[0]].dtype}, which has no "
                              "torch storage")
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr(f"{archive_name}/data.pkl", _state_pickle(arrays))
+        archive.writestr(f"{archive_name}/byteorder", "little")
+        for key, (_, array) in enumerate(arrays):
+            archive.writestr(f"{archive_name}/data/{key}", array.tobytes())
+        archive.writestr(f"{archive_name}/version", "3\n")
+
+
+def write_torch_file(path, tensors, archive_name="archive"):
+    """Write ``tensors`` as :func:`write_torch_archive` does, atomically; returns ``path``."""
     with atomic_write(path, suffix=".pt") as temporary:
-        with zipfile.ZipFile(temporary, "w", zipfile.ZIP_STORED) as archive:
-            archive.writestr(f"{archive_name}/data.pkl", _state_pickle(arrays))
-            archive.writestr(f"{archive_name}/byteorder", "little")
-            for key, (_, array) in enumerate(arrays):
-                archive.writestr(f"{archive_name}/data/{key}", array.tobytes())
-            archive.writestr(f"{archive_name}/version", "3\n")
+        write_torch_archive(temporary, tensors, archive_name)
     return os.fspath(path)
