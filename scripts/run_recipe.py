@@ -31,9 +31,8 @@ os.environ.setdefault("GLOG_v", "3")  # MindSpore's own log: errors only, unless
 import subprocess
 import sys
 
-import yaml
-
 from src.cli import ArgumentParser, run_main
+from src.config import read_yaml_settings
 from src.errors import InputError
 from src.evaluation.embeddings import copy_cache
 from src.fileio import write_lines
@@ -86,10 +85,7 @@ def parse_args(argv):
 
 def yaml_settings(path):
     """The settings of a YAML file as --key=value arguments (a later layer than --config)."""
-    with open(path, encoding="utf-8") as handle:
-        content = yaml.safe_load(handle) or {}
-    if not isinstance(content, dict):
-        raise RecipeError(f"--finetune_config: {path} must hold a mapping of key: value")
+    content = read_yaml_settings(path)
     words = {True: "true", False: "false", None: ""}
     return [f"--{key}={words.get(value, value) if isinstance(value, (bool, type(None))) else value}"
             for key, value in content.items()]

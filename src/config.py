@@ -289,30 +289,30 @@ def _coerce(key, value, source):
         word = str(value).lower() if isinstance(value, (str, int)) else None
         if word in _TRUE_WORDS | _FALSE_WORDS:
             return word in _TRUE_WORDS
-        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        raise ConfigError(f"{where}: expected true/false, got {short_repr(value)}")
     if kind is int:
         if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+            raise ConfigError(f"{where}: expected an integer, got {short_repr(value)}")
         if isinstance(value, int):
             return value
         try:
             return int(str(value), 10)
         except ValueError:
-            raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
+            raise ConfigError(f"{where}: expected an integer, got {short_repr(value)}") from None
     if kind is float:
         if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
+            raise ConfigError(f"{where}: expected a number, got {short_repr(value)}")
         try:
             number = float(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+            raise ConfigError(f"{where}: expected a number, got {short_repr(value)}") from None
         if not math.isfinite(number):
-            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+            raise ConfigError(f"{where}: expected a finite number, got {short_repr(value)}")
         return number
     if value is None:
         return ""
     if not isinstance(value, (str, int, float)):
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
+        raise ConfigError(f"{where}: expected a string, got {short_repr(value)}")
     return str(value)
 
 
@@ -321,11 +321,11 @@ def _check(values):
     for key, value in values.items():
         setting = SETTINGS[key]
         if setting.choices and value not in setting.choices:
-            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(setting.choices)}")
+            raise ConfigError(f"{key}: {short_repr(value)} is not one of {', '.join(setting.choices)}")
         if setting.check is not None and value not in setting.words:
             problem = setting.check(value)
             if problem:
-                raise ConfigError(f"{key}: {value!r} {problem}")
+                raise ConfigError(f"{key}: {short_repr(value)} {problem}")
     if values["margin_warmup_end"] and values["margin_warmup_end"] < values["margin_warmup_start"]:
         raise ConfigError(f"margin_warmup_end: {values['margin_warmup_end']} is before margin_warmup_start "
                           f"{values['margin_warmup_start']}")
@@ -336,41 +336,66 @@ def _check(values):
         raise ConfigError("aug_clean: all augmentation weights are 0 while augment is true")
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A YAML loader that refuses a mapping key given twice (YAML would keep the last silently)."""
+# A settings file is a few kilobytes; a longer one is a mistake (or an attack) to stop before parsing.
+MAX_SETTINGS_FILE_BYTES = 1 << 20
 
-    def construct_mapping(self, node, deep=False):
+
+def short_repr(value, limit=80):
+    """``repr(value)`` cut to ``limit`` characters, so that no error message can grow with its input."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+class _SettingsLoader(yaml.SafeLoader):
+    """A YAML loader of a flat mapping of settings: keys and values are plain values (an alias to one
+    too), checked on the composed nodes before any value is built, so that a file of nested aliases
+    is refused at once instead of being expanded; a key given twice is refused with both lines (YAML
+    would keep the last silently)."""
+
+    def settings(self):
+        root = self.get_single_node()
+        if root is None:
+            return {}
+        if not isinstance(root, yaml.MappingNode):
+            raise ConfigError(f"config: {self.name} must hold a mapping of key: value")
         first_lines = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
+        for key_node, value_node in root.value:
             line = key_node.start_mark.line + 1
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise ConfigError(f"config: {self.name}:{line}: a key must be a setting's name, not a "
+                                  f"{key_node.id}")
+            key = self.construct_object(key_node)
+            if not isinstance(value_node, yaml.ScalarNode):
+                raise ConfigError(f"config: {self.name}:{value_node.start_mark.line + 1}: {short_repr(key)} holds "
+                                  f"a {value_node.id}; a setting takes one value")
             if key in first_lines:
                 raise ConfigError(f"config: {self.name}:{line}: {key} is given twice (first on line "
                                   f"{first_lines[key]})")
             first_lines[key] = line
-        return super().construct_mapping(node, deep=deep)
+        return self.construct_document(root)
 
 
-def _read_yaml(path):
+def read_yaml_settings(path):
+    """The {setting: value} mapping of the YAML file ``path``; ConfigError naming the file (and line)
+    for a missing, oversized, non-UTF-8 or malformed file, a nested value or a key given twice."""
     if not os.path.isfile(path):
         raise ConfigError(f"config: file {path} not found")
+    size = os.path.getsize(path)
+    if size > MAX_SETTINGS_FILE_BYTES:
+        raise ConfigError(f"config: {path} is {size} bytes, more than the {MAX_SETTINGS_FILE_BYTES} a settings "
+                          "file may have")
     try:
         with open(path, encoding="utf-8") as handle:
-            loader = _UniqueKeyLoader(handle)
+            loader = _SettingsLoader(handle)
             loader.name = path
             try:
-                content = loader.get_single_data()
+                return loader.settings()
             finally:
                 loader.dispose()
     except yaml.YAMLError as error:
         raise ConfigError(f"config: {path} is not valid YAML ({error})".replace("\n", " ")) from None
     except UnicodeDecodeError as error:
         raise ConfigError(f"config: {path} is not UTF-8 text ({error})") from None
-    if content is None:
-        return {}
-    if not isinstance(content, dict):
-        raise ConfigError(f"config: {path} must hold a mapping of key: value")
-    return content
 
 
 def build_parser(description, add_arguments=None):
@@ -397,9 +422,9 @@ def load_config(argv=None, description="ECAPA-TDNN", add_arguments=None):
     arguments = parser.parse_args(sys.argv[1:] if argv is None else argv)
     values = {key: setting.default for key, setting in SETTINGS.items()}
     if arguments.config:
-        for key, value in _read_yaml(arguments.config).items():
+        for key, value in read_yaml_settings(arguments.config).items():
             if key not in SETTINGS:
-                raise ConfigError(f"{key}: unknown setting in {arguments.config}")
+                raise ConfigError(f"{str(key)[:80]}: unknown setting in {arguments.config}")
             values[key] = _coerce(key, value, arguments.config)
     for key in SETTINGS:
         if key in vars(arguments):
@@ -416,7 +441,7 @@ def config_of(values, source="the given settings"):
     merged = {key: setting.default for key, setting in SETTINGS.items()}
     for key, value in values.items():
         if key not in SETTINGS:
-            raise ConfigError(f"{key}: unknown setting in {source}")
+            raise ConfigError(f"{str(key)[:80]}: unknown setting in {source}")
         merged[key] = _coerce(key, value, source)
     _check(merged)
     return Config(merged)

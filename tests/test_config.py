@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -311,3 +312,36 @@ def test_run_main_turns_sigterm_into_its_line_and_status_143():
     result = subprocess.run([sys.executable, "-c", program], cwd=REPO_ROOT, capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 143 and result.stderr.strip().splitlines()[-1] == "interrupted by SIGTERM"
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path):
+    # 9 levels of 9 aliases: 9^9 strings if expanded; refused on the composed nodes in well under a second.
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{level}: &a{level} [{', '.join([f'*a{level - 1}'] * 9)}]" for level in range(1, 9)]
+    path = write_yaml(tmp_path, "\n".join(lines) + "\nchannels: *a8\n")
+    start = time.perf_counter()
+    assert config_error(["--config", path]) == f"config: {path}:1: 'a0' holds a sequence; a setting takes one value"
+    assert time.perf_counter() - start < 0.5
+    scalar_alias = write_yaml(tmp_path, "channels: &c 64\nmfa_channels: *c\n")
+    config, _ = load_config(["--config", scalar_alias])
+    assert (config.channels, config.mfa_channels) == (64, 64)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("? [a, b]\n: 1\n", "config: {path}:1: a key must be a setting's name, not a sequence"),
+    ("? {a: 1}\n: 1\n", "config: {path}:1: a key must be a setting's name, not a mapping"),
+    ("channels:\n  deep: 1\n", "config: {path}:2: 'channels' holds a mapping; a setting takes one value"),
+    ("[1, 2]\n", "config: {path} must hold a mapping of key: value"),
+])
+def test_nested_or_unhashable_yaml_is_one_line(tmp_path, text, message):
+    path = write_yaml(tmp_path, text)
+    assert config_error(["--config", path]) == message.format(path=path)
+
+
+def test_long_values_and_files_are_cut_in_messages(tmp_path):
+    message = config_error(["--config", write_yaml(tmp_path, f"channels: {'9x' * 50000}\n")])
+    assert message.startswith("channels (from ") and "... (100002 characters)" in message and len(message) < 400
+    huge = tmp_path / "huge.yaml"
+    huge.write_text("# " + "x" * (1 << 20) + "\n")
+    assert config_error(["--config", str(huge)]) == (
+        f"config: {huge} is {(1 << 20) + 3} bytes, more than the 1048576 a settings file may have")
