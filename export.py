@@ -16,9 +16,12 @@ converts; its input is named 'features', its output 'embedding'.
 
 The exported file is then checked: a MindIR is loaded back (as the CPU runner loads it), an
 ONNX file is run with onnxruntime when installed, and its outputs on a random input and on
-the features of a tone must match the checkpoint network's; otherwise the file is deleted
-and the script exits with status 1. Beside it goes ``<file_name>.json``, the model card naming
-the front end (``features``) whose features the model takes; preprocess.py reads it.
+the features of a tone must match the checkpoint network's; otherwise nothing is written and
+the script exits with status 1. Beside it goes ``<file_name>.json``, the model card naming
+the front end (``features``) whose features the model takes and the SHA-256 of each model
+file it describes (a MindIR and an ONNX file of one name share it); preprocess.py reads it.
+Both are written to temporary names and renamed only once the check has passed, so an
+interrupted export leaves the previous model and card as they were.
 """
 import os
 
@@ -29,8 +32,8 @@ import time
 from src.checkpoint import load_embedding_weights
 from src.cli import run_main
 from src.config import ConfigError, load_config
-from src.fileio import check_writable_file
-from src.inference.exporter import (CHECK_TOLERANCE, ExportError, ExportMismatchError,
+from src.fileio import atomic_write, check_writable_file
+from src.inference.exporter import (CHECK_TOLERANCE, EXTENSIONS, ExportError, ExportMismatchError,
                                     check_mindir, check_onnx, export_network, export_path, onnx_conv_impl)
 from src.inference.fixed_length import check_fixed_length
 from src.inference.folding import fold_batch_norm
@@ -44,8 +47,9 @@ def add_arguments(parser):
                         help="training or exported-weights checkpoint; '' = the model_path setting")
 
 
-def check_exported(path, file_format, network, input_shape):
-    """Compare the exported file with ``network``; print the outcome. Deletes the file on mismatch."""
+def check_exported(path, file_format, network, input_shape, final_path):
+    """Compare the exported file ``path`` (the temporary of ``final_path``) with ``network``; print the
+    outcome. ExportMismatchError naming ``final_path`` on a mismatch."""
     try:
         if file_format == "MINDIR":
             differences = check_mindir(path, network, input_shape)
@@ -55,8 +59,7 @@ def check_exported(path, file_format, network, input_shape):
             print("check: an AIR file cannot be run by MindSpore; convert it with ATC and compare there")
             return
     except ExportMismatchError as error:
-        os.remove(path)
-        raise ExportMismatchError(f"{error} (deleted)") from None
+        raise ExportMismatchError(f"{str(error).replace(path, final_path)} (not written)") from None
     if differences is None:
         print("check: onnxruntime is not installed, the ONNX file was not run")
         return
@@ -73,7 +76,10 @@ def main(argv=None):
     if not checkpoint:
         raise ConfigError("checkpoint_path: no checkpoint given; pass --checkpoint_path or set model_path")
     check_fixed_length(config.length)
-    check_writable_file(export_path(config.file_name, config.file_format), "file_name")
+    model_path = export_path(config.file_name, config.file_format)
+    card_path = model_card_path(model_path)
+    check_writable_file(model_path, "file_name")
+    check_writable_file(card_path, "file_name (its model card)")
     device = init_context(config)
     if config.file_format == "AIR" and device != "Ascend":
         raise ExportError(f"file_format: AIR files can only be exported on an Ascend device, this run is on "
@@ -88,16 +94,20 @@ def main(argv=None):
         print(f"model {config.model} has no batch-norm folding rule: exporting it unfolded")
     input_shape = (1, config.length, config.in_channels)
 
-    start = time.perf_counter()
-    path = export_network(network if folded is None else folded, input_shape, config.file_name, config.file_format)
-    seconds = time.perf_counter() - start
-    size_mb = os.path.getsize(path) / 1e6
-    print(f"exported {path}: {size_mb:.1f} MB in {seconds:.1f} s; input {input_shape} float32, "
-          f"output (1, {config.emb_size}), conv_impl {impl}, batch norm {'kept' if folded is None else 'folded'}, "
-          f"weights from {checkpoint}")
-    check_exported(path, config.file_format, network, input_shape)
-    write_model_card(path, config)
-    print(f"model card {model_card_path(path)}: takes {config.features} features")
+    # Model and card are written to temporary names, checked, then renamed together: an interruption
+    # leaves the previous pair, and the card's fingerprint exposes a pair torn between the two renames.
+    with atomic_write(model_path, suffix=EXTENSIONS[config.file_format]) as model_temporary, \
+            atomic_write(card_path) as card_temporary:
+        start = time.perf_counter()
+        export_network(network if folded is None else folded, input_shape, model_temporary, config.file_format)
+        seconds = time.perf_counter() - start
+        size_mb = os.path.getsize(model_temporary) / 1e6
+        print(f"exported {model_path}: {size_mb:.1f} MB in {seconds:.1f} s; input {input_shape} float32, "
+              f"output (1, {config.emb_size}), conv_impl {impl}, batch norm "
+              f"{'kept' if folded is None else 'folded'}, weights from {checkpoint}")
+        check_exported(model_temporary, config.file_format, network, input_shape, model_path)
+        write_model_card(card_temporary, config, model_temporary, model_path)
+    print(f"model card {card_path}: takes {config.features} features")
 
 
 if __name__ == "__main__":

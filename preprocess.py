@@ -31,7 +31,7 @@ from src.evaluation.embeddings import require_audio_files
 from src.fileio import check_writable_folder
 from src.inference.binary_io import list_bin_files
 from src.inference.fixed_length import TRIAL_LIST, WINDOW_LIST, check_fixed_length, window_hop
-from src.inference.model_file import fixed_length_of, model_card_path, read_model_card
+from src.inference.model_file import ModelFileError, fixed_length_of, model_card_path, read_model_card
 from src.inference.preprocessing import write_feature_folder
 
 
@@ -43,11 +43,19 @@ def add_arguments(parser):
 
 def model_front_end(config, model_path):
     """The front end for the model at ``model_path`` (or none): its model card's, else the setting's.
-    ConfigError when the features setting names another one than the card."""
+    ConfigError when the features setting names another one than the card, or the card an unknown one."""
     card = read_model_card(model_path) if model_path else None
-    if card is None or card["features"] == config.features:
+    if card is None:
+        if model_path:
+            print(f"warning: {model_path} has no model card ({model_card_path(model_path)}); computing the "
+                  f"features setting's front end, {config.features}")
         return front_end_of(config)
-    if card["features"] not in FRONT_ENDS or config.features != "zoo":
+    if card["features"] not in FRONT_ENDS:
+        raise ModelFileError(f"{model_card_path(model_path)}: names the front end {card['features'][:40]!r}, which "
+                             f"is not one of {', '.join(sorted(FRONT_ENDS))}")
+    if card["features"] == config.features:
+        return front_end_of(config)
+    if config.features != "zoo":
         raise ConfigError(f"features: {config.features}, but {model_card_path(model_path)} says the model takes "
                           f"{card['features']} features")
     print(f"front end {card['features']}, from {model_card_path(model_path)}")

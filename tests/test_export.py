@@ -1,8 +1,12 @@
 """export.py: MindIR and ONNX export of a tiny network, the parity checks, formats and conv formulations."""
 import contextlib
 import io
+import os
 import re
+import shutil
+import signal
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -19,7 +23,9 @@ from src.inference.exporter import (ExportError, ExportMismatchError, check_mind
 from src.inference.folding import fold_batch_norm
 from src.model import build_embedding_network
 from src.cli import run_main
-from src.inference.model_file import load_graph_cell, mindir_shapes, model_shapes, onnx_session
+from src.fileio import OutputError
+from src.inference.model_file import (ModelFileError, load_graph_cell, mindir_shapes, model_card_path, model_shapes,
+                                      onnx_session, read_model_card)
 
 
 TINY_ARGS = [*TINY_NETWORK_ARGS, "--device_target=CPU"]
@@ -119,7 +125,8 @@ def test_check_fails_for_a_mindir_of_other_weights(tmp_path, reference):
         check_mindir(path, reference, SHAPE)
 
 
-def test_a_mismatching_export_is_deleted_and_reported_in_one_line(monkeypatch, tmp_path, training_checkpoint, capsys):
+def test_a_mismatching_export_is_not_written_and_reported_in_one_line(monkeypatch, tmp_path, training_checkpoint,
+                                                                     capsys):
     other = random_network(seed=1)
     monkeypatch.setattr(export, "check_mindir", lambda path, network, shape: check_mindir(path, other, shape))
     with pytest.raises(SystemExit) as stop:
@@ -127,7 +134,7 @@ def test_a_mismatching_export_is_deleted_and_reported_in_one_line(monkeypatch, t
     assert stop.value.code == 1
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith(f"error: {tmp_path / 'm.mindir'}: output differs from the network's by up to")
-    assert error.endswith("(deleted)") and list(tmp_path.iterdir()) == []
+    assert error.endswith("(not written)") and list(tmp_path.iterdir()) == []
 
 
 def test_missing_checkpoint_is_a_config_error(monkeypatch, tmp_path):
@@ -222,3 +229,43 @@ def test_a_network_padding_by_reflection_exports_exactly(file_format, impl, tmp_
     path = export_network(fold_batch_norm(network, config, impl), SHAPE, str(tmp_path / "model"), file_format)
     check = check_onnx if file_format == "ONNX" else check_mindir
     assert max(check(path, network, SHAPE, seed=4).values()) < 1e-4  # export.py's own tolerance
+
+
+def test_a_model_card_path_that_is_a_folder_is_refused_before_exporting(monkeypatch, tmp_path, training_checkpoint):
+    (tmp_path / "m.json").mkdir()
+    with pytest.raises(OutputError, match=r"file_name \(its model card\): \S+m\.json is a folder"):
+        run_export(monkeypatch, "--checkpoint_path", training_checkpoint, "--file_name", tmp_path / "m")
+    assert os.listdir(tmp_path) == ["m.json"]
+
+
+def test_an_export_interrupted_during_its_check_leaves_the_previous_model_and_card(monkeypatch, tmp_path,
+                                                                                  training_checkpoint, capsys):
+    (tmp_path / "m.mindir").write_bytes(b"the previous model")
+    (tmp_path / "m.json").write_text('{"features": "kaldi"}\n')
+
+    def interrupted_check(path, network, shape):
+        assert os.path.getsize(path) > 1000  # the new model, under its temporary name
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)
+
+    monkeypatch.setattr(export, "check_mindir", interrupted_check)
+    with pytest.raises(SystemExit) as stop:
+        run_main(run_export, monkeypatch, "--checkpoint_path", training_checkpoint, "--file_name", tmp_path / "m")
+    assert stop.value.code == 143 and capsys.readouterr().err.strip().endswith("interrupted by SIGTERM")
+    assert sorted(os.listdir(tmp_path)) == ["m.json", "m.mindir"]
+    assert (tmp_path / "m.mindir").read_bytes() == b"the previous model"
+    assert (tmp_path / "m.json").read_text() == '{"features": "kaldi"}\n'
+
+
+def test_a_model_card_beside_another_model_file_is_refused(shifted_export, tmp_path):
+    path, _ = shifted_export
+    copy = tmp_path / "model.mindir"
+    shutil.copy(path, copy)
+    shutil.copy(model_card_path(str(path)), tmp_path / "model.json")
+    card = read_model_card(str(copy))
+    assert card["features"] == "zoo" and len(card["sha256"]["model.mindir"]) == 64
+    with open(copy, "ab") as handle:  # a model of another export under the same name
+        handle.write(b"\0")
+    with pytest.raises(ModelFileError, match=r"model\.json: describes another model file than \S+model\.mindir \(the "
+                                             "fingerprints differ: an export interrupted between its two files"):
+        read_model_card(str(copy))

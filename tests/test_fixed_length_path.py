@@ -30,7 +30,9 @@ from src.inference.exporter import export_network
 from src.config import load_config
 from src.inference.fixed_length import (bin_file_name, bin_file_names, fixed_length_features, fixed_length_wave,
                                         read_window_list, window_features, window_file_name, window_starts)
+from src.inference import preprocessing
 from src.inference.folding import fold_batch_norm
+from src.inference.preprocessing import write_feature_folder
 from src.inference.results import average_embeddings
 from src.inference.runner import parse_args, run_inference
 from fixtures import TINY_NETWORK_ARGS, tiny_network
@@ -408,3 +410,29 @@ def test_an_interpreter_without_mindspore_is_named_with_the_way_to_the_right_one
                              "environment scripts/install.sh made (source .venv/bin/activate) or set "
                              "PYTHON=/path/to/.venv/bin/python\n")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["python"]
+
+
+def test_an_interrupted_preprocess_leaves_no_list_beside_its_partial_features(tmp_path, monkeypatch):
+    rng = np.random.default_rng(4)
+    waves = tmp_path / "wav"
+    utterances = [f"u{index}.wav" for index in range(3)]
+    for name in utterances:
+        write_audio(str(waves / name), rng.standard_normal(16000).astype(np.float32) * 0.1)
+    trials = tmp_path / "trials.txt"
+    trials.write_text("1 u0.wav u1.wav\n0 u0.wav u2.wav\n")
+    out = tmp_path / "out"
+    write_feature_folder(str(trials), utterances, str(waves), str(out), 40)
+    assert (out / "utt_list.txt").is_file()
+    reads = []
+
+    def interrupted_read(path):
+        if reads:
+            raise KeyboardInterrupt
+        reads.append(path)
+        return read_audio(path)
+
+    monkeypatch.setattr(preprocessing, "read_audio", interrupted_read)
+    with pytest.raises(KeyboardInterrupt):
+        write_feature_folder(str(trials), utterances, str(waves), str(out), 40, windows="all")
+    assert not (out / "utt_list.txt").exists() and not (out / "windows.txt").exists()
+    assert sorted(os.listdir(out / "feat")) == [f"u0.w{index:04d}.bin" for index in range(5)]  # 1 s, hop 20 frames

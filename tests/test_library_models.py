@@ -167,7 +167,8 @@ def test_imported_models_export_and_run_on_the_cpu_twin_of_the_310(imported, cor
     for file_format in ("MINDIR", "ONNX") if library == "wespeaker" else ("MINDIR",):
         export.main(["--config", str(folder / "model.yaml"), "--file_format", file_format, "--length", str(LENGTH),
                      "--file_name", str(folder / "exported")])
-    assert read_model_card(str(folder / "exported.mindir"))["features"] == settings.features
+    for extension in (".mindir", ".onnx") if library == "wespeaker" else (".mindir",):  # one card for both
+        assert read_model_card(str(folder / f"exported{extension}"))["features"] == settings.features
     data = folder / "data"
     (data / "eval").mkdir(parents=True)
     (data / "eval" / "wav").symlink_to(corpus / "eval")
@@ -187,15 +188,22 @@ def test_imported_models_export_and_run_on_the_cpu_twin_of_the_310(imported, cor
     assert yaml.safe_load((folder / "model.yaml").read_text())["model_path"] == settings.model_path
 
 
-def test_preprocess_takes_the_front_end_of_the_model_card(tmp_path):
+def test_preprocess_takes_the_front_end_of_the_model_card(tmp_path, capsys):
     preprocess = load_program("preprocess.py")
     model = str(tmp_path / "model.mindir")
+    open(model, "wb").close()
     assert preprocess.model_front_end(load_config([])[0], model) is FRONT_ENDS["zoo"]  # no card
+    assert capsys.readouterr().out == (f"warning: {model} has no model card ({tmp_path / 'model.json'}); computing "
+                                       "the features setting's front end, zoo\n")
     (tmp_path / "model.json").write_text('{"features": "kaldi"}')
     assert preprocess.model_front_end(load_config([])[0], model) is FRONT_ENDS["kaldi"]
     assert preprocess.model_front_end(load_config(["--features", "kaldi"])[0], model) is FRONT_ENDS["kaldi"]
     with pytest.raises(ConfigError, match=r"features: speechbrain, but \S+model.json says the model takes kaldi"):
         preprocess.model_front_end(load_config(["--features", "speechbrain"])[0], model)
+    (tmp_path / "model.json").write_text('{"features": "mfcc"}')
+    with pytest.raises(ModelFileError, match=r"model.json: names the front end 'mfcc', which is not one of kaldi, "
+                                             "speechbrain, zoo"):
+        preprocess.model_front_end(load_config([])[0], model)
     (tmp_path / "model.json").write_text("{")
     with pytest.raises(ModelFileError, match="model.json: not a readable model card"):
         preprocess.model_front_end(load_config([])[0], model)

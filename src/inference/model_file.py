@@ -4,6 +4,7 @@ cell, an onnxruntime session, and the model card export.py writes beside the fil
 The model card ``<model without extension>.json`` records what the file itself cannot say:
 the front end whose features it takes, so that preprocess.py computes them.
 """
+import hashlib
 import json
 import math
 import os
@@ -161,26 +162,67 @@ def model_card_path(path):
     return os.path.splitext(path)[0] + ".json"
 
 
-def write_model_card(path, settings):
-    """Write the model card of the exported model ``path`` from its settings (a Config)."""
-    card = {"model": settings.model, "features": settings.features, "in_channels": settings.in_channels,
+def file_fingerprint(path):
+    """SHA-256 (hex) of the file ``path``'s bytes: ties a model card to the one model file it describes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _card_entries(settings):
+    return {"model": settings.model, "features": settings.features, "in_channels": settings.in_channels,
             "emb_size": settings.emb_size}
-    with open(model_card_path(path), "w", encoding="utf-8") as handle:
+
+
+def _read_card_file(card_path):
+    with open(card_path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def write_model_card(card_path, settings, model_file, final_path):
+    """Write to ``card_path`` the model card of the exported ``model_file``, whose final path is
+    ``final_path``: its settings (a Config) and the SHA-256 of each model file the card describes.
+    The card at the final card path keeps its fingerprints of the model's other formats (the ONNX
+    beside a MindIR) when it describes the same settings. export.py gives temporary paths for
+    ``card_path`` and ``model_file``, renamed into place together."""
+    card = _card_entries(settings)
+    try:
+        previous = _read_card_file(model_card_path(final_path))
+    except (OSError, ValueError):
+        previous = None
+    kept = {}
+    if (isinstance(previous, dict) and isinstance(previous.get("sha256"), dict)
+            and all(previous.get(key) == value for key, value in card.items())):
+        kept = previous["sha256"]
+    card["sha256"] = {**kept, os.path.basename(final_path): file_fingerprint(model_file)}
+    with open(card_path, "w", encoding="utf-8") as handle:
         json.dump(card, handle, indent=1)
         handle.write("\n")
 
 
 def read_model_card(path):
     """The model card (dict) of the exported model ``path``, or None when it has none (a file
-    exported before cards were written takes the default front end)."""
+    exported before cards were written takes the default front end).
+
+    ModelFileError for an unreadable card, one without a front end, or one that does not hold the
+    fingerprint of ``path`` (the card of another export, e.g. one interrupted between its two
+    files). A card from before fingerprints were written is taken as it is.
+    """
     card_path = model_card_path(path)
     if not os.path.isfile(card_path):
         return None
     try:
-        with open(card_path, encoding="utf-8") as handle:
-            card = json.load(handle)
+        card = _read_card_file(card_path)
     except (OSError, ValueError) as error:
         raise ModelFileError(f"{card_path}: not a readable model card ({error})") from None
     if not isinstance(card, dict) or not isinstance(card.get("features"), str):
         raise ModelFileError(f"{card_path}: a model card needs a 'features' entry naming the front end")
+    fingerprints = card.get("sha256")
+    if fingerprints is not None and (not isinstance(fingerprints, dict)
+                                     or fingerprints.get(os.path.basename(path)) != file_fingerprint(path)):
+        raise ModelFileError(f"{card_path}: describes another model file than {path} (the fingerprints differ: "
+                             "an export interrupted between its two files, or files of two exports mixed); "
+                             "export the model again")
     return card

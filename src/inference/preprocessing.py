@@ -37,12 +37,17 @@ def write_feature_folder(trial_list, utterances, eval_path, out_dir, length, win
     one float32 (1, length, 80) feature file and the list is utt_list.txt; 'all': one file
     per window (``hop`` frames apart, 0 = length // 2) and the list is windows.txt (layout in
     :mod:`src.inference.fixed_length`), with the features of ``front_end``
-    (src/data/front_ends.py). Unreadable audio raises AudioError naming the file;
+    (src/data/front_ends.py). The list is written last: a folder without it is unfinished.
+    Unreadable audio raises AudioError naming the file;
     audio too short or with too little speech is used with a warning naming it. Returns the
     feature folder.
     """
     names = bin_file_names(utterances)
     feature_dir = os.path.join(out_dir, FEATURE_DIR)
+    # The list files mark a finished folder: removed first and written last, so that an interrupted run
+    # leaves a folder the inference scripts do not take for preprocessed features.
+    for name in (UTTERANCE_LIST, WINDOW_LIST):
+        _remove_stale(os.path.join(out_dir, name))
     _clear_feature_dir(feature_dir)
     hop = window_hop(length, hop)
     listed = []
@@ -58,15 +63,13 @@ def write_feature_folder(trial_list, utterances, eval_path, out_dir, length, win
         for name, features in inputs.items():
             write_float_file(os.path.join(feature_dir, name), features)
             listed.append((name, utterance))
-    if windows == "first":
-        write_lines(os.path.join(out_dir, UTTERANCE_LIST), format_utterance_list(names))
-        _remove_stale(os.path.join(out_dir, WINDOW_LIST))
-    else:
-        if len({name for name, _ in listed}) != len(listed):
-            raise InputError(f"two utterances of {trial_list} give the same window file name; rename one")
-        write_lines(os.path.join(out_dir, WINDOW_LIST), format_window_list(listed))
-        _remove_stale(os.path.join(out_dir, UTTERANCE_LIST))
+    if windows == "all" and len({name for name, _ in listed}) != len(listed):
+        raise InputError(f"two utterances of {trial_list} give the same window file name; rename one")
     trial_copy = os.path.join(out_dir, TRIAL_LIST)
     if not (os.path.exists(trial_copy) and os.path.samefile(trial_list, trial_copy)):
         shutil.copyfile(trial_list, trial_copy)
+    if windows == "first":
+        write_lines(os.path.join(out_dir, UTTERANCE_LIST), format_utterance_list(names))
+    else:
+        write_lines(os.path.join(out_dir, WINDOW_LIST), format_window_list(listed))
     return feature_dir
