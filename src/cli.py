@@ -7,6 +7,7 @@ misspelt option included, prints one line ``error: <what, where>`` and exits wit
 import argparse
 import difflib
 import logging
+import os
 import sys
 
 from src.errors import InputError
@@ -56,6 +57,17 @@ def setup_logging():
                         datefmt="%Y-%m-%d %H:%M:%S")
 
 
+def _exit(status, error):
+    """Exit with ``status``; at once (no exit handlers) when ``error`` says a normal exit would hang,
+    as a training run whose data pipeline is stuck on a worker does (src/train/batch_feed.py)."""
+    if getattr(error, "exit_at_once", False):
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
+
+
 def run_main(main, *args):
     """Call ``main(*args)``; an InputError prints 'error: <message>' and exits with status 1.
 
@@ -69,10 +81,10 @@ def run_main(main, *args):
             status = main(*args)
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
-        sys.exit(USAGE_ERROR_STATUS)
+        _exit(USAGE_ERROR_STATUS, error)
     except Interrupted as interruption:
         print(interruption, file=sys.stderr)
-        sys.exit(interruption.status)
+        _exit(interruption.status, interruption)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

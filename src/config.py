@@ -184,6 +184,9 @@ SETTINGS = {
                                  "false finds missing files when first drawn (counted by max_bad_audio)"),
     "worker_processes": Setting(False, bool, "Run the num_workers data workers as processes (fork) instead "
                                 "of threads: no interpreter lock, for accelerator-rate loading"),
+    "data_timeout": Setting(300, int, "Seconds training waits for one batch before it stops with an error "
+                            "naming the data workers' state (a stopped or hung worker); 0 = no limit",
+                            _non_negative),
     "max_bad_audio": Setting(10, int, "Unreadable training files skipped before training stops",
                              _non_negative),
     # Optimisation

@@ -25,6 +25,7 @@ from src.model.speaker_loss import SpeakerLoss
 from src.fileio import DiskFullError, OutputError
 from src.kernels.cells import unavailable_reason
 from src.kernels.network import apply_cpu_kernels
+from src.train.batch_feed import child_processes, process_state
 from src.train.run_folder import CheckpointError, CheckpointManager, TrainingState, prepare_checkpoint_folder
 from src.train.folder_lock import LOCK_NAME, FolderInUseError, claim_folder
 from src.train.margin_schedule import MarginSchedule
@@ -186,11 +187,26 @@ def _wait_for_line(path, text, process, seconds=300):
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def _gone(pid):
+    return process_state(pid) in (None, "Z", "X")
+
+
+def _stop_a_data_worker(process):
+    """SIGSTOP the first data worker process of training ``process``; the ids of all its children."""
+    time.sleep(1)  # the pipeline's processes have started with the first batch
+    children = child_processes(process.pid)
+    assert len(children) >= 2, children  # 2 workers and MindSpore's clean-up process
+    os.kill(children[0], signal.SIGSTOP)
+    return children
+
+
+# SIGINT arrives while the loop waits for a batch that a stopped data worker never sends.
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT-stalled"])
 def test_a_signal_stops_training_after_saving_its_position(corpus, tmp_path, signum):
     run_dir, log = tmp_path / "run", tmp_path / "train.log"
+    workers = ["--num_workers=2", "--worker_processes=true"] if signum == signal.SIGINT else []
     with open(log, "w") as stderr:
-        process = subprocess.Popen(_train_command(corpus, run_dir, "--num_epochs=1000"), cwd=tmp_path,
+        process = subprocess.Popen(_train_command(corpus, run_dir, "--num_epochs=1000", *workers), cwd=tmp_path,
                                    stdout=subprocess.DEVNULL, stderr=stderr)
         _wait_for_line(log, "first step, including graph compilation", process)
         if signum == signal.SIGTERM:
@@ -201,8 +217,11 @@ def test_a_signal_stops_training_after_saving_its_position(corpus, tmp_path, sig
             assert second.stderr.splitlines()[-1] == (
                 f"error: ckpt_save_dir: {run_dir} is in use by the training of pid {process.pid} on this host "
                 f"(started {started}); wait for it, stop it, or use another ckpt_save_dir")
+        else:
+            children = _stop_a_data_worker(process)
+            time.sleep(1.5)
         process.send_signal(signum)
-        status = process.wait(timeout=120)
+        status = process.wait(timeout=20 if signum == signal.SIGINT else 120)
     # MindSpore turns a SIGINT that arrives during a step into a SIGTERM (src/interrupts.py).
     name = {143: "SIGTERM", 130: "SIGINT"}[status] if signum == signal.SIGINT else "SIGTERM"
     assert status == 128 + signal.Signals[name].value
@@ -214,6 +233,33 @@ def test_a_signal_stops_training_after_saving_its_position(corpus, tmp_path, sig
     assert (run_dir / "last").read_text().split() == [f"ecapa-{epoch}_{step_in_epoch}.ckpt"]
     assert int(read_checkpoint(stopped.group(4))["trained_steps"].asnumpy()) == step == 3 * (epoch - 1) + step_in_epoch
     assert not (run_dir / LOCK_NAME).exists()
+    if signum == signal.SIGINT:  # the stopped worker is resumed, and MindSpore's clean-up ends every worker
+        deadline = time.time() + 10
+        while not all(_gone(pid) for pid in children) and time.time() < deadline:
+            time.sleep(0.1)
+        assert all(_gone(pid) for pid in children)
+
+
+def test_a_stalled_data_worker_stops_training_with_its_state_named(corpus, tmp_path):
+    run_dir, log = tmp_path / "run", tmp_path / "train.log"
+    with open(log, "w") as stderr:
+        process = subprocess.Popen(_train_command(corpus, run_dir, "--num_epochs=1000", "--num_workers=2",
+                                                  "--worker_processes=true", "--data_timeout=3"),
+                                   cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr)
+        _wait_for_line(log, "first step, including graph compilation", process)
+        children = _stop_a_data_worker(process)
+        status = process.wait(timeout=30)
+    last = log.read_text().splitlines()[-1]
+    stalled = re.fullmatch(rf"error: the data pipeline delivered no batch for 3 s \(data_timeout\): its worker "
+                           rf"processes are {children[0]} stopped \(SIGSTOP or a debugger\), .*; position saved in "
+                           r"(\S+); once the data reads, --resume=auto continues", last)
+    assert status == 1 and stalled, last
+    assert (run_dir / "last").read_text().split() == [os.path.basename(stalled.group(1))]
+    assert not (run_dir / LOCK_NAME).exists()
+    deadline = time.time() + 10
+    while not all(_gone(pid) for pid in children) and time.time() < deadline:
+        time.sleep(0.1)
+    assert all(_gone(pid) for pid in children)
 
 
 def test_the_folder_lock_names_its_owner_and_goes_at_the_end(tmp_path):

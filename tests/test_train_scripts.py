@@ -22,6 +22,7 @@ import two_machines
 from fixtures import PLAIN_RECIPE_ARGS, REPO_ROOT, TINY_NETWORK_ARGS, write_tone_corpus
 from src.launch import rank_table
 from src.launch.processes import RankGroup, run_in_foreground
+from src.train.batch_feed import process_state
 
 SCRIPTS = os.path.join(REPO_ROOT, "scripts")
 RANK_TABLE_SCRIPT = os.path.join(SCRIPTS, "rank_table.py")
@@ -372,12 +373,7 @@ def _gone(pid):
     An orphan is reaped by init (or a container's subreaper) whenever that gets to it; until
     then it stays in /proc in state Z although it runs no more.
     """
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            state = handle.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return state in ("Z", "X")
+    return process_state(pid) in (None, "Z", "X")
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

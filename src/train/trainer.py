@@ -1,5 +1,4 @@
 """The training run: builds everything from the config, loops, logs, validates and checkpoints."""
-import itertools
 import logging
 import sys
 import time
@@ -19,6 +18,7 @@ from src.device import (amp_level, apply_mixed_precision, conv_impl, init_contex
                          init_data_parallel, launched_distributed)
 from src.train.run_folder import (BEST_BY_EER, BEST_BY_LOSS, CheckpointManager, TrainingState, initialise_from,
                                   last_checkpoint, prepare_checkpoint_folder)
+from src.train.batch_feed import BatchFeed, DataStallError, DataWorkerDiedError
 from src.train.folder_lock import claim_folder
 from src.train.lr_schedule import cyclic_lr, half_cycle_steps
 from src.train.margin_schedule import MarginSchedule
@@ -160,13 +160,51 @@ def _validate(validator, step_cell, epoch, window):
     return result.eer
 
 
+def _leaving(error, feed):
+    """``error``, marked to leave the process at once when the feed is stuck in the pipeline (a normal
+    exit would wait for it for ever; src/train/batch_feed.py), whose stopped workers are resumed."""
+    if feed.stuck:
+        feed.release_workers()
+        error.exit_at_once = True
+    return error
+
+
+def _save_position(manager, step_cell, step, steps_per_epoch, run_settings, saved, saved_step):
+    """The checkpoint of global step ``step``: ``saved`` if it is that step's (``saved_step``), else a new
+    one; None on ranks other than 0 (``manager`` None)."""
+    if manager is None:
+        return None
+    if saved_step == step:
+        return saved
+    epoch, step_in_epoch = divmod(step - 1, steps_per_epoch)
+    saved = manager.save(step_cell, epoch + 1, step_in_epoch + 1, step, None, run_settings)
+    LOGGER.info("saved %s", saved)
+    return saved
+
+
+def _stopped(stop, feed, manager, step_cell, step, steps_per_epoch, run_settings, saved, saved_step):
+    """The error ending a run stopped by a signal, its position saved: Interrupted, or DataWorkerDiedError
+    when the signal is MindSpore's answer to a data worker process that ended."""
+    path = _save_position(manager, step_cell, step, steps_per_epoch, run_settings, saved, saved_step)
+    epoch, step_in_epoch = divmod(step - 1, steps_per_epoch)
+    position = f"at epoch {epoch + 1} step {step_in_epoch + 1} (global {step})"
+    resume = f", saved {path}; --resume=auto continues" if path else "; rank 0 saves the position"
+    dead = feed.dead_workers()
+    if dead:
+        return DataWorkerDiedError(
+            f"a data worker process ended during training (killed, or out of memory?): MindSpore stopped the run "
+            f"with {stop.signal_name} and ended the other workers (gone: {', '.join(map(str, dead))}); "
+            f"stopped {position}{resume}")
+    return stop.interruption(f"{position}{resume}")
+
+
 def _loop(config, step_cell, optimizer, rates, dataset, steps_per_epoch, step, total_steps, manager,
           run_settings, margins, validator=None):
     """Run steps ``step..total_steps-1``; set the margin, log, validate and checkpoint on the way."""
     window = _Progress()
     epoch_losses = []
     skipped = 0
-    saved = None
+    saved = saved_step = None
     group_size = run_settings["group_size"]
     bar = _progress_bar(total_steps, step)
     first_step = step
@@ -176,66 +214,78 @@ def _loop(config, step_cell, optimizer, rates, dataset, steps_per_epoch, step, t
     # value waits for its step, so they are read only where a log line, checkpoint or
     # validation needs them; in between, an accelerator queues step after step.
     unread = []
-    batches = training_batches(dataset)
+    feed = BatchFeed(training_batches(dataset), config.data_timeout)
     # Starting MindSpore's data pipeline installs its own SIGTERM and SIGINT handlers (which end
     # the process with status 0), so the run's own go in once the first batch is there.
-    first_batch = next(batches, None)
+    try:
+        batch = feed.next()
+    except DataStallError as error:
+        raise _leaving(DataStallError(f"{error}; nothing was trained in this run"), feed) from None
     with StopRequests() as stop:
-        for features, labels in itertools.chain([first_batch] if first_batch else [], batches):
-            if step >= total_steps:
-                break
-            margin = _set_margin(head, margins(step), margin)
-            loss, correct, was_skipped, scale = step_cell(features, labels)
-            stop.reclaim()
-            unread.append((loss, correct, was_skipped, features.shape[0] * group_size))
-            step += 1
-            epoch, step_in_epoch = divmod(step - 1, steps_per_epoch)
-            epoch, step_in_epoch = epoch + 1, step_in_epoch + 1
-            end_of_epoch = step_in_epoch == steps_per_epoch
-            periodic = config.save_checkpoint_steps and step % config.save_checkpoint_steps == 0
-            logging_step = step % config.log_interval == 0 or step == total_steps
-            if step == first_step + 1 or logging_step or end_of_epoch or periodic:
-                for index, (loss, correct, was_skipped, samples) in enumerate(unread):
-                    loss_value = float(loss.asnumpy())
-                    skipped += int(was_skipped.asnumpy())
-                    epoch_losses.append(loss_value)
-                    if step > first_step + 1 or index > 0:
-                        window.add(loss_value, float(correct.asnumpy()), samples)
-                unread = []
-                if step == first_step + 1:
-                    # Log windows start after the first step so samples/s excludes graph compilation.
-                    LOGGER.info("first step, including graph compilation, took %.1f s",
-                                time.perf_counter() - window.started)
-                    window.reset()
+        try:
+            while batch is not None and step < total_steps:
+                features, labels = batch
+                margin = _set_margin(head, margins(step), margin)
+                loss, correct, was_skipped, scale = step_cell(features, labels)
+                stop.reclaim()
+                unread.append((loss, correct, was_skipped, features.shape[0] * group_size))
+                step += 1
+                epoch, step_in_epoch = divmod(step - 1, steps_per_epoch)
+                epoch, step_in_epoch = epoch + 1, step_in_epoch + 1
+                end_of_epoch = step_in_epoch == steps_per_epoch
+                periodic = config.save_checkpoint_steps and step % config.save_checkpoint_steps == 0
+                logging_step = step % config.log_interval == 0 or step == total_steps
+                if step == first_step + 1 or logging_step or end_of_epoch or periodic:
+                    for index, (loss, correct, was_skipped, samples) in enumerate(unread):
+                        loss_value = float(loss.asnumpy())
+                        skipped += int(was_skipped.asnumpy())
+                        epoch_losses.append(loss_value)
+                        if step > first_step + 1 or index > 0:
+                            window.add(loss_value, float(correct.asnumpy()), samples)
+                    unread = []
+                    if step == first_step + 1:
+                        # Log windows start after the first step so samples/s excludes graph compilation.
+                        LOGGER.info("first step, including graph compilation, took %.1f s",
+                                    time.perf_counter() - window.started)
+                        window.reset()
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{loss_value:.3f}", epoch=epoch)
                 if bar is not None:
-                    bar.set_postfix(loss=f"{loss_value:.3f}", epoch=epoch)
-            if bar is not None:
-                bar.update(1)
-            if logging_step and window.steps:
-                elapsed = time.perf_counter() - window.started
-                position = min(int(optimizer.global_step.asnumpy()[0]), len(rates)) - 1
-                LOGGER.info("epoch %d step %d/%d (global %d) loss %.4f acc %.2f%% lr %.3e samples/s %.1f "
-                            "skipped %d scale %.0f margin %.4f", epoch, step_in_epoch, steps_per_epoch, step,
-                            window.loss / window.steps, 100.0 * window.correct / window.samples * group_size,
-                            rates[max(position, 0)], window.samples / elapsed, skipped, float(scale.asnumpy()),
-                            margin)
-                window.reset()
-            validating = validator is not None and end_of_epoch and validator.due(epoch)
-            valid_eer = _validate(validator, step_cell, epoch, window) if validating else None
-            # A signal saves the position too (src/interrupts.py).
-            if manager is not None and (end_of_epoch or periodic or step == total_steps or stop.signal_name):
-                # Losses of epochs at a smaller margin are lower for that alone: 'best' skips them.
-                comparable = end_of_epoch and margins.final_from((epoch - 1) * steps_per_epoch)
-                epoch_loss = float(np.mean(epoch_losses)) if comparable else None
-                saved = manager.save(step_cell, epoch, step_in_epoch, step, epoch_loss, run_settings, valid_eer)
-                LOGGER.info("saved %s", saved)
-            if end_of_epoch:
-                epoch_losses = []
-            if stop.signal_name:
-                position = f"at epoch {epoch} step {step_in_epoch} (global {step})"
-                if manager is None:
-                    raise stop.interruption(f"{position}; rank 0 saves the position")
-                raise stop.interruption(f"{position}, saved {saved}; --resume=auto continues")
+                    bar.update(1)
+                if logging_step and window.steps:
+                    elapsed = time.perf_counter() - window.started
+                    position = min(int(optimizer.global_step.asnumpy()[0]), len(rates)) - 1
+                    LOGGER.info("epoch %d step %d/%d (global %d) loss %.4f acc %.2f%% lr %.3e samples/s %.1f "
+                                "skipped %d scale %.0f margin %.4f", epoch, step_in_epoch, steps_per_epoch, step,
+                                window.loss / window.steps, 100.0 * window.correct / window.samples * group_size,
+                                rates[max(position, 0)], window.samples / elapsed, skipped,
+                                float(scale.asnumpy()), margin)
+                    window.reset()
+                validating = validator is not None and end_of_epoch and validator.due(epoch)
+                valid_eer = _validate(validator, step_cell, epoch, window) if validating else None
+                # A signal saves the position too (src/interrupts.py).
+                if manager is not None and (end_of_epoch or periodic or step == total_steps or stop.signal_name):
+                    # Losses of epochs at a smaller margin are lower for that alone: 'best' skips them.
+                    comparable = end_of_epoch and margins.final_from((epoch - 1) * steps_per_epoch)
+                    epoch_loss = float(np.mean(epoch_losses)) if comparable else None
+                    saved = manager.save(step_cell, epoch, step_in_epoch, step, epoch_loss, run_settings, valid_eer)
+                    saved_step = step
+                    LOGGER.info("saved %s", saved)
+                if end_of_epoch:
+                    epoch_losses = []
+                if stop.signal_name:
+                    break
+                batch = feed.next(stop) if step < total_steps else None
+            if stop.signal_name:  # during a step, or while waiting for a batch
+                raise _stopped(stop, feed, manager, step_cell, step, steps_per_epoch, run_settings, saved,
+                               saved_step)
+        except DataStallError as error:
+            path = _save_position(manager, step_cell, step, steps_per_epoch, run_settings, saved, saved_step)
+            where = f"position saved in {path}; once the data reads, --resume=auto continues" if path else \
+                "rank 0 saves the position"
+            raise _leaving(DataStallError(f"{error}; {where}"), feed) from None
+        except BaseException as error:
+            raise _leaving(error, feed)
     skipped += sum(int(was_skipped.asnumpy()) for _, _, was_skipped, _ in unread)
     if bar is not None:
         bar.close()
