@@ -60,6 +60,17 @@ def save_checkpoint(parameters, path, append_dict=None):
     return path
 
 
+def _pointed_checkpoint(path):
+    """The checkpoint name a training folder's pointer file (``last``, ``best``: one short text line
+    starting with it) holds, or None for any other file."""
+    if os.path.getsize(path) > 1024:
+        return None
+    with open(path, "rb") as handle:
+        words = handle.read().split()
+    name = words[0].decode("utf-8", "replace") if words else ""
+    return name if name.endswith(".ckpt") and "/" not in name else None
+
+
 def read_checkpoint(path):
     """All entries of a checkpoint file as {name: Parameter}; CheckpointError if unreadable."""
     if path and os.path.isdir(path):
@@ -69,6 +80,10 @@ def read_checkpoint(path):
         raise CheckpointError(f"checkpoint {path!r} not found")
     if os.path.getsize(path) == 0:
         raise CheckpointError(f"{path}: the file is empty (0 bytes), expected a MindSpore checkpoint")
+    named = _pointed_checkpoint(path)
+    if named:
+        raise CheckpointError(f"{path}: is the pointer file of a training folder, not a checkpoint; it names "
+                              f"{named}: pass {os.path.join(os.path.dirname(path), named)}")
     try:
         return ms.load_checkpoint(path)
     except (ValueError, RuntimeError, TypeError) as error:

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from src.data.lists import Trial, warn_about_repeated_trials
+from src.data.lists import Trial, read_trial_list, trial_utterances, warn_about_repeated_trials
 from src.evaluation import scoring
 from src.evaluation.scoring import (EmbeddingTable, mean_embedding, score_trials,
                                     trial_labels)
@@ -164,3 +164,14 @@ def test_repeated_trials_and_trials_of_an_utterance_with_itself_are_counted_in_w
     caplog.clear()
     warn_about_repeated_trials(trials[:2], "trials.txt")
     assert caplog.records == []
+
+
+def test_one_file_spelt_two_ways_in_a_trial_list_is_one_utterance(tmp_path, caplog):
+    path = tmp_path / "trials.txt"
+    path.write_text("1 ./a/1.wav a/1.wav\n0 a//1.wav b/./2.wav\n")
+    trials = read_trial_list(str(path))
+    assert [(trial.utt_a, trial.utt_b) for trial in trials] == [("a/1.wav", "a/1.wav"), ("a/1.wav", "b/2.wav")]
+    assert trial_utterances(trials) == ["a/1.wav", "b/2.wav"]
+    with caplog.at_level("WARNING"):
+        warn_about_repeated_trials(trials, str(path))
+    assert "1 trials compare an utterance with itself (e.g. a/1.wav)" in caplog.text

@@ -504,3 +504,12 @@ def test_losses_read_at_log_lines_equal_those_read_every_step(straight_run, vali
     # Every step of epoch 1 but the first (graph compilation) is logged one by one, then epoch 2.
     assert len(every_step) == 5 and len(every_third) == 2
     np.testing.assert_allclose(every_third, [np.mean(every_step[:2]), np.mean(every_step[2:])], atol=2e-4)
+
+
+def test_a_pointer_file_given_as_a_checkpoint_names_the_checkpoint_it_points_to(tmp_path):
+    manager = CheckpointManager(str(tmp_path), keep_max=2)
+    manager.save(nn.Dense(2, 2), 1, 5, 5, epoch_loss=1.0)
+    for pointer in ("last", "best"):
+        with pytest.raises(CheckpointError, match=rf"{pointer}: is the pointer file of a training folder, not a "
+                                                  rf"checkpoint; it names ecapa-1_5.ckpt: pass \S+/ecapa-1_5.ckpt"):
+            read_checkpoint(str(tmp_path / pointer))

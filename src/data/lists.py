@@ -8,6 +8,7 @@ Malformed lines raise :class:`ListFormatError` naming the file and line number.
 """
 import logging
 import os
+import posixpath
 from dataclasses import dataclass
 
 from src.errors import InputError
@@ -76,13 +77,18 @@ def read_train_list(path):
 
 
 def read_trial_list(path):
-    """Parse a veri_test2-style trial list into a list of :class:`Trial`."""
+    """Parse a veri_test2-style trial list into a list of :class:`Trial`.
+
+    Utterance paths are normalised ('./a/x.wav' and 'a//x.wav' are 'a/x.wav'), so that one file
+    is one utterance however the list spells it.
+    """
     trials = []
     for number, fields in _content_lines(path):
         if len(fields) != 3 or fields[0] not in ("0", "1"):
             raise ListFormatError(
                 f"{path}:{number}: expected '<1|0> <utt_a> <utt_b>', got {' '.join(fields)!r}")
-        trials.append(Trial(target=fields[0] == "1", utt_a=fields[1], utt_b=fields[2]))
+        trials.append(Trial(target=fields[0] == "1", utt_a=posixpath.normpath(fields[1]),
+                            utt_b=posixpath.normpath(fields[2])))
     if not trials:
         raise ListFormatError(f"{path}: list is empty")
     return trials
