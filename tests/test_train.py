@@ -191,16 +191,18 @@ def _gone(pid):
     return process_state(pid) in (None, "Z", "X")
 
 
-def _stop_a_data_worker(process):
-    """SIGSTOP the first data worker process of training ``process``; the ids of all its children."""
+def _stop_the_data_workers(process):
+    """SIGSTOP the data pipeline's processes of training ``process`` (its 2 workers and MindSpore's
+    clean-up process, which cannot be told apart from outside); their ids."""
     time.sleep(1)  # the pipeline's processes have started with the first batch
     children = child_processes(process.pid)
-    assert len(children) >= 2, children  # 2 workers and MindSpore's clean-up process
-    os.kill(children[0], signal.SIGSTOP)
+    assert len(children) == 3, children
+    for pid in children:
+        os.kill(pid, signal.SIGSTOP)
     return children
 
 
-# SIGINT arrives while the loop waits for a batch that a stopped data worker never sends.
+# SIGINT arrives while the loop waits for a batch that stopped data workers never send.
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT-stalled"])
 def test_a_signal_stops_training_after_saving_its_position(corpus, tmp_path, signum):
     run_dir, log = tmp_path / "run", tmp_path / "train.log"
@@ -218,7 +220,7 @@ def test_a_signal_stops_training_after_saving_its_position(corpus, tmp_path, sig
                 f"error: ckpt_save_dir: {run_dir} is in use by the training of pid {process.pid} on this host "
                 f"(started {started}); wait for it, stop it, or use another ckpt_save_dir")
         else:
-            children = _stop_a_data_worker(process)
+            children = _stop_the_data_workers(process)
             time.sleep(1.5)
         process.send_signal(signum)
         status = process.wait(timeout=20 if signum == signal.SIGINT else 120)
@@ -233,7 +235,7 @@ def test_a_signal_stops_training_after_saving_its_position(corpus, tmp_path, sig
     assert (run_dir / "last").read_text().split() == [f"ecapa-{epoch}_{step_in_epoch}.ckpt"]
     assert int(read_checkpoint(stopped.group(4))["trained_steps"].asnumpy()) == step == 3 * (epoch - 1) + step_in_epoch
     assert not (run_dir / LOCK_NAME).exists()
-    if signum == signal.SIGINT:  # the stopped worker is resumed, and MindSpore's clean-up ends every worker
+    if signum == signal.SIGINT:  # the stopped processes are resumed, and MindSpore's clean-up ends the workers
         deadline = time.time() + 10
         while not all(_gone(pid) for pid in children) and time.time() < deadline:
             time.sleep(0.1)
@@ -247,11 +249,12 @@ def test_a_stalled_data_worker_stops_training_with_its_state_named(corpus, tmp_p
                                                   "--worker_processes=true", "--data_timeout=3"),
                                    cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr)
         _wait_for_line(log, "first step, including graph compilation", process)
-        children = _stop_a_data_worker(process)
+        children = _stop_the_data_workers(process)
         status = process.wait(timeout=30)
     last = log.read_text().splitlines()[-1]
     stalled = re.fullmatch(rf"error: the data pipeline delivered no batch for 3 s \(data_timeout\): its worker "
-                           rf"processes are {children[0]} stopped \(SIGSTOP or a debugger\), .*; position saved in "
+                           rf"processes are {children[0]} stopped \(SIGSTOP or a debugger\), {children[1]} stopped "
+                           rf"\(SIGSTOP or a debugger\), .*; position saved in "
                            r"(\S+); once the data reads, --resume=auto continues", last)
     assert status == 1 and stalled, last
     assert (run_dir / "last").read_text().split() == [os.path.basename(stalled.group(1))]

@@ -161,10 +161,11 @@ def _validate(validator, step_cell, epoch, window):
 
 
 def _leaving(error, feed):
-    """``error``, marked to leave the process at once when the feed is stuck in the pipeline (a normal
-    exit would wait for it for ever; src/train/batch_feed.py), whose stopped workers are resumed."""
+    """``error``, after the pipeline's stopped processes are resumed (MindSpore's exit handlers wait for
+    them), marked to leave the process at once when the feed is stuck in the pipeline (a normal exit
+    would wait for it for ever; src/train/batch_feed.py)."""
+    feed.release_workers()
     if feed.stuck:
-        feed.release_workers()
         error.exit_at_once = True
     return error
 
