@@ -11,9 +11,11 @@
   mark accepted, a byte that is not UTF-8 named with its line).
 - :func:`check_writable_folder` and :func:`check_writable_file` test an output location
   before any expensive work is done for it.
+- :func:`file_fingerprint` is the SHA-256 that ties a record (model card, metrics) to a file.
 """
 import contextlib
 import errno
+import hashlib
 import os
 import re
 import shutil
@@ -153,6 +155,15 @@ def check_writable_file(path, setting=None):
     if os.path.exists(path) and not os.access(path, os.W_OK):
         raise OutputError(f"{where}the file {path} is not writable")
     return path
+
+
+def file_fingerprint(path):
+    """SHA-256 (hex) of the bytes of the file ``path``: names one exact version of a model file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def list_files(root, suffix):

@@ -1,4 +1,5 @@
 """eval.py from the command line: trial-list evaluation, --verify, --extract and bad input."""
+import json
 import os
 import re
 import subprocess
@@ -14,7 +15,8 @@ from src.cli import run_main
 from src.data.lists import ListFormatError
 from src.evaluation.calibration_step import SEEN_UTTERANCES_WARNING
 from src.evaluation.calibration import Calibration, load_calibration, save_calibration
-from src.evaluation.embeddings import EmbeddingExtractor, audio_durations, file_sha256
+from src.evaluation.embeddings import EmbeddingExtractor, audio_durations
+from src.fileio import file_fingerprint
 from src.evaluation.verify_extract import output_name, read_audio_list
 from src.evaluation.metrics import evaluate
 from src.evaluation.report import read_scores
@@ -112,6 +114,14 @@ def test_eval_writes_results_and_prints_metrics(workspace, evaluated):
     assert "x real time" in evaluated.stdout
     log = (output / "eval.log").read_text()
     assert "AS-norm (cohort 8, top_n 4)" in log and eer.group(0) in log
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert f"EER = {100 * metrics['eer']:.2f}%" == eer.group(0) and metrics["eer"] == result.eer
+    assert metrics["min_dcf"]["0.01"]["value"] == result.min_dcf[0.01][0]
+    assert set(metrics["min_dcf"]) == {"0.01", "0.05"}
+    assert (metrics["trials"], metrics["target_trials"]) == (len(trials), int(sum(t.target for t in trials)))
+    assert metrics["model_sha256"] == file_fingerprint(root / "training.ckpt") and metrics["calibration"] is None
+    assert f"scoring: {metrics['scoring']}\n" in log and "AS-norm (cohort 8, top_n 4)" in metrics["scoring"]
+    assert "act_dcf" not in metrics and "cllr" not in metrics  # raw scores are no LLRs
     assert eer.group(0) in (root / "eval.log").read_text()  # the script's copy of the output
 
 
@@ -287,9 +297,14 @@ def test_eval_fits_applies_and_reports_a_calibration(workspace, reference, eval_
     assert len(cal_trials) == 14 and sum(line.startswith("1 ") for line in cal_trials) == 4
     calibration = load_calibration(root / "calibrated" / "calibration.json")
     assert calibration.kind == "qmf" and calibration.scoring == "cosine, AS-norm (cohort 8, top_n 4)"
-    assert calibration.model_sha256 == file_sha256(root / "training.ckpt")
+    assert calibration.model_sha256 == file_fingerprint(root / "training.ckpt")
     assert calibration.fitted_on["trials"] == 14 and calibration.fitted_on["targets"] == 4
     assert calibration.fitted_on["trial_list"] == str(root / "calibrated" / "calibration_trials.txt")
+    metrics = json.loads((root / "calibrated" / "metrics.json").read_text())
+    assert metrics["calibration"] == "qmf" and printed[0] == f"EER = {100 * metrics['eer']:.2f}%"
+    assert [f"{metrics['act_dcf'][p]['value']:.4f}" for p in ("0.01", "0.05")] == [
+        line.split(" = ")[1] for line in printed[3:5]]
+    assert printed[5] == f"Cllr = {metrics['cllr']:.4f}" and printed[6] == f"minCllr = {metrics['min_cllr']:.4f}"
 
     # scores.txt holds the calibration applied to the raw scores, with the trials' quality measures.
     trials, llrs = read_scores(root / "calibrated" / "scores.txt")
@@ -313,7 +328,7 @@ def test_eval_fits_applies_and_reports_a_calibration(workspace, reference, eval_
 def write_cosine_calibration(root, name, **fields):
     """A linear calibration of plain cosine scores of exported.ckpt saved as ``root/name``."""
     values = dict(kind="linear", features=("score",), weights=(10.0,), bias=-2.0, prior=0.5,
-                  scoring="cosine", model_sha256=file_sha256(root / "exported.ckpt"),
+                  scoring="cosine", model_sha256=file_fingerprint(root / "exported.ckpt"),
                   fitted_on={"model_path": "exported.ckpt"},
                   fa_thresholds=[{"fa_rate": 0.01, "llr_threshold": 1.5, "miss_rate": 0.2}])
     values.update(fields)

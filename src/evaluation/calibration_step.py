@@ -28,11 +28,11 @@ from src.data.lists import read_train_list, read_trial_list, trial_utterances, w
 from src.evaluation.calibration import (CalibrationError, check_applicable, fit_calibration, load_calibration,
                                         save_calibration)
 from src.evaluation.calibration_list import build_calibration_trials
-from src.evaluation.embeddings import audio_durations, file_sha256, require_audio_files
+from src.evaluation.embeddings import audio_durations, require_audio_files
 from src.evaluation.metrics import evaluate
 from src.evaluation.scoring import (as_table, cohort_statistics, paired_cosine, score_trials, trial_labels,
                                     unit_rows)
-from src.fileio import write_lines
+from src.fileio import file_fingerprint, write_lines
 
 LOGGER = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ def fit_and_save(config, inputs, table, scores, scoring):
     fa_rates = (config.target_fa_rate,) if config.target_fa_rate > 0 else ()
     calibration, llrs = fit_calibration(
         config.score_calibration, labels, config.cal_prior, scores, *qualities, fa_rates=fa_rates,
-        scoring=scoring, model_sha256=file_sha256(config.model_path),
+        scoring=scoring, model_sha256=file_fingerprint(config.model_path),
         fitted_on={"trial_list": os.path.abspath(list_path), "audio_root": os.path.abspath(inputs.root),
                    "source": source, "model_path": os.path.abspath(config.model_path)})
     path = save_calibration(os.path.join(output_dir, CALIBRATION_FILE), calibration)

@@ -27,7 +27,6 @@ is tied to a fingerprint of the model file's content and of the network and feat
 settings, so another checkpoint or another network size never reuses stale vectors; an
 entry is also dropped when its audio file's size or modification time changed.
 """
-import hashlib
 import json
 import logging
 import math
@@ -49,7 +48,7 @@ from src.data.audio import SAMPLE_RATE, AudioError, read_audio
 from src.data.front_ends import FRONT_ENDS
 from src.data.speech_content import warn_if_insufficient
 from src.errors import InputError
-from src.fileio import atomic_write
+from src.fileio import atomic_write, file_fingerprint
 from src.evaluation.scoring import EmbeddingTable
 from src.model import network_description
 from src.model.layers import min_frames
@@ -219,15 +218,6 @@ def file_stamp(path):
     return f"{status.st_size}:{status.st_mtime_ns}"
 
 
-def file_sha256(path, block_size=1 << 20):
-    """Hex SHA-256 of a file's content."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(block_size), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def model_fingerprint(model_path, network, front_end="zoo"):
     """Identity of the embeddings a model produces: checkpoint content, network, feature settings.
 
@@ -238,7 +228,7 @@ def model_fingerprint(model_path, network, front_end="zoo"):
     """
     description = {
         "version": CACHE_FORMAT_VERSION,
-        "model_sha256": file_sha256(model_path),
+        "model_sha256": file_fingerprint(model_path),
         "network": network_description(network),
         "features": {name: getattr(features, name) for name in FEATURE_CONSTANTS},
         # Named only when it is not the project's own, so that earlier caches stay valid.

@@ -26,20 +26,22 @@ from dataclasses import dataclass
 from src.config import ConfigError
 from src.data.lists import read_train_list, read_trial_list, trial_utterances, warn_about_repeated_trials
 from src.errors import InputError
+from src.fileio import file_fingerprint
 from src.evaluation.calibration_step import apply_calibration, calibration_scores, fit_and_save, prepare_calibration
 from src.evaluation.calibration import check_applicable, load_calibration
 from src.evaluation.calibration_list import round_robin
 from src.evaluation.embeddings import (CACHE_FILE_NAME, EmbeddingCache, extract_embeddings,
-                                       file_sha256, model_fingerprint, require_audio_files)
+                                       model_fingerprint, require_audio_files)
 from src.evaluation.metrics import evaluate
 from src.evaluation.plots import plot_det_curve, plot_score_histograms
-from src.evaluation.report import UNCALIBRATED_NOTE, format_summary, write_scores
+from src.evaluation.report import UNCALIBRATED_NOTE, format_summary, write_metrics_json, write_scores
 from src.evaluation.scoring import EmbeddingTable, mean_embedding, score_trials, trial_labels
 
 SCORES_FILE = "scores.txt"
 DET_FILE = "det.png"
 HISTOGRAM_FILE = "score_hist.png"
 LOG_FILE = "eval.log"
+METRICS_FILE = "metrics.json"
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +111,7 @@ def load_applicable_calibration(config, cohort_size):
         return None
     calibration = load_calibration(config.calibration_file)
     check_applicable(calibration, config.calibration_file, scoring_description(config, cohort_size),
-                     file_sha256(config.model_path))
+                     file_fingerprint(config.model_path))
     return calibration
 
 
@@ -269,4 +271,9 @@ def run_evaluation(config, extractor, inputs, shards=None):
                f"EER threshold: {result.eer_threshold:.6g}"]
     _append_log(os.path.join(output_dir, LOG_FILE), f"== {time.strftime('%Y-%m-%d %H:%M:%S')}",
                 details + summary + calibration_lines + extraction_lines)
+    write_metrics_json(os.path.join(output_dir, METRICS_FILE), result, calibration.kind if calibration else None,
+                       trials=len(inputs.trials), target_trials=result.roc.num_targets,
+                       nontarget_trials=result.roc.num_nontargets, utterances=len(inputs.utterances),
+                       eval_list=config.eval_list, model_path=config.model_path,
+                       model_sha256=file_fingerprint(config.model_path), scoring=scoring)
     return summary + calibration_lines + extraction_lines

@@ -17,14 +17,21 @@ scores as log-likelihood ratios, see src/evaluation/metrics.py)::
 
 When the scores are not calibrated LLRs, :data:`UNCALIBRATED_NOTE` says what the actDCF and
 Cllr lines then mean.
+
+``metrics.json`` (:func:`write_metrics_json`) holds the same figures for scripts: ``eer``
+(a fraction) and its threshold, ``min_dcf`` {p_target: {value, threshold}}, with a
+calibration also ``act_dcf`` (same form), ``cllr`` and ``min_cllr`` (bits), the trial
+counts, the model file and its SHA-256, the scoring, the calibration (or null) and the time.
 """
+import json
 import math
 import os
+import time
 
 import numpy as np
 
 from src.data.lists import ListFormatError, Trial
-from src.fileio import text_lines, write_lines
+from src.fileio import text_lines, write_lines, write_text
 
 
 def write_scores(path, trials, scores):
@@ -86,3 +93,21 @@ def append_summary(path, result):
     with open(path, "a", encoding="utf-8") as log:
         log.writelines(line + "\n" for line in format_summary(result))
     return path
+
+
+def _by_p_target(values):
+    return {f"{p_target:g}": {"value": value, "threshold": threshold}
+            for p_target, (value, threshold) in sorted(values.items())}
+
+
+def write_metrics_json(path, result, calibration_kind, **details):
+    """Write ``result`` (a metrics.VerificationResult) as metrics.json (module docstring), atomically.
+
+    ``calibration_kind``: the calibration that made the scores LLRs, or None (then actDCF and Cllr,
+    meaningless for raw scores, are left out); ``details``: trials, target_trials, model_path, ...
+    """
+    metrics = {"eer": result.eer, "eer_threshold": result.eer_threshold, "min_dcf": _by_p_target(result.min_dcf)}
+    if calibration_kind is not None:
+        metrics.update(act_dcf=_by_p_target(result.act_dcf), cllr=result.cllr, min_cllr=result.min_cllr)
+    document = {**metrics, **details, "calibration": calibration_kind, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+    return write_text(path, json.dumps(document, indent=1) + "\n")

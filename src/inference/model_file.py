@@ -4,12 +4,12 @@ cell, an onnxruntime session, and the model card export.py writes beside the fil
 The model card ``<model without extension>.json`` records what the file itself cannot say:
 the front end whose features it takes, so that preprocess.py computes them.
 """
-import hashlib
 import json
 import math
 import os
 
 from src.errors import InputError
+from src.fileio import file_fingerprint
 
 _FLOAT32 = 1  # TensorProto.DataType.FLOAT of mind_ir.proto
 
@@ -160,15 +160,6 @@ def load_graph_cell(path):
 def model_card_path(path):
     """Where the model card of the exported model ``path`` is: the same name ending in .json."""
     return os.path.splitext(path)[0] + ".json"
-
-
-def file_fingerprint(path):
-    """SHA-256 (hex) of the file ``path``'s bytes: ties a model card to the one model file it describes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _card_entries(settings):
