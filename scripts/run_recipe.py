@@ -19,7 +19,10 @@ again (delete the file to redo it); an interrupted training stage resumes (resum
 SIGTERM or SIGINT is passed on to the running program, which stops cleanly (training saves
 its position), and the recipe exits with 143 / 130 without marking the stage done.
 --stage/--stop_stage limit the stages run. Every stage logs to OUT_DIR/logs/. The EER and
-minDCF of each scoring are printed; the last line is the final system's (AS-norm).
+minDCF of each scoring are printed, then a table of the stages (the seconds each took, the
+final epoch's training loss, the last validation EER, the test EERs); the last line is the
+final system's (AS-norm). The training stages' TensorBoard events are in OUT_DIR/train/ and
+OUT_DIR/finetune/, so ``tensorboard --logdir OUT_DIR`` shows them side by side.
 Trailing --key=value settings go to every stage and win over the config files. MUSAN and
 RIR folders come from the config, or from the environment variables MUSAN_PATH and
 RIR_PATH when set. Programs run from the repository root under this interpreter.
@@ -28,20 +31,24 @@ import os
 
 os.environ.setdefault("GLOG_v", "3")  # MindSpore's own log: errors only, unless GLOG_v is set
 
+import json
 import subprocess
 import sys
+import time
 
 from src.cli import ArgumentParser, run_main
 from src.config import read_yaml_settings
 from src.errors import InputError
 from src.evaluation.embeddings import copy_cache
-from src.fileio import write_lines
+from src.fileio import write_lines, write_text
 from src.interrupts import Interrupted, signal_name
+from src.train.run_record import METRICS_FILE, read_records
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAGES = {1: "train", 2: "finetune", 3: "average", 4: "evaluate", 5: "export"}
 SCORINGS = (("cosine", "none"), ("AS-norm", "asnorm"))
 LOG_TAIL_LINES = 20
+STAGE_TIMES = "stage_times.json"  # seconds each finished stage took
 
 
 class RecipeError(InputError):
@@ -197,9 +204,50 @@ class Recipe:
             for line in lines:
                 print(line)
             return lines
+        start = time.monotonic()
         lines = getattr(self, STAGES[number])()
+        times = self.stage_seconds()
+        times[str(number)] = time.monotonic() - start
+        write_text(os.path.join(self.out, STAGE_TIMES), json.dumps(times) + "\n")
         write_lines(marker, lines)
         return lines
+
+    def stage_seconds(self):
+        """{stage number (text): seconds it took} of the stages finished so far."""
+        path = os.path.join(self.out, STAGE_TIMES)
+        if not os.path.isfile(path):
+            return {}
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+
+    def table(self):
+        """Lines of a table of the stages: time, final training loss, last validation EER, test EERs."""
+        times = self.stage_seconds()
+        rows = [("", "time", "final loss", "valid EER", "test EER")]
+        for number, name in STAGES.items():
+            loss = valid = test = "-"
+            if name in ("train", "finetune"):
+                records = read_records(os.path.join(self.out, name, METRICS_FILE))
+                epochs = [record for record in records if record["kind"] == "epoch"]
+                validations = [record for record in records if record["kind"] == "validation"]
+                loss = f"{epochs[-1]['loss']:.4f}" if epochs else "-"
+                valid = f"{100 * validations[-1]['eer']:.2f}%" if validations else "-"
+            if name == "evaluate":
+                test = ", ".join(f"{title} {100 * metrics['eer']:.2f}%" for title, metrics in self.test_metrics())
+            seconds = f"{times[str(number)]:.1f} s" if str(number) in times else "-"
+            rows.append((f"{number} {name}", seconds, loss, valid, test or "-"))
+        widths = [max(len(row[column]) for row in rows) for column in range(4)]
+        return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4] for row in rows]
+
+    def test_metrics(self):
+        """(scoring title, metrics.json of eval.py) of each evaluation written so far."""
+        found = []
+        for title, norm in SCORINGS:
+            path = os.path.join(self.out, f"eval_{norm if norm != 'none' else 'cosine'}", "metrics.json")
+            if os.path.isfile(path):
+                with open(path, encoding="utf-8") as handle:
+                    found.append((title, json.load(handle)))
+        return found
 
 
 def last_checkpoint(folder):
@@ -217,6 +265,7 @@ def main(argv=None):
     recipe = Recipe(args)
     for number in range(args.stage, args.stop_stage + 1):
         recipe.stage(number)
+    print("\n".join(recipe.table()))
     evaluated = recipe.marker(4)
     if os.path.isfile(evaluated):
         with open(evaluated, encoding="utf-8") as handle:

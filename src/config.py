@@ -210,6 +210,8 @@ SETTINGS = {
     "overwrite_checkpoints": Setting(False, bool, "Let a fresh run delete the checkpoints another run left "
                                      "in ckpt_save_dir (otherwise it stops)"),
     "log_interval": Setting(20, int, "Log a line every this many steps", _positive),
+    "tensorboard": Setting(True, bool, "Write TensorBoard event files of the logged figures to "
+                           "<ckpt_save_dir>/tensorboard/ (metrics.jsonl and training_curves.png are always written)"),
     "max_steps": Setting(0, int, "Stop after this many steps in total; 0 = run all epochs", _non_negative),
     "init_from": Setting("", str, "Start a fresh run from the network and head weights of this checkpoint "
                          "(new optimizer and schedule; a head of other classes, or none, starts fresh); "

@@ -1,4 +1,5 @@
 """scripts/run_recipe.sh: the five stages on a tiny corpus, stage ranges and skipping finished stages."""
+import json
 import os
 import re
 import signal
@@ -8,6 +9,7 @@ import time
 
 from fixtures import REPO_ROOT, TINY_NETWORK, write_tone_corpus
 from src.fileio import list_files
+from tensorboard_view import tensorboard_scalars
 
 RECIPE = os.path.join(REPO_ROOT, "scripts", "run_recipe.sh")
 TINY_RECIPE = {**TINY_NETWORK, "minibatch_size": 4, "segment_frames": 60, "num_epochs": 1, "augment": "false",
@@ -55,7 +57,9 @@ def test_stages_run_in_order_and_finished_stages_are_skipped(tmp_path):
 
     first = _recipe(tmp_path, *common, "--stop_stage", "1")
     assert first.returncode == 0, first.stderr[-3000:]
-    assert first.stdout.splitlines() == [f"stage 1 train: train (log {out}/logs/stage1_train.log)"]
+    printed = first.stdout.splitlines()
+    assert printed[0] == f"stage 1 train: train (log {out}/logs/stage1_train.log)" and len(printed) == 7
+    assert re.match(r"1 train +\d+\.\d s +\d+\.\d{4} +- +-$", printed[2]) and printed[3].split()[2:] == ["-"] * 4
     assert os.path.isfile(os.path.join(out, "stage1_train.done")) and not os.path.exists(os.path.join(out, "finetune"))
 
     full = _recipe(tmp_path, *common)
@@ -71,6 +75,23 @@ def test_stages_run_in_order_and_finished_stages_are_skipped(tmp_path):
     finetune_log = open(os.path.join(out, "logs", "stage2_finetune.log")).read()
     assert "aam head 0.00 M (4 classes)" in finetune_log and "first 4 of the 12 rows of head.weight" in finetune_log
     assert os.path.isfile(os.path.join(out, "export", "ecapatdnn.mindir"))
+    # The table of the stages, before the final line.
+    start = next(index for index, line in enumerate(lines) if line.split()[:3] == ["time", "final", "loss"])
+    table = lines[start:start + 6]
+    assert table[0].split() == ["time", "final", "loss", "valid", "EER", "test", "EER"]
+    assert [row.split()[:2] for row in table[1:]] == [["1", "train"], ["2", "finetune"], ["3", "average"],
+                                                      ["4", "evaluate"], ["5", "export"]]
+    epochs = [json.loads(line) for line in open(os.path.join(out, "train", "metrics.jsonl"))
+              if '"kind": "epoch"' in line]
+    assert re.fullmatch(rf"1 train +\d+\.\d s +{epochs[-1]['loss']:.4f} +- +-", table[1])
+    eers = [line.split("EER = ")[1].split("%")[0] for line in scorings]
+    assert table[4].endswith(f"cosine {eers[0]}%, AS-norm {eers[1]}%") and start + 6 == len(lines) - 1
+    # tensorboard --logdir on the recipe folder shows both training stages.
+    shown = tensorboard_scalars(["train/tensorboard", "finetune/tensorboard"], ["train/loss"], logdir=out)
+    for stage in ("train", "finetune"):  # one epoch, logged at its last step (log_interval 20)
+        records = [json.loads(line) for line in open(os.path.join(out, stage, "metrics.jsonl"))]
+        assert [(step, round(value, 4)) for step, value in shown[f"{stage}/tensorboard"]["train/loss"]] == [
+            (record["step"], round(record["loss"], 4)) for record in records if record["kind"] == "step"]
     finished = _outputs(out)
 
     again = _recipe(tmp_path, *common)

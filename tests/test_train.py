@@ -3,6 +3,7 @@
 The 2-process data-parallel run is tested through its launcher in test_train_scripts.py.
 """
 import errno
+import json
 import os
 import re
 import shutil
@@ -12,17 +13,19 @@ import subprocess
 import sys
 import time
 
+import matplotlib.image
 import mindspore as ms
 import numpy as np
 import pytest
 from mindspore import Tensor, nn
 
 from fixtures import PLAIN_RECIPE_ARGS, REPO_ROOT, TINY_NETWORK_ARGS, tiny_network, write_tone_corpus
+from tensorboard_view import tensorboard_scalars
 from src.checkpoint import read_checkpoint
 from src.data.audio import write_audio
 from src.model.aam_softmax import AAMSoftmax
 from src.model.speaker_loss import SpeakerLoss
-from src.fileio import DiskFullError, OutputError
+from src.fileio import DiskFullError, OutputError, list_files
 from src.kernels.cells import unavailable_reason
 from src.kernels.network import apply_cpu_kernels
 from src.train.batch_feed import child_processes, process_state
@@ -57,7 +60,8 @@ def test_loss_falls_when_training_on_separable_speakers(rng, kernels, request):
     for _ in range(40):
         labels = rng.integers(0, 4, 8).astype(np.int32)
         features = centres[labels] + 0.5 * rng.standard_normal((8, 30, 10)).astype(np.float32)
-        loss, correct, skipped, _ = step(Tensor(features), Tensor(labels))
+        loss, correct, skipped, _, norm = step(Tensor(features), Tensor(labels))
+        assert float(norm.asnumpy()) > 0
         assert not bool(skipped.asnumpy())
         losses.append(float(loss.asnumpy()))
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
@@ -70,7 +74,7 @@ def test_non_finite_gradients_skip_the_update(plain_step):
     steps_before = int(step.optimizer.global_step.asnumpy()[0])
     features = np.zeros((8, 30, 10), np.float32)  # the shapes of the loss test's batches: no new graph
     features[0, 3, 4] = np.nan
-    _, _, skipped, _ = step(Tensor(features), Tensor(np.arange(8, dtype=np.int32) % 4))
+    _, _, skipped, _, _ = step(Tensor(features), Tensor(np.arange(8, dtype=np.int32) % 4))
     assert bool(skipped.asnumpy())
     for parameter in step.loss_net.trainable_params():
         np.testing.assert_array_equal(parameter.asnumpy(), before[parameter.name])
@@ -149,26 +153,28 @@ def test_sigkill_then_resume_continues_exactly(corpus, straight_run, tmp_path):
     """Killed mid-run, a resumed run ends with the weights of an uninterrupted run."""
     straight_dir, _ = straight_run
     # The warm-up lasts both epochs, so no epoch is at the final margin: none is 'best'.
-    assert sorted(os.listdir(straight_dir)) == ["ecapa-1_3.ckpt", "ecapa-2_3.ckpt", "last"]
+    assert sorted(os.listdir(straight_dir)) == ["ecapa-1_3.ckpt", "ecapa-2_3.ckpt", "last", "metrics.jsonl",
+                                                "tensorboard", "training_curves.png"]
 
     killed_dir = tmp_path / "killed"
-    process = subprocess.Popen(_train_command(corpus, killed_dir, "--save_checkpoint_steps=2", *RECIPE_FEATURES),
-                               cwd=tmp_path,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not (killed_dir / "ecapa-2_1.ckpt").exists():
-        assert process.poll() is None and time.time() < deadline, "training ended before step 4"
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    with open(tmp_path / "killed.log", "w") as killed_log:
+        process = subprocess.Popen(_train_command(corpus, killed_dir, "--save_checkpoint_steps=2",
+                                                  *RECIPE_FEATURES), cwd=tmp_path,
+                                   stdout=subprocess.DEVNULL, stderr=killed_log)
+        deadline = time.time() + 300
+        while not (killed_dir / "ecapa-2_1.ckpt").exists():
+            assert process.poll() is None and time.time() < deadline, "training ended before step 4"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
     names = [name for name in os.listdir(killed_dir) if name.startswith("ecapa-")]
     assert "ecapa-2_3.ckpt" not in names and "ecapa-1_2.ckpt" in names
 
-    resumed = _run(_train_command(corpus, killed_dir, "--save_checkpoint_steps=2", "--resume=auto",
-                                  *RECIPE_FEATURES), cwd=tmp_path)
+    # From step 2, though steps 3 and 4 were logged and step 4's events were written with its checkpoint.
+    resumed = _run(_train_command(corpus, killed_dir, "--save_checkpoint_steps=2",
+                                  f"--resume={killed_dir / 'ecapa-1_2.ckpt'}", *RECIPE_FEATURES), cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    # 'last' names the step-4 checkpoint unless the kill came between writing it and the pointer.
-    assert re.search(r"resumed from .*(ecapa-2_1\.ckpt at step 4|ecapa-1_2\.ckpt at step 2)", resumed.stderr)
+    assert re.search(r"resumed from .*ecapa-1_2\.ckpt at step 2", resumed.stderr)
     assert re.search(r"epoch 2 step 3/3 \(global 6\) .* lr 5\.050e-03", resumed.stderr)
     assert "aam head 0.00 M (12 classes)" in resumed.stderr
     margin = MarginSchedule(0.05, 0.2, 0, 2, 3)(5)  # the last step's, part way up the warm-up
@@ -178,6 +184,61 @@ def test_sigkill_then_resume_continues_exactly(corpus, straight_run, tmp_path):
     assert expected.keys() == actual.keys() and len(expected) > 20
     for name in expected:
         np.testing.assert_allclose(actual[name], expected[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+    # TensorBoard and metrics.jsonl show the killed-and-resumed run's curves as its log lines printed
+    # them: the killed run's lines up to the resumed step, then the resumed run's; each step once, in
+    # order (the killed run's later steps purged). The resumed run's first step, its graph's
+    # compilation, is not logged: steps 2, 4, 5, 6.
+    killed_figures = _logged_figures((tmp_path / "killed.log").read_text())
+    assert {3, 4} <= set(killed_figures)
+    printed = {step: figures for step, figures in killed_figures.items() if step <= 2}
+    printed.update(_logged_figures(resumed.stderr))
+    assert sorted(printed) == [2, 4, 5, 6]
+    records = [json.loads(line) for line in (killed_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [record["step"] for record in records if record["kind"] == "step"] == [2, 4, 5, 6]
+    shown = tensorboard_scalars({"resumed": killed_dir / "tensorboard"}, [f"train/{key}" for key in PRINTED])
+    for key, (decimals, scale) in PRINTED.items():
+        steps = [step for step, _ in shown["resumed"][f"train/{key}"]]
+        assert steps == sorted(printed), (key, steps, sorted(printed))
+        for step, value in shown["resumed"][f"train/{key}"]:
+            assert round(value * scale, decimals) == pytest.approx(printed[step][key], abs=1.01 * 10 ** -decimals), \
+                (key, step)
+
+
+# The figures of a log line whose printed precision the tests compare: key -> (decimals, factor).
+PRINTED = {"loss": (4, 1), "accuracy": (2, 1), "margin": (4, 1)}
+
+
+def _logged_figures(log):
+    """{global step: {loss, accuracy, learning_rate, margin}} of a training log's step lines."""
+    found = {}
+    for match in re.finditer(r"\(global (\d+)\) loss (\S+) acc (\S+)% lr (\S+) .* margin (\S+) ", log):
+        step, loss, accuracy, rate, margin = match.groups()
+        found[int(step)] = {"loss": float(loss), "accuracy": float(accuracy), "learning_rate": float(rate),
+                            "margin": float(margin)}
+    return found
+
+
+def test_a_run_records_its_figures_and_draws_its_curves(straight_run, validated_run):
+    for (folder, log), panels in ((straight_run, 2), (validated_run, 3)):
+        records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        steps = {record["step"]: record for record in records if record["kind"] == "step"}
+        assert sorted(steps) == sorted(_logged_figures(log))
+        for step, figures in _logged_figures(log).items():
+            assert round(steps[step]["loss"], 4) == pytest.approx(figures["loss"], abs=1.01e-4)
+            assert f"{steps[step]['learning_rate']:.3e}" == f"{figures['learning_rate']:.3e}"
+            assert 0 <= steps[step]["data_wait"] <= 100 and steps[step]["grad_norm"] > 0
+        epochs = [record for record in records if record["kind"] == "epoch"]
+        assert [(record["epoch"], record["step"]) for record in epochs] == [(1, 3), (2, 6)]
+        validations = [record for record in records if record["kind"] == "validation"]
+        assert [f"epoch {record['epoch']} validation: EER {100 * record['eer']:.2f}%" for record in validations] == \
+            re.findall(r"epoch \d+ validation: EER \S+%", log)
+        # The picture: 8 x 2.6 inches a panel at 100 dpi, every panel drawn on.
+        image = matplotlib.image.imread(folder / "training_curves.png")
+        assert image.shape[:2] == (260 * panels, 800)
+        for panel in range(panels):
+            band = image[260 * panel + 40:260 * (panel + 1) - 40, 120:700, :3]
+            assert band.std() > 0.05 and (band < 0.5).mean() > 0.002, panel
 
 
 def _wait_for_line(path, text, process, seconds=300):
@@ -356,7 +417,7 @@ def test_mixed_precision_network_trains_and_matches_float32(rng):
     loss_net = SpeakerLoss(half, AAMSoftmax(8, 4))
     step = TrainStep(loss_net, nn.Adam(loss_net.trainable_params(), learning_rate=1e-3))
     step.set_train(True)
-    loss, _, skipped, _ = step(features, Tensor(np.array([0, 1, 2, 3], np.int32)))
+    loss, _, skipped, _, _ = step(features, Tensor(np.array([0, 1, 2, 3], np.int32)))
     assert np.isfinite(float(loss.asnumpy())) and not bool(skipped.asnumpy())
 
 
@@ -475,7 +536,7 @@ def test_resume_with_another_batch_size_or_epoch_count_is_refused(tmp_path):
 
 def test_second_run_into_a_used_folder_stops_with_one_line_and_keeps_its_files(corpus, straight_run, tmp_path):
     shutil.copytree(straight_run[0], tmp_path / "ckpt")
-    finished = {name: (tmp_path / "ckpt" / name).read_bytes() for name in os.listdir(tmp_path / "ckpt")}
+    finished = {name: (tmp_path / "ckpt" / name).read_bytes() for name in list_files(tmp_path / "ckpt", "")}
     second = _run(_train_command(corpus, tmp_path / "ckpt", "--seed=9", *RECIPE_FEATURES), cwd=tmp_path)
     errors = [line for line in second.stderr.splitlines() if line.startswith("error")]
     assert second.returncode == 1 and len(errors) == 1 and "Traceback" not in second.stderr
@@ -486,7 +547,7 @@ def test_second_run_into_a_used_folder_stops_with_one_line_and_keeps_its_files(c
     errors = [line for line in resized.stderr.splitlines() if line.startswith("error")]
     assert resized.returncode == 1 and len(errors) == 1
     assert "was trained with minibatch_size 4, this run has 2" in errors[0]
-    assert {name: (tmp_path / "ckpt" / name).read_bytes() for name in os.listdir(tmp_path / "ckpt")} == finished
+    assert {name: (tmp_path / "ckpt" / name).read_bytes() for name in list_files(tmp_path / "ckpt", "")} == finished
 
 
 def test_validation_during_training_is_logged_and_moves_the_best_pointer(validated_run):

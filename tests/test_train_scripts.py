@@ -509,10 +509,15 @@ def _finished(log):
     return int(match.group(1)), match.group(2)
 
 
+RECORDS = ["metrics.jsonl", "tensorboard", "training_curves.png"]  # what a run records beside its checkpoints
+
+
 def _saved_as_one_model(folder):
-    """True when ``folder`` holds what one LONG_RUN saves: its newest checkpoints, the best one, the pointers."""
+    """True when ``folder`` holds what one LONG_RUN saves: its newest checkpoints, the best one, the pointers,
+    and the records of rank 0 alone (one event file)."""
     best = (folder / "best").read_text().split()[0]
-    return sorted(os.listdir(folder)) == sorted({"best", "last", best, *LONG_RUN_NEWEST})
+    return (sorted(os.listdir(folder)) == sorted({"best", "last", best, *LONG_RUN_NEWEST, *RECORDS})
+            and len(os.listdir(folder / "tensorboard")) == 1)
 
 
 def _lr_at_step_2(log):
@@ -525,7 +530,7 @@ def test_standalone_cpu_run_logs_and_saves(tiny_runs):
     log = (folder / "train_standalone" / "train.log").read_text()
     assert "device CPU (rank 0 of 1)" in log
     assert _finished(log)[0] == 2
-    assert sorted(os.listdir(folder / "ckpt")) == ["best", "ecapa-1_2.ckpt", "last"]
+    assert sorted(os.listdir(folder / "ckpt")) == ["best", "ecapa-1_2.ckpt", "last", *RECORDS]
 
 
 def test_two_worker_cpu_run_ends_with_one_model_on_the_single_device_schedule(tiny_runs):

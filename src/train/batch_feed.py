@@ -67,6 +67,7 @@ class BatchFeed:
     def __init__(self, batches, timeout):
         self.timeout = timeout
         self.workers = []
+        self.waited = 0.0  # seconds next() has waited for batches
         self._queue = queue.Queue(maxsize=2)
         self._in_pipeline = False
         self._thread = threading.Thread(target=self._read, args=(iter(batches),), name="batch-feed", daemon=True)
@@ -93,6 +94,12 @@ class BatchFeed:
         """The next (features, labels) batch; None at the end of the pipeline or, with ``stop`` (a
         StopRequests), once it holds a signal. Raises what the pipeline raised, or DataStallError."""
         started = time.monotonic()
+        try:
+            return self._next(stop, started)
+        finally:
+            self.waited += time.monotonic() - started
+
+    def _next(self, stop, started):
         while True:
             if stop is not None:
                 if stop.signal_name:

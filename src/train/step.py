@@ -13,7 +13,9 @@ SCALE_WINDOW = 1000
 
 
 class TrainStep(nn.Cell):
-    """(features (N, T, F), labels (N,)) -> (loss, correct count, skipped flag, loss scale).
+    """(features (N, T, F), labels (N,)) -> (loss, correct count, skipped flag, loss scale, gradient norm).
+
+    The gradient norm is the global L2 norm of the (unscaled, averaged) gradients before clipping.
 
     ``loss_net`` returns (loss, correct). ``loss_scale`` > 1 enables dynamic loss
     scaling; ``grad_clip`` > 0 clips the global gradient norm; ``distributed`` averages
@@ -72,4 +74,4 @@ class TrainStep(nn.Cell):
             self.optimizer(grads)
         if self.dynamic_scale:
             self._update_scale(finite)
-        return loss, correct, ops.logical_not(finite), scale
+        return loss, correct, ops.logical_not(finite), scale, norm

@@ -16,6 +16,7 @@ from src.model import build_embedding_network, build_head, count_parameters, mod
 from src.model.speaker_loss import SpeakerLoss
 from src.device import (amp_level, apply_mixed_precision, conv_impl, init_context,
                          init_data_parallel, launched_distributed)
+from src.train.run_record import RunRecord
 from src.train.run_folder import (BEST_BY_EER, BEST_BY_LOSS, CheckpointManager, TrainingState, initialise_from,
                                   last_checkpoint, prepare_checkpoint_folder)
 from src.train.batch_feed import BatchFeed, DataStallError, DataWorkerDiedError
@@ -28,6 +29,11 @@ from src.train.validation import Validator
 LOGGER = logging.getLogger("train")
 
 
+# The figures of a log line, in its order; each also goes to the run's record (src/train/run_record.py).
+LOGGED_FIGURES = ("loss", "accuracy", "learning_rate", "samples_per_second", "skipped", "loss_scale", "margin",
+                  "grad_norm", "data_wait")
+
+
 class TrainingError(InputError):
     """A run that trained nothing (every step skipped)."""
 
@@ -38,12 +44,14 @@ class _Progress:
     def __init__(self):
         self.reset()
 
-    def reset(self):
+    def reset(self, waited=0.0):
+        """Start a window; ``waited``: the seconds the loop had waited for batches so far."""
         self.loss = 0.0
         self.correct = 0.0
         self.samples = 0
         self.steps = 0
         self.started = time.perf_counter()
+        self.waited = waited
 
     def add(self, loss, correct, samples):
         self.loss += loss
@@ -132,8 +140,13 @@ def _train(config, device, distributed, rank, group_size):
         LOGGER.info("resumed from %s at step %d", checkpoint_file, start_step)
     manager = CheckpointManager(config.ckpt_save_dir, config.keep_checkpoint_max, prefix,
                                 BEST_BY_EER if validator else BEST_BY_LOSS) if rank == 0 else None
-    return _loop(config, step_cell, optimizer, rates, dataset, steps_per_epoch, start_step, total_steps,
-                 manager, run_settings, margins, validator)
+    record = RunRecord(config.ckpt_save_dir, start_step, config.as_dict(), config.tensorboard) if rank == 0 else None
+    try:
+        return _loop(config, step_cell, optimizer, rates, dataset, steps_per_epoch, start_step, total_steps,
+                     manager, run_settings, margins, validator, record)
+    finally:
+        if record is not None:
+            record.close()
 
 
 def _resume_path_of_worker(config):
@@ -150,10 +163,13 @@ def _set_margin(head, margin, current):
     return margin
 
 
-def _validate(validator, step_cell, epoch, window):
-    """Score the validation list; log and return the EER (a fraction). Its time is kept out of ``window``."""
+def _validate(validator, step_cell, epoch, step, window, record):
+    """Score the validation list; log (and ``record``, when rank 0's) and return the EER (a fraction).
+    Its time is kept out of ``window``."""
     result, seconds = validator.run(step_cell)
     window.started += seconds
+    if record is not None:
+        record.validation(step, epoch, result.eer, {p: value for p, (value, _) in result.min_dcf.items()})
     dcf = ", ".join(f"minDCF(p={p:g}) {value:.4f}" for p, (value, _) in sorted(result.min_dcf.items()))
     LOGGER.info("epoch %d validation: EER %.2f%%, %s (%d trials, %.1f s)", epoch, 100 * result.eer, dcf,
                 len(validator.trials), seconds)
@@ -200,10 +216,11 @@ def _stopped(stop, feed, manager, step_cell, step, steps_per_epoch, run_settings
 
 
 def _loop(config, step_cell, optimizer, rates, dataset, steps_per_epoch, step, total_steps, manager,
-          run_settings, margins, validator=None):
-    """Run steps ``step..total_steps-1``; set the margin, log, validate and checkpoint on the way."""
+          run_settings, margins, validator=None, record=None):
+    """Run steps ``step..total_steps-1``; set the margin, log (and ``record``: rank 0's RunRecord),
+    validate and checkpoint on the way."""
     window = _Progress()
-    epoch_losses = []
+    epoch_sums = _Progress()  # the steps of this epoch (since the resume, in a resumed epoch)
     skipped = 0
     saved = saved_step = None
     group_size = run_settings["group_size"]
@@ -227,7 +244,7 @@ def _loop(config, step_cell, optimizer, rates, dataset, steps_per_epoch, step, t
             while batch is not None and step < total_steps:
                 features, labels = batch
                 margin = _set_margin(head, margins(step), margin)
-                loss, correct, was_skipped, scale = step_cell(features, labels)
+                loss, correct, was_skipped, scale, norm = step_cell(features, labels)
                 stop.reclaim()
                 unread.append((loss, correct, was_skipped, features.shape[0] * group_size))
                 step += 1
@@ -238,17 +255,17 @@ def _loop(config, step_cell, optimizer, rates, dataset, steps_per_epoch, step, t
                 logging_step = step % config.log_interval == 0 or step == total_steps
                 if step == first_step + 1 or logging_step or end_of_epoch or periodic:
                     for index, (loss, correct, was_skipped, samples) in enumerate(unread):
-                        loss_value = float(loss.asnumpy())
+                        loss_value, correct_value = float(loss.asnumpy()), float(correct.asnumpy())
                         skipped += int(was_skipped.asnumpy())
-                        epoch_losses.append(loss_value)
+                        epoch_sums.add(loss_value, correct_value, samples)
                         if step > first_step + 1 or index > 0:
-                            window.add(loss_value, float(correct.asnumpy()), samples)
+                            window.add(loss_value, correct_value, samples)
                     unread = []
                     if step == first_step + 1:
                         # Log windows start after the first step so samples/s excludes graph compilation.
                         LOGGER.info("first step, including graph compilation, took %.1f s",
                                     time.perf_counter() - window.started)
-                        window.reset()
+                        window.reset(feed.waited)
                     if bar is not None:
                         bar.set_postfix(loss=f"{loss_value:.3f}", epoch=epoch)
                 if bar is not None:
@@ -256,24 +273,35 @@ def _loop(config, step_cell, optimizer, rates, dataset, steps_per_epoch, step, t
                 if logging_step and window.steps:
                     elapsed = time.perf_counter() - window.started
                     position = min(int(optimizer.global_step.asnumpy()[0]), len(rates)) - 1
+                    figures = {"loss": window.loss / window.steps,
+                               "accuracy": 100.0 * window.correct / window.samples * group_size,
+                               "learning_rate": rates[max(position, 0)], "samples_per_second": window.samples / elapsed,
+                               "skipped": skipped, "loss_scale": float(scale.asnumpy()), "margin": margin,
+                               "grad_norm": float(norm.asnumpy()),
+                               "data_wait": 100.0 * (feed.waited - window.waited) / elapsed}
                     LOGGER.info("epoch %d step %d/%d (global %d) loss %.4f acc %.2f%% lr %.3e samples/s %.1f "
-                                "skipped %d scale %.0f margin %.4f", epoch, step_in_epoch, steps_per_epoch, step,
-                                window.loss / window.steps, 100.0 * window.correct / window.samples * group_size,
-                                rates[max(position, 0)], window.samples / elapsed, skipped,
-                                float(scale.asnumpy()), margin)
-                    window.reset()
+                                "skipped %d scale %.0f margin %.4f grad %.4g wait %.1f%%", epoch, step_in_epoch,
+                                steps_per_epoch, step, *(figures[key] for key in LOGGED_FIGURES))
+                    if record is not None:
+                        record.step(step, epoch, **figures)
+                    window.reset(feed.waited)
                 validating = validator is not None and end_of_epoch and validator.due(epoch)
-                valid_eer = _validate(validator, step_cell, epoch, window) if validating else None
+                valid_eer = _validate(validator, step_cell, epoch, step, window, record) if validating else None
                 # A signal saves the position too (src/interrupts.py).
                 if manager is not None and (end_of_epoch or periodic or step == total_steps or stop.signal_name):
                     # Losses of epochs at a smaller margin are lower for that alone: 'best' skips them.
                     comparable = end_of_epoch and margins.final_from((epoch - 1) * steps_per_epoch)
-                    epoch_loss = float(np.mean(epoch_losses)) if comparable else None
+                    epoch_loss = epoch_sums.loss / epoch_sums.steps if comparable else None
                     saved = manager.save(step_cell, epoch, step_in_epoch, step, epoch_loss, run_settings, valid_eer)
                     saved_step = step
                     LOGGER.info("saved %s", saved)
+                    record.flush()  # the events up to a checkpoint are on disk once it is
                 if end_of_epoch:
-                    epoch_losses = []
+                    if record is not None:
+                        record.epoch(step, epoch, loss=epoch_sums.loss / epoch_sums.steps,
+                                     accuracy=100.0 * epoch_sums.correct / epoch_sums.samples * group_size,
+                                     seconds=time.perf_counter() - epoch_sums.started)
+                    epoch_sums.reset()
                 if stop.signal_name:
                     break
                 batch = feed.next(stop) if step < total_steps else None
