@@ -7,9 +7,10 @@ error naming the state of its worker processes, instead of hanging for ever.
 MindSpore's pipeline, blocked on a stopped or hung worker, cannot be torn down from inside the
 process: its exit handlers wait for that worker, and killing the worker crashes the thread
 reading from it. So a run that ends while the feed is stuck in the pipeline
-(:attr:`BatchFeed.stuck`) resumes its stopped workers (MindSpore's clean-up process then ends
-them once this process is gone) and leaves at once through ``exit_at_once`` (src/cli.py),
-after its position is saved and its message printed.
+(:attr:`BatchFeed.stuck`) leaves at once through ``exit_at_once`` (src/cli.py), after its
+position is saved and its message printed, and a detached helper kills the worker processes
+once it has gone (:meth:`BatchFeed.end_workers_after_exit`). A run ending otherwise resumes
+stopped workers, so that MindSpore's exit handlers can end them.
 
 >>> feed = BatchFeed(training_batches(dataset), timeout=300)        # doctest: +SKIP
 >>> batch = feed.next(stop)        # None at the end of the pipeline or on a stop request
@@ -17,6 +18,7 @@ after its position is saved and its message printed.
 import os
 import queue
 import signal
+import subprocess
 import threading
 import time
 
@@ -133,8 +135,19 @@ class BatchFeed:
         """The data worker processes that have ended (gone or dead)."""
         return [pid for pid in self.workers if process_state(pid) in (None, "Z", "X")]
 
+    def end_workers_after_exit(self):
+        """Have the worker processes killed once this process has ended (a detached helper waits for it):
+        stuck or stopped, they would stay, and resumed they print MindSpore's tracebacks into the run's log."""
+        if not self.workers:
+            return
+        pid = os.getpid()
+        wait = f"while [ -e /proc/{pid} ] && ! grep -q ') Z ' /proc/{pid}/stat 2>/dev/null; do sleep 0.1; done"
+        subprocess.Popen(["sh", "-c", f"{wait}; kill -9 {' '.join(map(str, self.workers))} 2>/dev/null"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+
     def release_workers(self):
-        """Resume stopped worker processes, so that MindSpore's clean-up can end them after this process."""
+        """Resume stopped worker processes, so that MindSpore's exit handlers can end them."""
         for pid in self.workers:
             if process_state(pid) in ("T", "t"):
                 try:

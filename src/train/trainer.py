@@ -177,12 +177,15 @@ def _validate(validator, step_cell, epoch, step, window, record):
 
 
 def _leaving(error, feed):
-    """``error``, after the pipeline's stopped processes are resumed (MindSpore's exit handlers wait for
-    them), marked to leave the process at once when the feed is stuck in the pipeline (a normal exit
-    would wait for it for ever; src/train/batch_feed.py)."""
-    feed.release_workers()
+    """``error``, marked to leave the process at once when the feed is stuck in the pipeline (a normal
+    exit would wait for it for ever; its workers are then killed after the exit), otherwise with the
+    pipeline's stopped processes resumed, which MindSpore's exit handlers wait for
+    (src/train/batch_feed.py)."""
     if feed.stuck:
+        feed.end_workers_after_exit()
         error.exit_at_once = True
+    else:
+        feed.release_workers()
     return error
 
 
