@@ -57,15 +57,14 @@ def setup_logging():
                         datefmt="%Y-%m-%d %H:%M:%S")
 
 
-def _exit(status, error):
-    """Exit with ``status``; at once (no exit handlers) when ``error`` says a normal exit would hang,
-    as a training run whose data pipeline is stuck on a worker does (src/train/batch_feed.py)."""
-    if getattr(error, "exit_at_once", False):
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(status)
-    sys.exit(status)
+def exit_now(error, status):
+    """Print ``error``'s line as :func:`run_main` does and end the process at once, from any thread and
+    without exit handlers: for a training whose data pipeline is stuck (src/train/batch_feed.py)."""
+    print(f"error: {error}" if isinstance(error, InputError) else str(error), file=sys.stderr)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def run_main(main, *args):
@@ -81,10 +80,10 @@ def run_main(main, *args):
             status = main(*args)
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
-        _exit(USAGE_ERROR_STATUS, error)
+        sys.exit(USAGE_ERROR_STATUS)
     except Interrupted as interruption:
         print(interruption, file=sys.stderr)
-        _exit(interruption.status, interruption)
+        sys.exit(interruption.status)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

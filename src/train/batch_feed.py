@@ -1,31 +1,33 @@
-"""Training batches handed over by a reading thread, so that the loop waits for them in short slices.
+"""Training batches, with a watch over the waits for them: a stalled pipeline or a stop request while
+the loop waits on it ends the run, instead of hanging it for ever.
 
-A stop request (SIGTERM, SIGINT) is then acted on within a second whatever the data pipeline is
-doing, and a pipeline that delivers nothing for ``data_timeout`` seconds stops the run with an
-error naming the state of its worker processes, instead of hanging for ever.
+The loop takes its batches in its own thread (MindSpore's pipeline crashes the process later
+when an iterator was read from another thread). While it waits inside the pipeline, a signal's
+Python handler cannot run, so a watch thread (:class:`BatchFeed`) follows the wait: through the
+signal wakeup file descriptor it sees a SIGTERM or SIGINT arrive, and by the clock it sees a
+wait pass ``data_timeout`` seconds. A wait that outlasts a signal by :data:`SIGNAL_GRACE_SECONDS`,
+or the timeout, calls the run's ``leave`` with what happened; the run saves its position, prints
+its message and ends the process at once (src/cli.py ``exit_now``): MindSpore's exit handlers
+would wait for the stuck worker for ever, and killing the worker crashes the reading thread. A
+detached helper kills the worker processes once the run's process has gone
+(:meth:`BatchFeed.end_workers_after_exit`). A run stopped between two batches exits normally,
+after resuming stopped workers (:meth:`BatchFeed.release_workers`), which those handlers wait for.
 
-MindSpore's pipeline, blocked on a stopped or hung worker, cannot be torn down from inside the
-process: its exit handlers wait for that worker, and killing the worker crashes the thread
-reading from it. So a run that ends while the feed is stuck in the pipeline
-(:attr:`BatchFeed.stuck`) leaves at once through ``exit_at_once`` (src/cli.py), after its
-position is saved and its message printed, and a detached helper kills the worker processes
-once it has gone (:meth:`BatchFeed.end_workers_after_exit`). A run ending otherwise resumes
-stopped workers, so that MindSpore's exit handlers can end them.
-
->>> feed = BatchFeed(training_batches(dataset), timeout=300)        # doctest: +SKIP
->>> batch = feed.next(stop)        # None at the end of the pipeline or on a stop request
+>>> feed = BatchFeed(training_batches(dataset), timeout=300, leave=stop_the_run)   # doctest: +SKIP
+>>> batch = feed.next()        # None at the end of the pipeline
 """
 import os
-import queue
+import select
 import signal
 import subprocess
 import threading
 import time
 
 from src.errors import InputError
+from src.interrupts import HANDLED_SIGNALS
 
 POLL_SECONDS = 0.2
-_END = object()
+SIGNAL_GRACE_SECONDS = 1.0  # a healthy pipeline hands over its batch well within this
 STATES = {"T": "stopped (SIGSTOP or a debugger)", "t": "stopped by a debugger", "D": "waiting on a disk or "
           "network file system", "Z": "dead", "R": "running", "S": "sleeping"}
 
@@ -61,66 +63,71 @@ def process_state(pid):
 
 
 class BatchFeed:
-    """Batches of ``batches`` (an iterator over the pipeline) read ahead by a daemon thread.
+    """Batches of ``batches`` (an iterator over the pipeline), their waits watched (module docstring).
 
-    ``timeout``: seconds :meth:`next` waits for one batch before raising DataStallError (0: no limit).
+    ``timeout``: seconds one wait may last (0: no limit). ``leave(signum)`` is called from the watch
+    thread when a wait outlasts a signal (its number) or the timeout (None); it must end the process.
     """
 
-    def __init__(self, batches, timeout):
+    def __init__(self, batches, timeout, leave):
         self.timeout = timeout
+        self.leave = leave
         self.workers = []
         self.waited = 0.0  # seconds next() has waited for batches
-        self._queue = queue.Queue(maxsize=2)
-        self._in_pipeline = False
-        self._thread = threading.Thread(target=self._read, args=(iter(batches),), name="batch-feed", daemon=True)
+        self.waiting_since = None
+        self._batches = iter(batches)
+        self._wakeup_read, wakeup_write = os.pipe()
+        os.set_blocking(wakeup_write, False)
+        self._wakeup_write = wakeup_write
+        self._previous_wakeup = signal.set_wakeup_fd(wakeup_write)
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="batch-watch", daemon=True)
         self._thread.start()
 
-    def _read(self, batches):
-        while True:
-            self._in_pipeline = True
-            try:
-                batch = next(batches, _END)
-            except Exception as error:  # raised in the training loop by next()
-                batch = error
-            self._in_pipeline = False
-            self._queue.put(batch)
-            if batch is _END or isinstance(batch, Exception):
+    def next(self):
+        """The next (features, labels) batch, or None at the end of the pipeline."""
+        self.waiting_since = time.monotonic()
+        try:
+            batch = next(self._batches, None)
+        finally:
+            self.waited += time.monotonic() - self.waiting_since
+            self.waiting_since = None
+        if batch is not None and not self.workers:
+            self.workers = child_processes()  # MindSpore's worker processes, started by now
+        return batch
+
+    def _signal_received(self):
+        """The number of a stop signal (SIGTERM, SIGINT) written to the wakeup descriptor since the last
+        call, or None; waits up to POLL_SECONDS for one."""
+        readable, _, _ = select.select([self._wakeup_read], [], [], POLL_SECONDS)
+        if not readable:
+            return None
+        stops = [signum for signum in os.read(self._wakeup_read, 64) if signum in HANDLED_SIGNALS]
+        return stops[-1] if stops else None
+
+    def _watch(self):
+        # A signal received during a step is acted on by the loop after it, unless the loop then
+        # waits on a stuck pipeline: so it is kept, and counts once a wait has lasted the grace.
+        signum = None
+        while not self._closed.is_set():
+            signum = self._signal_received() or signum
+            waiting_since, now = self.waiting_since, time.monotonic()
+            if waiting_since is None:
+                continue
+            if signum is not None and now - waiting_since > SIGNAL_GRACE_SECONDS:
+                self.leave(signum)
+                return
+            if self.timeout and now - waiting_since > self.timeout:
+                self.leave(None)
                 return
 
-    @property
-    def stuck(self):
-        """Whether the reading thread waits inside the pipeline (a normal exit could then hang)."""
-        return self._thread.is_alive() and self._in_pipeline
-
-    def next(self, stop=None):
-        """The next (features, labels) batch; None at the end of the pipeline or, with ``stop`` (a
-        StopRequests), once it holds a signal. Raises what the pipeline raised, or DataStallError."""
-        started = time.monotonic()
-        try:
-            return self._next(stop, started)
-        finally:
-            self.waited += time.monotonic() - started
-
-    def _next(self, stop, started):
-        while True:
-            if stop is not None:
-                if stop.signal_name:
-                    return None
-                stop.reclaim()  # MindSpore may have put its own handlers in meanwhile
-            try:
-                item = self._queue.get(timeout=POLL_SECONDS)
-            except queue.Empty:
-                if self.timeout and time.monotonic() - started > self.timeout:
-                    raise DataStallError(f"the data pipeline delivered no batch for {self.timeout} s "
-                                         f"(data_timeout): {self.describe_workers()}") from None
-                continue
-            if item is _END:
-                return None
-            if isinstance(item, Exception):
-                raise item
-            if not self.workers:
-                self.workers = child_processes()  # MindSpore's worker processes, started by now
-            return item
+    def close(self):
+        """Stop watching and give the signal wakeup descriptor back."""
+        self._closed.set()
+        self._thread.join()
+        signal.set_wakeup_fd(self._previous_wakeup)
+        os.close(self._wakeup_read)
+        os.close(self._wakeup_write)
 
     def describe_workers(self):
         """The state of each data worker process, or what threads mean, as text."""
@@ -147,7 +154,8 @@ class BatchFeed:
                          start_new_session=True)
 
     def release_workers(self):
-        """Resume stopped worker processes, so that MindSpore's exit handlers can end them."""
+        """Resume stopped worker processes, so that MindSpore's exit handlers, which wait for them, can end
+        them (a run stopped by a signal between two batches exits normally)."""
         for pid in self.workers:
             if process_state(pid) in ("T", "t"):
                 try:

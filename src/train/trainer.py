@@ -9,20 +9,21 @@ from mindspore import Tensor, nn
 from src.checkpoint import weights_fingerprint
 from src.config import ConfigError, format_config, require_dirs, require_files
 from src.data.dataset import create_train_dataset, training_batches
+from src.cli import USAGE_ERROR_STATUS, exit_now
 from src.errors import InputError
-from src.interrupts import StopRequests
+from src.interrupts import Interrupted, StopRequests, signal_name
 from src.kernels.network import apply_cpu_kernels
 from src.model import build_embedding_network, build_head, count_parameters, model_entry
 from src.model.speaker_loss import SpeakerLoss
 from src.device import (amp_level, apply_mixed_precision, conv_impl, init_context,
                          init_data_parallel, launched_distributed)
-from src.train.run_record import RunRecord
-from src.train.run_folder import (BEST_BY_EER, BEST_BY_LOSS, CheckpointManager, TrainingState, initialise_from,
-                                  last_checkpoint, prepare_checkpoint_folder)
 from src.train.batch_feed import BatchFeed, DataStallError, DataWorkerDiedError
-from src.train.folder_lock import claim_folder
+from src.train.folder_lock import claim_folder, release_folder
 from src.train.lr_schedule import cyclic_lr, half_cycle_steps
 from src.train.margin_schedule import MarginSchedule
+from src.train.run_folder import (BEST_BY_EER, BEST_BY_LOSS, CheckpointManager, TrainingState, initialise_from,
+                                  last_checkpoint, prepare_checkpoint_folder)
+from src.train.run_record import RunRecord
 from src.train.step import TrainStep
 from src.train.validation import Validator
 
@@ -176,46 +177,61 @@ def _validate(validator, step_cell, epoch, step, window, record):
     return result.eer
 
 
-def _leaving(error, feed):
-    """``error``, marked to leave the process at once when the feed is stuck in the pipeline (a normal
-    exit would wait for it for ever; its workers are then killed after the exit), otherwise with the
-    pipeline's stopped processes resumed, which MindSpore's exit handlers wait for
-    (src/train/batch_feed.py)."""
-    if feed.stuck:
-        feed.end_workers_after_exit()
-        error.exit_at_once = True
-    else:
-        feed.release_workers()
-    return error
+class _Position:
+    """Where the loop is, for the watch thread that may end the run while the loop waits for a batch:
+    the global step reached, the last checkpoint saved and its step."""
+
+    def __init__(self, step):
+        self.step, self.saved, self.saved_step = step, None, None
 
 
-def _save_position(manager, step_cell, step, steps_per_epoch, run_settings, saved, saved_step):
-    """The checkpoint of global step ``step``: ``saved`` if it is that step's (``saved_step``), else a new
-    one; None on ranks other than 0 (``manager`` None)."""
+def _save_position(manager, step_cell, steps_per_epoch, run_settings, position):
+    """The checkpoint of ``position.step``: the last one saved if it is that step's, else a new one;
+    None on ranks other than 0 (``manager`` None)."""
     if manager is None:
         return None
-    if saved_step == step:
-        return saved
-    epoch, step_in_epoch = divmod(step - 1, steps_per_epoch)
-    saved = manager.save(step_cell, epoch + 1, step_in_epoch + 1, step, None, run_settings)
-    LOGGER.info("saved %s", saved)
-    return saved
+    if position.saved_step != position.step:
+        epoch, step_in_epoch = divmod(position.step - 1, steps_per_epoch)
+        position.saved = manager.save(step_cell, epoch + 1, step_in_epoch + 1, position.step, None, run_settings)
+        position.saved_step = position.step
+        LOGGER.info("saved %s", position.saved)
+    return position.saved
 
 
-def _stopped(stop, feed, manager, step_cell, step, steps_per_epoch, run_settings, saved, saved_step):
-    """The error ending a run stopped by a signal, its position saved: Interrupted, or DataWorkerDiedError
-    when the signal is MindSpore's answer to a data worker process that ended."""
-    path = _save_position(manager, step_cell, step, steps_per_epoch, run_settings, saved, saved_step)
-    epoch, step_in_epoch = divmod(step - 1, steps_per_epoch)
-    position = f"at epoch {epoch + 1} step {step_in_epoch + 1} (global {step})"
+def _stopped(signum, feed, manager, step_cell, steps_per_epoch, run_settings, position):
+    """The error ending a run stopped by signal ``signum``, its position saved: Interrupted, or
+    DataWorkerDiedError when the signal is MindSpore's answer to a data worker process that ended."""
+    path = _save_position(manager, step_cell, steps_per_epoch, run_settings, position)
+    epoch, step_in_epoch = divmod(position.step - 1, steps_per_epoch)
+    where = f"at epoch {epoch + 1} step {step_in_epoch + 1} (global {position.step})"
     resume = f", saved {path}; --resume=auto continues" if path else "; rank 0 saves the position"
     dead = feed.dead_workers()
     if dead:
         return DataWorkerDiedError(
             f"a data worker process ended during training (killed, or out of memory?): MindSpore stopped the run "
-            f"with {stop.signal_name} and ended the other workers (gone: {', '.join(map(str, dead))}); "
-            f"stopped {position}{resume}")
-    return stop.interruption(f"{position}{resume}")
+            f"with {signal_name(signum)} and ended the other workers (gone: {', '.join(map(str, dead))}); "
+            f"stopped {where}{resume}")
+    return Interrupted(signum, f"interrupted by {signal_name(signum)} {where}{resume}")
+
+
+def _leave_stuck_run(signum, feed, manager, step_cell, steps_per_epoch, run_settings, position, first_step):
+    """From the watch thread, end a run whose loop waits on a stuck pipeline (src/train/batch_feed.py):
+    save the position, print the error, have the workers killed after the exit, exit at once."""
+    if signum is not None:
+        error = _stopped(signum, feed, manager, step_cell, steps_per_epoch, run_settings, position)
+    elif position.step == first_step:
+        error = DataStallError(f"the data pipeline delivered no batch for {feed.timeout} s (data_timeout): "
+                               f"{feed.describe_workers()}; nothing was trained in this run")
+    else:
+        path = _save_position(manager, step_cell, steps_per_epoch, run_settings, position)
+        where = f"position saved in {path}; once the data reads, --resume=auto continues" if path else \
+            "rank 0 saves the position"
+        error = DataStallError(f"the data pipeline delivered no batch for {feed.timeout} s (data_timeout): "
+                               f"{feed.describe_workers()}; {where}")
+    if manager is not None:
+        release_folder(manager.folder)
+    feed.end_workers_after_exit()
+    exit_now(error, error.status if isinstance(error, Interrupted) else USAGE_ERROR_STATUS)
 
 
 def _loop(config, step_cell, optimizer, rates, dataset, steps_per_epoch, step, total_steps, manager,
@@ -225,7 +241,6 @@ def _loop(config, step_cell, optimizer, rates, dataset, steps_per_epoch, step, t
     window = _Progress()
     epoch_sums = _Progress()  # the steps of this epoch (since the resume, in a resumed epoch)
     skipped = 0
-    saved = saved_step = None
     group_size = run_settings["group_size"]
     bar = _progress_bar(total_steps, step)
     first_step = step
@@ -235,15 +250,15 @@ def _loop(config, step_cell, optimizer, rates, dataset, steps_per_epoch, step, t
     # value waits for its step, so they are read only where a log line, checkpoint or
     # validation needs them; in between, an accelerator queues step after step.
     unread = []
-    feed = BatchFeed(training_batches(dataset), config.data_timeout)
-    # Starting MindSpore's data pipeline installs its own SIGTERM and SIGINT handlers (which end
-    # the process with status 0), so the run's own go in once the first batch is there.
+    position = _Position(step)
+    feed = BatchFeed(training_batches(dataset), config.data_timeout,
+                     lambda signum: _leave_stuck_run(signum, feed, manager, step_cell, steps_per_epoch, run_settings,
+                                                     position, first_step))
     try:
+        # Starting MindSpore's data pipeline installs its own SIGTERM and SIGINT handlers (which end
+        # the process with status 0), so the run's own go in once the first batch is there.
         batch = feed.next()
-    except DataStallError as error:
-        raise _leaving(DataStallError(f"{error}; nothing was trained in this run"), feed) from None
-    with StopRequests() as stop:
-        try:
+        with StopRequests() as stop:
             while batch is not None and step < total_steps:
                 features, labels = batch
                 margin = _set_margin(head, margins(step), margin)
@@ -251,6 +266,7 @@ def _loop(config, step_cell, optimizer, rates, dataset, steps_per_epoch, step, t
                 stop.reclaim()
                 unread.append((loss, correct, was_skipped, features.shape[0] * group_size))
                 step += 1
+                position.step = step
                 epoch, step_in_epoch = divmod(step - 1, steps_per_epoch)
                 epoch, step_in_epoch = epoch + 1, step_in_epoch + 1
                 end_of_epoch = step_in_epoch == steps_per_epoch
@@ -275,10 +291,11 @@ def _loop(config, step_cell, optimizer, rates, dataset, steps_per_epoch, step, t
                     bar.update(1)
                 if logging_step and window.steps:
                     elapsed = time.perf_counter() - window.started
-                    position = min(int(optimizer.global_step.asnumpy()[0]), len(rates)) - 1
+                    rate_index = min(int(optimizer.global_step.asnumpy()[0]), len(rates)) - 1
                     figures = {"loss": window.loss / window.steps,
                                "accuracy": 100.0 * window.correct / window.samples * group_size,
-                               "learning_rate": rates[max(position, 0)], "samples_per_second": window.samples / elapsed,
+                               "learning_rate": rates[max(rate_index, 0)],
+                               "samples_per_second": window.samples / elapsed,
                                "skipped": skipped, "loss_scale": float(scale.asnumpy()), "margin": margin,
                                "grad_norm": float(norm.asnumpy()),
                                "data_wait": 100.0 * (feed.waited - window.waited) / elapsed}
@@ -295,9 +312,10 @@ def _loop(config, step_cell, optimizer, rates, dataset, steps_per_epoch, step, t
                     # Losses of epochs at a smaller margin are lower for that alone: 'best' skips them.
                     comparable = end_of_epoch and margins.final_from((epoch - 1) * steps_per_epoch)
                     epoch_loss = epoch_sums.loss / epoch_sums.steps if comparable else None
-                    saved = manager.save(step_cell, epoch, step_in_epoch, step, epoch_loss, run_settings, valid_eer)
-                    saved_step = step
-                    LOGGER.info("saved %s", saved)
+                    position.saved = manager.save(step_cell, epoch, step_in_epoch, step, epoch_loss, run_settings,
+                                                  valid_eer)
+                    position.saved_step = step
+                    LOGGER.info("saved %s", position.saved)
                     record.flush()  # the events up to a checkpoint are on disk once it is
                 if end_of_epoch:
                     if record is not None:
@@ -306,18 +324,12 @@ def _loop(config, step_cell, optimizer, rates, dataset, steps_per_epoch, step, t
                                      seconds=time.perf_counter() - epoch_sums.started)
                     epoch_sums.reset()
                 if stop.signal_name:
-                    break
-                batch = feed.next(stop) if step < total_steps else None
-            if stop.signal_name:  # during a step, or while waiting for a batch
-                raise _stopped(stop, feed, manager, step_cell, step, steps_per_epoch, run_settings, saved,
-                               saved_step)
-        except DataStallError as error:
-            path = _save_position(manager, step_cell, step, steps_per_epoch, run_settings, saved, saved_step)
-            where = f"position saved in {path}; once the data reads, --resume=auto continues" if path else \
-                "rank 0 saves the position"
-            raise _leaving(DataStallError(f"{error}; {where}"), feed) from None
-        except BaseException as error:
-            raise _leaving(error, feed)
+                    raise _stopped(stop.signum, feed, manager, step_cell, steps_per_epoch, run_settings, position)
+                batch = feed.next() if step < total_steps else None
+    finally:
+        feed.close()
+        feed.release_workers()
+    saved = position.saved
     skipped += sum(int(was_skipped.asnumpy()) for _, _, was_skipped, _ in unread)
     if bar is not None:
         bar.close()
