@@ -31,6 +31,7 @@ import time
 
 import numpy as np
 
+from benchmarks.machine import ProductRates, describe_machine, forward_flops
 from src.config import load_config
 from src.data.audio import SAMPLE_RATE
 from src.data.features import log_mel
@@ -76,9 +77,11 @@ def main():
     device = init_context(config)
     impl = conv_impl(config, device)
     extractors = build_extractors(config, impl, device, options.graphs, options.kernels)
+    layers = build_embedding_network(config, impl)  # for the FLOPs of its products
+    products = ProductRates()
     names = {variant: "/".join(variant) for variant in extractors}
     first = next(iter(extractors))
-    print(f"device {device}, conv_impl {impl}, channels {config.channels}, batch norm "
+    print(f"{describe_machine()}; device {device}, conv_impl {impl}, channels {config.channels}, batch norm "
           f"{'folded' if config.fold_batch_norm else 'kept'}, threads {config.num_threads or 'all'}, "
           f"{options.utterances} utterances per length, load {os.getloadavg()[0]:.1f}")
     for variant, extractor in extractors.items():
@@ -91,10 +94,13 @@ def main():
     smallest_cosine = {variant: 1.0 for variant in extractors}
     for length in options.seconds:
         rates = {variant: [] for variant in extractors}
+        utilisation = {variant: [] for variant in extractors}
         compile_seconds = {variant: 0.0 for variant in extractors}
         for _ in range(options.utterances):
             samples = int(length * rng.uniform(0.95, 1.05) * SAMPLE_RATE)
             features = log_mel((0.1 * rng.standard_normal(samples)).astype(np.float32))
+            flops = sum(forward_flops(layers, 1, features.shape[0]).values())
+            product_rates = products.measure()  # between the utterances: the same machine load
             reference = None
             for variant, extractor in extractors.items():
                 if variant[0] == "buckets" and bucket_frames(features.shape[0]) not in extractor.buckets:
@@ -103,19 +109,25 @@ def main():
                     compile_seconds[variant] += extractor.bucket_compile_seconds - before
                 start = time.perf_counter()
                 embedding = extractor.embed_features(features)
-                rates[variant].append((time.perf_counter() - start) * SAMPLE_RATE / samples)
+                seconds = time.perf_counter() - start
+                rates[variant].append(seconds * SAMPLE_RATE / samples)
+                matching = products.matching(variant[1]) if variant[1] in product_rates else "float32"
+                utilisation[variant].append(1e-9 * flops / seconds / product_rates[matching])
                 reference = embedding if reference is None else reference
                 largest_difference[variant] = max(largest_difference[variant],
                                                   float(np.abs(embedding - reference).max()))
                 smallest_cosine[variant] = min(smallest_cosine[variant], cosine(embedding, reference))
         line = f"{length:5.1f} s:"
         for variant, values in rates.items():
-            line += f"  {names[variant]} RTF {statistics.median(values):.4f}"
+            line += (f"  {names[variant]} RTF {statistics.median(values):.4f} "
+                     f"MFU {100 * statistics.median(utilisation[variant]):.0f}%")
             if variant != first:
                 line += f" ({statistics.median(values) / statistics.median(rates[first]):.2f}x)"
             if compile_seconds[variant]:
                 line += f" (bucket compilation {compile_seconds[variant]:.1f} s)"
         print(line + f"  load {os.getloadavg()[0]:.1f}", flush=True)
+    print(products.describe() + "; MFU: the network's product FLOPs per second / the rate of its precision "
+          "(bf16 for cpu_kernels bf16, float32 otherwise)")
     for variant in extractors:
         if variant != first:
             print(f"{names[variant]} against {names[first]}: largest embedding difference "

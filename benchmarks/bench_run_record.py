@@ -9,25 +9,15 @@ the mean milliseconds of each. Compare them with a training step (bench_train_st
 logs every ``log_interval`` steps (20) and ends an epoch every few hundred.
 """
 import argparse
-import os
-import platform
 import statistics
 import tempfile
 import time
 
+from benchmarks.machine import describe_machine
 from src.train.run_record import RunRecord
 
 FIGURES = {"loss": 3.21, "accuracy": 71.5, "learning_rate": 1e-3, "samples_per_second": 410.0, "skipped": 0,
            "loss_scale": 1.0, "margin": 0.2, "grad_norm": 4.2, "data_wait": 1.5}
-
-
-def cpu_model():
-    """The CPU's model name (/proc/cpuinfo), or the machine type elsewhere."""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            return next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.machine()
 
 
 def measure(steps, epochs, tensorboard):
@@ -54,7 +44,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=20, help="epochs of each run (curves redrawn at each end)")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each kind, alternating")
     args = parser.parse_args()
-    print(f"CPU: {cpu_model()} ({os.cpu_count()} cores); {args.steps} logged steps, {args.epochs} epochs, "
+    print(f"{describe_machine()}; {args.steps} logged steps, {args.epochs} epochs, "
           f"{args.rounds} rounds alternating")
     results = {True: [], False: []}
     for _ in range(args.rounds):

@@ -113,11 +113,12 @@ SETTINGS = {
                          choices=("auto", "native", "shifted")),
     "amp_level": Setting("auto", str, "Mixed precision level; auto = O2 on Ascend/GPU, O0 on CPU",
                          choices=("auto", "O0", "O1", "O2", "O3")),
-    "cpu_kernels": Setting("none", str,
+    "cpu_kernels": Setting("auto", str,
                            "CPU: run TDNN blocks and products on the custom oneDNN kernels (src/kernels; "
                            "built by install.sh, need AVX512-BF16) with float32 or bf16 products "
-                           "(bfloat16 inputs, float32 sums); none = MindSpore's own ops",
-                           choices=("none", "float32", "bf16")),
+                           "(bfloat16 inputs, float32 sums); none = MindSpore's own ops; auto = float32 "
+                           "where the kernels can run, none elsewhere",
+                           choices=("auto", "none", "float32", "bf16")),
     "num_threads": Setting(0, int, "CPU intra-op threads; 0 = all cores", _non_negative),
     # Network
     "model": Setting("ecapa_tdnn", str, "Embedding network, by its registered name (src/model/)"),

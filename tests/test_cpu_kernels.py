@@ -219,6 +219,28 @@ def test_unavailable_kernels_fall_back_to_float32_with_a_warning(caplog):
     assert isinstance(network.layer1.conv.matmul, ops.MatMul)
 
 
+def test_auto_runs_the_float32_kernels_where_they_can_run_and_says_which_in_one_line(caplog, monkeypatch):
+    from src.kernels import network as kernel_network
+
+    cases = [("CPU", "O0", None, "the float32 kernels (src/kernels)"),
+             ("CPU", "O0", "this CPU has no native bfloat16 instructions (AVX512-BF16 or AMX)",
+              "MindSpore's own ops (this CPU has no native bfloat16 instructions (AVX512-BF16 or AMX))"),
+             ("CPU", "O2", None, "MindSpore's own ops (the kernels take float32, amp_level is O2)"),
+             ("Ascend", "O2", None, "MindSpore's own ops (the kernels run on CPU, not Ascend)")]
+    for device, amp, reason, said in cases:
+        if reason is None and device == "CPU" and amp == "O0" and KERNELS_MISSING is not None:
+            continue  # a machine without the kernels: the fallback case below covers it
+        monkeypatch.setattr(kernel_network, "unavailable_reason", lambda reason=reason: reason)
+        network = tiny_network()
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="src.kernels.network"):
+            apply_cpu_kernels(network, "auto", device, amp=amp)
+        assert caplog.messages == [f"cpu_kernels auto: {said}"], (device, amp)
+        kernels = any(isinstance(cell, KernelProduct) for _, cell in network.cells_and_names())
+        assert kernels == (reason is None and device == "CPU" and amp == "O0"), (device, amp)
+    assert load_config([])[0].cpu_kernels == "auto"
+
+
 def test_bf16_with_mixed_precision_on_cpu_is_a_config_error():
     with pytest.raises(ConfigError, match="amp_level is O2"):
         apply_cpu_kernels(tiny_network(), "float32", "CPU", amp="O2")

@@ -121,10 +121,23 @@ def use_kernels(network, bf16=True, input_gradient=True):
     return replace_cells(network, kernel_variant)
 
 
+def auto_kernels(device, amp="O0"):
+    """What ``cpu_kernels: auto`` runs here, and why: ('float32', None) on a CPU run in float32 where the
+    kernels can run (built, native bfloat16 instructions), else ('none', the reason)."""
+    if device != "CPU":
+        return "none", f"the kernels run on CPU, not {device}"
+    if amp != "O0":
+        return "none", f"the kernels take float32, amp_level is {amp}"
+    reason = unavailable_reason()
+    return ("none", reason) if reason else ("float32", None)
+
+
 def apply_cpu_kernels(network, kernels, device, threads=0, amp="O0", input_gradient=True):
     """Run ``network`` on the custom CPU kernels as ``kernels`` says; returns it.
 
-    'none' leaves the network as it is. 'float32' and 'bf16' put in the kernel cells
+    'auto' (the default) is 'float32' where the kernels can run and 'none' elsewhere
+    (:func:`auto_kernels`), said in one log line. 'none' leaves the network as it is.
+    'float32' and 'bf16' put in the kernel cells
     (:func:`use_kernels`), whose products take float32 or bfloat16 inputs (float32 sums and
     outputs), forward and backward; ReLU, batch norm and the rest stay float32. Where the
     kernels cannot run (not a CPU run, not built, no AVX512-BF16) it logs a warning and leaves
@@ -133,6 +146,10 @@ def apply_cpu_kernels(network, kernels, device, threads=0, amp="O0", input_gradi
     a ConfigError. ``input_gradient`` False (training, where the input is data) lets the first
     block skip the gradient of its input.
     """
+    if kernels == "auto":
+        kernels, reason = auto_kernels(device, amp)
+        LOGGER.info("cpu_kernels auto: %s", "the float32 kernels (src/kernels)" if reason is None
+                    else f"MindSpore's own ops ({reason})")
     if kernels == "none":
         return network
     if device == "CPU" and amp != "O0":
