@@ -182,13 +182,14 @@ class _Position:
     the global step reached, the last checkpoint saved and its step."""
 
     def __init__(self, step):
-        self.step, self.saved, self.saved_step = step, None, None
+        self.first = self.step = step
+        self.saved = self.saved_step = None
 
 
 def _save_position(manager, step_cell, steps_per_epoch, run_settings, position):
     """The checkpoint of ``position.step``: the last one saved if it is that step's, else a new one;
-    None on ranks other than 0 (``manager`` None)."""
-    if manager is None:
+    None on ranks other than 0 (``manager`` None) and when this run has trained no step."""
+    if manager is None or position.step == position.first:
         return None
     if position.saved_step != position.step:
         epoch, step_in_epoch = divmod(position.step - 1, steps_per_epoch)
@@ -203,8 +204,10 @@ def _stopped(signum, feed, manager, step_cell, steps_per_epoch, run_settings, po
     DataWorkerDiedError when the signal is MindSpore's answer to a data worker process that ended."""
     path = _save_position(manager, step_cell, steps_per_epoch, run_settings, position)
     epoch, step_in_epoch = divmod(position.step - 1, steps_per_epoch)
-    where = f"at epoch {epoch + 1} step {step_in_epoch + 1} (global {position.step})"
-    resume = f", saved {path}; --resume=auto continues" if path else "; rank 0 saves the position"
+    where = (f"at epoch {epoch + 1} step {step_in_epoch + 1} (global {position.step})"
+             if position.step > position.first else f"before this run's first step (global {position.step})")
+    resume = (f", saved {path}; --resume=auto continues" if path else "; rank 0 saves the position" if manager is None
+              else "; nothing was trained in this run")
     dead = feed.dead_workers()
     if dead:
         return DataWorkerDiedError(
@@ -214,12 +217,12 @@ def _stopped(signum, feed, manager, step_cell, steps_per_epoch, run_settings, po
     return Interrupted(signum, f"interrupted by {signal_name(signum)} {where}{resume}")
 
 
-def _leave_stuck_run(signum, feed, manager, step_cell, steps_per_epoch, run_settings, position, first_step):
+def _leave_stuck_run(signum, feed, manager, step_cell, steps_per_epoch, run_settings, position):
     """From the watch thread, end a run whose loop waits on a stuck pipeline (src/train/batch_feed.py):
     save the position, print the error, have the workers killed after the exit, exit at once."""
     if signum is not None:
         error = _stopped(signum, feed, manager, step_cell, steps_per_epoch, run_settings, position)
-    elif position.step == first_step:
+    elif position.step == position.first:
         error = DataStallError(f"the data pipeline delivered no batch for {feed.timeout} s (data_timeout): "
                                f"{feed.describe_workers()}; nothing was trained in this run")
     else:
@@ -253,7 +256,7 @@ def _loop(config, step_cell, optimizer, rates, dataset, steps_per_epoch, step, t
     position = _Position(step)
     feed = BatchFeed(training_batches(dataset), config.data_timeout,
                      lambda signum: _leave_stuck_run(signum, feed, manager, step_cell, steps_per_epoch, run_settings,
-                                                     position, first_step))
+                                                     position))
     try:
         # Starting MindSpore's data pipeline installs its own SIGTERM and SIGINT handlers (which end
         # the process with status 0), so the run's own go in once the first batch is there.
