@@ -22,6 +22,7 @@ from mindspore import Tensor, nn
 from fixtures import PLAIN_RECIPE_ARGS, REPO_ROOT, TINY_NETWORK_ARGS, tiny_network, write_tone_corpus
 from tensorboard_view import tensorboard_scalars
 from src.checkpoint import read_checkpoint
+from src.config import ConfigError
 from src.data.audio import write_audio
 from src.model.aam_softmax import AAMSoftmax
 from src.model.speaker_loss import SpeakerLoss
@@ -32,6 +33,7 @@ from src.train.batch_feed import child_processes, process_state
 from src.train.run_folder import CheckpointError, CheckpointManager, TrainingState, prepare_checkpoint_folder
 from src.train.folder_lock import LOCK_NAME, FolderInUseError, claim_folder
 from src.train.margin_schedule import MarginSchedule
+from src.train.run_record import RunRecord
 from src.train.step import TrainStep
 
 
@@ -577,3 +579,13 @@ def test_a_pointer_file_given_as_a_checkpoint_names_the_checkpoint_it_points_to(
         with pytest.raises(CheckpointError, match=rf"{pointer}: is the pointer file of a training folder, not a "
                                                   rf"checkpoint; it names ecapa-1_5.ckpt: pass \S+/ecapa-1_5.ckpt"):
             read_checkpoint(str(tmp_path / pointer))
+
+
+def test_tensorboard_without_its_writer_installed_is_one_line_and_off_needs_none(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)  # an environment without the package
+    with pytest.raises(ConfigError, match=r"^tensorboard: the tensorboardX package is not installed"):
+        RunRecord(str(tmp_path), 0, {"channels": 16}, tensorboard=True)
+    record = RunRecord(str(tmp_path), 0, {"channels": 16}, tensorboard=False)
+    record.step(1, 1, loss=2.5)
+    record.close()
+    assert json.loads((tmp_path / "metrics.jsonl").read_text()) == {"kind": "step", "step": 1, "epoch": 1, "loss": 2.5}

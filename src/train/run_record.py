@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 
+from src.config import ConfigError
 from src.fileio import write_lines
 from src.train.curves import draw_training_curves
 
@@ -68,8 +69,12 @@ class RunRecord:
         if start_step == 0:  # a fresh run: events of an earlier start that saved nothing go
             shutil.rmtree(events, ignore_errors=True)
         if tensorboard:
-            from tensorboardX import SummaryWriter
-            from tensorboardX.summary import hparams
+            try:
+                from tensorboardX import SummaryWriter
+                from tensorboardX.summary import hparams
+            except ImportError:
+                raise ConfigError("tensorboard: the tensorboardX package is not installed (pip install -r "
+                                  "requirements.txt), or set tensorboard false") from None
 
             self.writer = SummaryWriter(events, purge_step=start_step + 1)
             if start_step == 0:
