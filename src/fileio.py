@@ -15,6 +15,7 @@
 """
 import contextlib
 import errno
+import functools
 import hashlib
 import os
 import re
@@ -158,7 +159,18 @@ def check_writable_file(path, setting=None):
 
 
 def file_fingerprint(path):
-    """SHA-256 (hex) of the bytes of the file ``path``: names one exact version of a model file."""
+    """SHA-256 (hex) of the bytes of the file ``path``: names one exact version of a model file.
+
+    Remembered per path, inode, size and change time (a file rewritten in place or replaced by
+    :func:`atomic_write` changes one of them), so that the model an evaluation fingerprints for
+    its cache, its calibration and its metrics is read once.
+    """
+    status = os.stat(path)
+    return _sha256(os.path.abspath(path), status.st_ino, status.st_size, status.st_ctime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256(path, inode, size, ctime_ns):
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
