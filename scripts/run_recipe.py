@@ -40,9 +40,10 @@ from src.cli import ArgumentParser, run_main
 from src.config import read_yaml_settings
 from src.errors import InputError
 from src.evaluation.embeddings import copy_cache
+from src.evaluation.evaluate import METRICS_FILE as EVAL_METRICS_FILE
 from src.fileio import write_lines, write_text
 from src.interrupts import Interrupted, signal_name
-from src.train.run_record import METRICS_FILE, read_records
+from src.train.run_record import METRICS_FILE as TRAIN_METRICS_FILE, read_records
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAGES = {1: "train", 2: "finetune", 3: "average", 4: "evaluate", 5: "export"}
@@ -172,7 +173,7 @@ class Recipe:
         results = []
         previous = None
         for title, norm in SCORINGS:
-            folder = os.path.join(self.out, f"eval_{norm if norm != 'none' else 'cosine'}")
+            folder = self.eval_folder(norm)
             if previous is not None:
                 copy_cache(previous, folder)
             output = self.run(4, title, self.script(
@@ -227,7 +228,7 @@ class Recipe:
         for number, name in STAGES.items():
             loss = valid = test = "-"
             if name in ("train", "finetune"):
-                records = read_records(os.path.join(self.out, name, METRICS_FILE))
+                records = read_records(os.path.join(self.out, name, TRAIN_METRICS_FILE))
                 epochs = [record for record in records if record["kind"] == "epoch"]
                 validations = [record for record in records if record["kind"] == "validation"]
                 loss = f"{epochs[-1]['loss']:.4f}" if epochs else "-"
@@ -239,11 +240,15 @@ class Recipe:
         widths = [max(len(row[column]) for row in rows) for column in range(4)]
         return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4] for row in rows]
 
+    def eval_folder(self, norm):
+        """The output folder of stage 4's scoring with ``score_norm`` ``norm``."""
+        return os.path.join(self.out, f"eval_{norm if norm != 'none' else 'cosine'}")
+
     def test_metrics(self):
         """(scoring title, metrics.json of eval.py) of each evaluation written so far."""
         found = []
         for title, norm in SCORINGS:
-            path = os.path.join(self.out, f"eval_{norm if norm != 'none' else 'cosine'}", "metrics.json")
+            path = os.path.join(self.eval_folder(norm), EVAL_METRICS_FILE)
             if os.path.isfile(path):
                 with open(path, encoding="utf-8") as handle:
                     found.append((title, json.load(handle)))

@@ -116,6 +116,6 @@ def release_folder(folder):
     """Remove ``folder``'s lock if this process holds it, for a run that ends at once without leaving the
     block of :func:`claim_folder` (a stuck data pipeline, src/train/batch_feed.py)."""
     path = os.path.join(folder, LOCK_NAME)
-    words = (_read(path) or "").split()
-    if words[1:4:2] == [socket.gethostname(), str(os.getpid())]:
+    owner = _parse_owner(_read(path) or "")
+    if owner is not None and owner[:2] == (socket.gethostname(), os.getpid()):
         os.remove(path)

@@ -222,13 +222,11 @@ def _leave_stuck_run(signum, feed, manager, step_cell, steps_per_epoch, run_sett
     save the position, print the error, have the workers killed after the exit, exit at once."""
     if signum is not None:
         error = _stopped(signum, feed, manager, step_cell, steps_per_epoch, run_settings, position)
-    elif position.step == position.first:
-        error = DataStallError(f"the data pipeline delivered no batch for {feed.timeout} s (data_timeout): "
-                               f"{feed.describe_workers()}; nothing was trained in this run")
     else:
         path = _save_position(manager, step_cell, steps_per_epoch, run_settings, position)
-        where = f"position saved in {path}; once the data reads, --resume=auto continues" if path else \
-            "rank 0 saves the position"
+        where = ("nothing was trained in this run" if position.step == position.first else
+                 f"position saved in {path}; once the data reads, --resume=auto continues" if path else
+                 "rank 0 saves the position")
         error = DataStallError(f"the data pipeline delivered no batch for {feed.timeout} s (data_timeout): "
                                f"{feed.describe_workers()}; {where}")
     if manager is not None:
