@@ -1,8 +1,10 @@
-"""Evaluate an ECAPA-TDNN checkpoint on a trial list, verify one pair, or extract embeddings.
+"""Evaluate an ECAPA-TDNN checkpoint on a trial list, verify one pair, identify speakers, or extract embeddings.
 
     python eval.py --model_path CKPT [--eval_list eval.txt --eval_path wav/ ...]
     python eval.py --model_path CKPT --verify a.wav b.wav [--threshold 0.5 | --calibration_file C.json]
     python eval.py --model_path CKPT --extract LIST OUTDIR
+    python eval.py --model_path CKPT --enroll_list ENROLL --eval_list TRIALS ...   (enrolled speakers)
+    python eval.py --model_path CKPT --enroll_list ENROLL --identify TEST_LIST
 
 CKPT is a training checkpoint or an exported-weights checkpoint. Every setting of
 src/config.py is accepted as --key=value or from a --config YAML file. Relative paths
@@ -14,22 +16,18 @@ os.environ.setdefault("GLOG_v", "3")  # MindSpore's own log: errors only, unless
 
 import logging
 
-from src.checkpoint import load_embedding_weights
 from src.cli import run_main
 from src.config import format_config, load_config, require_files
 from src.errors import InputError
-from src.data.front_ends import front_end_of
-from src.evaluation.embeddings import EmbeddingExtractor, model_fingerprint
+from src.evaluation.embeddings import model_fingerprint
+from src.evaluation.extractor import load_extractor
 from src.evaluation.evaluate import prepare_inputs, run_evaluation
 from src.evaluation.verify_extract import (check_audio_list, extract_to_folder, prepare_verification,
                                     read_verification_audio, verify_pair)
 from src.evaluation.sharding import Shards
+from src.speakers.identify_eval import prepare_identification, run_identification
 from src.fileio import check_writable_folder
-from src.inference.folding import fold_batch_norm
-from src.model import build_embedding_network
-from src.kernels.network import apply_cpu_kernels
-from src.device import (conv_impl, init_context, join_process_group,
-                         launched_distributed)
+from src.device import join_process_group, launched_distributed
 
 logger = logging.getLogger("eval")
 
@@ -41,28 +39,14 @@ def add_arguments(parser):
                        help="print the score of two audio files and ACCEPT or REJECT: the raw "
                             "score against threshold, or with calibration_file the LLR against the "
                             "p_target (or target_fa_rate) threshold")
+    modes.add_argument("--identify", metavar="TEST_LIST", default=None,
+                       help="identify each utterance of TEST_LIST ('<speaker> <utt>' lines, paths relative to "
+                            "eval_path) among the speakers of enroll_list: top-1 and top-5 accuracy, and the "
+                            "open-set detection and identification rate at false-alarm rates when some "
+                            "speakers are not enrolled; writes identification.json to eval_output_dir")
     modes.add_argument("--extract", nargs=2, metavar=("LIST", "OUTDIR"), default=None,
                        help="write OUTDIR/<path with / -> _>.npy for every audio path in LIST "
                             "(one per line; relative paths are relative to LIST's folder)")
-
-
-def load_extractor(config, distributed=False):
-    """The embedding network of the config with the weights of model_path, ready to extract.
-
-    ``distributed``: this process is one rank of a launch (see src/device.py init_context).
-    """
-    device = init_context(config, distributed)
-    impl = conv_impl(config, device)
-    network = build_embedding_network(config, impl)
-    load_embedding_weights(config.model_path, network)
-    folded = fold_batch_norm(network, config, impl) if config.fold_batch_norm else None
-    network = apply_cpu_kernels(network if folded is None else folded, config.cpu_kernels, device,
-                                config.num_threads)
-    extractor = EmbeddingExtractor(network, config.in_channels, config.extraction_graphs, front_end_of(config))
-    logger.info("loaded %s on %s%s, %s graphs, cpu_kernels %s, features %s", config.model_path, device,
-                "" if folded is None else ", batch norm folded", extractor.graphs, config.cpu_kernels,
-                config.features)
-    return extractor
 
 
 def verify(config, path_a, path_b):
@@ -84,6 +68,15 @@ def extract(config, list_path, out_dir):
     stats = extract_to_folder(load_extractor(config), entries, out_dir)
     print(f"wrote {len(entries)} embeddings to {out_dir}")
     print(stats.describe())
+
+
+def identify(config, test_list):
+    """Identification figures of a labelled test list (see src/speakers/identify_eval.py)."""
+    inputs = prepare_identification(config, test_list)
+    check_writable_folder(config.eval_output_dir, "eval_output_dir")
+    for line in run_identification(config, load_extractor(config), inputs, test_list):
+        print(line)
+    print(f"outputs in {config.eval_output_dir}")
 
 
 def evaluate_trials(config):
@@ -111,11 +104,13 @@ def main(argv=None):
     """Parse the settings and run the requested mode; ``argv`` defaults to the command line."""
     config, options = load_config(argv, description=__doc__.splitlines()[0], add_arguments=add_arguments)
     require_files(config, "model_path")
-    if (options.verify or options.extract) and launched_distributed():
-        raise InputError("--verify and --extract run as one process; only trial-list evaluation is "
-                         "split over the processes of a launcher")
+    if (options.verify or options.extract or options.identify) and launched_distributed():
+        raise InputError("--verify, --identify and --extract run as one process; only trial-list evaluation "
+                         "is split over the processes of a launcher")
     if options.verify:
         verify(config, *options.verify)
+    elif options.identify:
+        identify(config, options.identify)
     elif options.extract:
         extract(config, *options.extract)
     else:

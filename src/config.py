@@ -158,6 +158,10 @@ SETTINGS = {
     "train_path": Setting("dataset/Voxceleb2/train/wav", str, "Folder the train_list paths are relative to"),
     "eval_list": Setting("dataset/Voxceleb2/eval.txt", str, "Trial list '<1|0> <utt_a> <utt_b>'"),
     "eval_path": Setting("dataset/Voxceleb2/eval/wav", str, "Folder the eval_list paths are relative to"),
+    "enroll_list": Setting("", str, "Enrollment list '<speaker> <utt> [<utt> ...]' (paths relative to "
+                           "enroll_path); when set, eval_list holds '<speaker> <test utt> <target|nontarget>' "
+                           "trials against the enrolled speakers"),
+    "enroll_path": Setting("", str, "Folder the enroll_list paths are relative to; '' = eval_path"),
     "musan_path": Setting("dataset/Others/musan_split", str, "MUSAN cut into chunks; '' disables"),
     "rir_path": Setting("dataset/Others/RIRS_NOISES/simulated_rirs", str, "Room impulse responses; '' disables"),
     "segment_frames": Setting(200, int, "Frames (10 ms each) of the random training crop", _at_least_two_frames),
@@ -240,6 +244,8 @@ SETTINGS = {
     "cal_path": Setting("", str, "Folder the cal_list paths are relative to; '' = train_path"),
     "cal_trials": Setting(4000, int, "Trials of the automatic calibration list (half target)",
                           lambda value: None if value >= 2 else "must be >= 2"),
+    "cal_enroll_utterances": Setting(3, int, "Recordings of each speaker enrolled in the automatic calibration "
+                                     "list of an enroll_list evaluation", _positive),
     "cal_prior": Setting(0.5, float, "Target prior of the calibration fit",
                          lambda value: None if 0 < value < 1 else "must lie strictly between 0 and 1"),
     "p_target": Setting(0.01, float, "Target prior of the --verify decision with a calibration_file "

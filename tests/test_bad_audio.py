@@ -13,6 +13,7 @@ import pytest
 import soundfile
 import yaml
 
+import src.evaluation.extractor as extractor_module
 from fixtures import (REPO_ROOT, TINY_NETWORK, bad_files, load_program, speaker_wave, tiny_network, training_settings,
                       write_tone_corpus)
 from src.cli import run_main
@@ -200,8 +201,10 @@ def workspace(tmp_path_factory):
 def eval_script():
     """eval.py loaded as a module (context set-up skipped: conftest chose CPU and GRAPH_MODE)."""
     module = load_program("eval.py", "eval_script_bad_audio")
-    module.init_context = lambda config, distributed=False: "CPU"
-    return module
+    original = extractor_module.init_context
+    extractor_module.init_context = lambda config, distributed=False: "CPU"
+    yield module
+    extractor_module.init_context = original
 
 
 def _one_error_line(completed, *fragments):

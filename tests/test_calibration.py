@@ -229,7 +229,8 @@ def test_calibrating_on_the_evaluation_list_is_warned_about(tmp_path, caplog):
     trials = tmp_path / "trials.txt"
     trials.write_text("1 s0/a.wav s0/a.wav\n0 s0/a.wav s1/b.wav\n")
     settings = SimpleNamespace(score_calibration="linear", calibration_file="", cal_list=str(trials),
-                               cal_path=str(tmp_path / "wav"), train_path="", eval_list=f"{tmp_path}/./trials.txt")
+                               cal_path=str(tmp_path / "wav"), train_path="", eval_list=f"{tmp_path}/./trials.txt",
+                               enroll_list="")
     with caplog.at_level("WARNING"):
         prepare_calibration(settings)
     assert "cal_list is the eval_list: a calibration fitted on the trials it is measured on" in caplog.text

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from eval_support import embed_file, save_training_checkpoint, write_corpus, write_train_list, write_trials
+import src.evaluation.extractor as extractor_module
 from fixtures import REPO_ROOT, TINY_NETWORK, load_program, tiny_network
 from src.cli import run_main
 from src.data.lists import ListFormatError
@@ -35,8 +36,10 @@ def eval_script():
     subprocess runs cover it.
     """
     module = load_program("eval.py", "eval_script")
-    module.init_context = lambda config, distributed=False: "CPU"
-    return module
+    original = extractor_module.init_context
+    extractor_module.init_context = lambda config, distributed=False: "CPU"
+    yield module
+    extractor_module.init_context = original
 
 
 @pytest.fixture(scope="module")

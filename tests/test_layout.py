@@ -9,7 +9,7 @@ SRC = os.path.join(REPO_ROOT, "src")
 # Each part of src/ may import the parts of its own rank or below.
 RANKS = {"errors": 0, "fileio": 1, "interrupts": 1, "cli": 2, "config": 3,
          "device": 4, "checkpoint": 4, "data": 4, "model": 4, "prepare": 4, "demo_corpus": 4, "launch": 4,
-         "kernels": 5, "evaluation": 6, "inference": 6, "interop": 6, "train": 7}
+         "kernels": 5, "evaluation": 6, "speakers": 6, "inference": 6, "interop": 6, "train": 7}
 
 
 def _modules():

@@ -41,7 +41,7 @@ class Trial:
     utt_b: str
 
 
-def _content_lines(path):
+def content_lines(path):
     """Yield (line_number, fields) for each non-blank line of ``path``."""
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -55,7 +55,7 @@ def _content_lines(path):
 def read_train_list(path):
     """Parse a train list into a :class:`TrainList` (speaker ids sorted -> labels 0..K-1)."""
     pairs = []
-    for number, fields in _content_lines(path):
+    for number, fields in content_lines(path):
         if len(fields) != 2:
             raise ListFormatError(
                 f"{path}:{number}: expected '<speaker> <relative/path.wav>', got {' '.join(fields)!r}")
@@ -83,7 +83,7 @@ def read_trial_list(path):
     is one utterance however the list spells it.
     """
     trials = []
-    for number, fields in _content_lines(path):
+    for number, fields in content_lines(path):
         if len(fields) != 3 or fields[0] not in ("0", "1"):
             raise ListFormatError(
                 f"{path}:{number}: expected '<1|0> <utt_a> <utt_b>', got {' '.join(fields)!r}")

@@ -70,12 +70,14 @@ def trial_features(names, scores, durations=None, norms=None):
     """
     scores = np.asarray(scores, dtype=np.float64)
     columns = {"score": lambda: scores}
+    # Element-wise over the two columns: numpy's reductions over an axis of 2 are ten times slower.
     if durations is not None:
         log_durations = np.log(np.asarray(durations, dtype=np.float64))
-        columns["min_log_duration"] = lambda: log_durations.min(axis=1)
-        columns["max_log_duration"] = lambda: log_durations.max(axis=1)
+        columns["min_log_duration"] = lambda: np.minimum(log_durations[:, 0], log_durations[:, 1])
+        columns["max_log_duration"] = lambda: np.maximum(log_durations[:, 0], log_durations[:, 1])
     if norms is not None:
-        columns["mean_embedding_norm"] = lambda: np.asarray(norms, dtype=np.float64).mean(axis=1)
+        norms = np.asarray(norms, dtype=np.float64)
+        columns["mean_embedding_norm"] = lambda: 0.5 * (norms[:, 0] + norms[:, 1])
     missing = [name for name in names if name not in columns]
     if missing:
         raise ValueError(f"features {', '.join(missing)} need the durations and embedding norms of the trials")

@@ -75,3 +75,43 @@ def build_calibration_trials(train_list, num_trials, seed):
     targets = _target_pairs(per_speaker, num_trials // 2, rng)
     nontargets = _nontarget_pairs(per_speaker, num_trials - num_trials // 2, rng)
     return ([Trial(True, a, b) for a, b in targets] + [Trial(False, a, b) for a, b in nontargets])
+
+
+def build_enrollment_trials(train_list, enroll_count, num_trials, seed):
+    """Calibration trials against enrolled speakers: ``({speaker: enrollment utterances}, trials)``.
+
+    Every speaker with more than ``enroll_count`` utterances is enrolled from ``enroll_count``
+    of them, drawn at random; its other utterances are its test utterances. Half of the
+    ``num_trials`` trials are targets (a speaker's test utterance against its own model,
+    round-robin over the speakers), the other half non-targets (the k-th: a random test
+    utterance of speaker ``k mod S`` against the model of a random other speaker, no pair
+    twice). Trials name the speaker in ``utt_a`` and the test utterance in ``utt_b``.
+    Raises ValueError when fewer than two speakers have enough utterances.
+    """
+    per_speaker = [[] for _ in train_list.speakers]
+    for utterance, label in zip(train_list.utterances, train_list.labels):
+        per_speaker[label].append(utterance)
+    rng = np.random.default_rng(seed)
+    models, tests = {}, []
+    for speaker, utterances in zip(train_list.speakers, per_speaker):
+        if len(utterances) > enroll_count:
+            order = rng.permutation(len(utterances))
+            models[speaker] = [utterances[index] for index in order[:enroll_count]]
+            tests.append([utterances[index] for index in order[enroll_count:]])
+    if len(models) < 2:
+        raise ValueError(f"needs at least two speakers with more than {enroll_count} utterances")
+    names = list(models)
+    targets = round_robin([[(name, test) for test in own] for name, own in zip(names, tests)], num_trials // 2)
+    possible = sum(len(own) for own in tests) * (len(names) - 1)
+    count = min(num_trials - num_trials // 2, possible)
+    nontargets, seen, speaker = [], set(), 0
+    while len(nontargets) < count:
+        for _ in range(DRAWS_PER_SPEAKER):
+            other = (speaker + 1 + int(rng.integers(len(names) - 1))) % len(names)
+            pair = (names[other], tests[speaker][int(rng.integers(len(tests[speaker])))])
+            if pair not in seen:
+                seen.add(pair)
+                nontargets.append(pair)
+                break
+        speaker = (speaker + 1) % len(names)
+    return models, [Trial(True, *pair) for pair in targets] + [Trial(False, *pair) for pair in nontargets]

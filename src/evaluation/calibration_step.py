@@ -27,17 +27,21 @@ from src.config import ConfigError
 from src.data.lists import read_train_list, read_trial_list, trial_utterances, warn_about_repeated_trials
 from src.evaluation.calibration import (CalibrationError, check_applicable, fit_calibration, load_calibration,
                                         save_calibration)
-from src.evaluation.calibration_list import build_calibration_trials
+from src.evaluation.calibration_list import build_calibration_trials, build_enrollment_trials
 from src.evaluation.embeddings import audio_durations, require_audio_files
 from src.evaluation.metrics import evaluate
 from src.evaluation.scoring import (as_table, cohort_statistics, paired_cosine, score_trials, trial_labels,
                                     unit_rows)
 from src.fileio import file_fingerprint, write_lines
+from src.speakers.lists import write_speaker_trials
+from src.speakers.models import model_row
+from src.speakers.trials import model_trials, probe_utterances
 
 LOGGER = logging.getLogger(__name__)
 
 CALIBRATION_FILE = "calibration.json"
 CALIBRATION_TRIALS_FILE = "calibration_trials.txt"
+CALIBRATION_ENROLLMENT_FILE = "calibration_enrollment.txt"
 SEEN_UTTERANCES_WARNING = ("warning: the calibration list holds training utterances, which the network has "
                            "seen; its LLRs are likely overconfident on unseen speakers (give a cal_list of "
                            "held-out speakers)")
@@ -46,12 +50,22 @@ SEEN_UTTERANCES_WARNING = ("warning: the calibration list holds training utteran
 @dataclass(frozen=True)
 class CalibrationInputs:
     """Checked calibration trials: ``trials`` (list of Trial), ``root`` (folder of their
-    paths), ``list_path`` (the given cal_list, or None for the automatic list) and
-    ``speakers`` ({utterance: speaker id} of the automatic list, None for a cal_list)."""
+    paths), ``list_path`` (the given cal_list, or None for the automatic list),
+    ``speakers`` ({utterance or model row: speaker id} of the automatic list, None for a
+    cal_list) and ``enrolled`` ({speaker: utterances} when the trials are against enrolled
+    speakers, whose model rows are named in ``utt_a``; see src/speakers/trials.py)."""
     trials: list
     root: str
     list_path: object
     speakers: object
+    enrolled: object = None
+
+    def utterances(self):
+        """The audio utterances of the trials (and of the enrolled speakers), each once."""
+        if self.enrolled is None:
+            return trial_utterances(self.trials)
+        return list(dict.fromkeys([*probe_utterances(self.trials),
+                                   *(utt for utts in self.enrolled.values() for utt in utts)]))
 
 
 def _require_both_classes(trials, source):
@@ -69,6 +83,9 @@ def prepare_calibration(config):
     if config.calibration_file:
         raise ConfigError("calibration_file: set either score_calibration (fit a new calibration) or "
                           "calibration_file (apply a saved one), not both")
+    if config.cal_list and config.enroll_list:
+        raise ConfigError("cal_list: an evaluation against enrolled speakers (enroll_list) fits its calibration "
+                          "on enrolled-speaker trials built from train_list; leave cal_list empty")
     if config.cal_list:
         if not os.path.isfile(config.cal_list):
             raise ConfigError(f"cal_list: file {config.cal_list!r} not found")
@@ -85,6 +102,8 @@ def prepare_calibration(config):
         raise ConfigError(f"train_list: file {config.train_list!r} not found (the source of the "
                           "automatic calibration list; or give cal_list)")
     train = read_train_list(config.train_list)
+    if config.enroll_list:
+        return _enrollment_calibration(config, train)
     try:
         trials = build_calibration_trials(train, config.cal_trials, config.seed)
     except ValueError as error:
@@ -93,6 +112,22 @@ def prepare_calibration(config):
     speakers = {utterance: train.speakers[label] for utterance, label in zip(train.utterances, train.labels)}
     require_audio_files(trial_utterances(trials), config.train_path, f"train_list {config.train_list}")
     return CalibrationInputs(trials=trials, root=config.train_path, list_path=None, speakers=speakers)
+
+
+def _enrollment_calibration(config, train):
+    """Calibration trials against speakers enrolled from cal_enroll_utterances training utterances."""
+    try:
+        enrolled, trials = build_enrollment_trials(train, config.cal_enroll_utterances, config.cal_trials,
+                                                   config.seed)
+    except ValueError as error:
+        raise CalibrationError(f"train_list {config.train_list}: cannot build enrolled-speaker calibration "
+                               f"trials: {error}; lower cal_enroll_utterances") from None
+    speakers = {utterance: train.speakers[label] for utterance, label in zip(train.utterances, train.labels)}
+    speakers.update({model_row(speaker): speaker for speaker in enrolled})
+    inputs = CalibrationInputs(trials=model_trials(trials), root=config.train_path, list_path=None,
+                               speakers=speakers, enrolled=enrolled)
+    require_audio_files(inputs.utterances(), config.train_path, f"train_list {config.train_list}")
+    return inputs
 
 
 def asnorm_without_own_speaker(table, trials, speakers, mean, cohort_table, cohort_speakers, top_n):
@@ -125,13 +160,15 @@ def calibration_scores(inputs, table, mean, cohort_table, cohort_speakers, top_n
     return score_trials(table, inputs.trials, mean=mean, cohort=cohort_table, top_n=top_n)
 
 
-def trial_qualities(trials, table, root):
+def trial_qualities(trials, table, root, known_seconds=None):
     """Quality measures of N trials: durations (N, 2) seconds and raw embedding norms (N, 2).
 
-    table: EmbeddingTable of the trial utterances (raw embeddings); root: their audio folder.
+    table: EmbeddingTable of the trial utterances (raw embeddings); root: their audio folder;
+    known_seconds: {name: seconds} of sides that are not audio files (enrolled speaker models).
     """
-    names = trial_utterances(trials)
-    seconds = dict(zip(names, audio_durations(names, root)))
+    known_seconds = known_seconds or {}
+    names = [name for name in trial_utterances(trials) if name not in known_seconds]
+    seconds = dict(zip(names, audio_durations(names, root)), **known_seconds)
     norms = np.linalg.norm(table.matrix.astype(np.float64), axis=1)
     sides = [(trial.utt_a, trial.utt_b) for trial in trials]
     durations = np.array([(seconds[a], seconds[b]) for a, b in sides])
@@ -139,26 +176,33 @@ def trial_qualities(trials, table, root):
     return durations, norms[rows]
 
 
-def apply_calibration(calibration, trials, scores, table, root):
-    """LLRs (N,) of N trials with ``scores`` (N,) under ``calibration``."""
+def apply_calibration(calibration, trials, scores, table, root, known_seconds=None):
+    """LLRs (N,) of N trials with ``scores`` (N,) under ``calibration`` (arguments as trial_qualities)."""
     if not calibration.needs_qualities:
         return calibration.llrs(scores)
-    return calibration.llrs(scores, *trial_qualities(trials, table, root))
+    return calibration.llrs(scores, *trial_qualities(trials, table, root, known_seconds))
 
 
-def fit_and_save(config, inputs, table, scores, scoring):
+def fit_and_save(config, inputs, table, scores, scoring, known_seconds=None):
     """Fit the configured calibration to the scored calibration trials and write its files.
 
-    scores: (N,) scores of ``inputs.trials``; table: their embeddings; scoring: the
-    description of the scores. Returns ``(calibration, log lines)``.
+    scores: (N,) scores of ``inputs.trials``; table: their embeddings (and the enrolled
+    speakers' model rows, whose durations are ``known_seconds``); scoring: the description
+    of the scores. Returns ``(calibration, log lines)``.
     """
     output_dir = config.eval_output_dir
-    qualities = trial_qualities(inputs.trials, table, inputs.root) if config.score_calibration == "qmf" else ()
+    qualities = (trial_qualities(inputs.trials, table, inputs.root, known_seconds)
+                 if config.score_calibration == "qmf" else ())
     list_path = inputs.list_path
     if list_path is None:
         list_path = os.path.join(output_dir, CALIBRATION_TRIALS_FILE)
-        write_lines(list_path, (f"{int(trial.target)} {trial.utt_a} {trial.utt_b}" for trial in inputs.trials))
         source = f"built from train_list {config.train_list} (seed {config.seed}, cal_trials {config.cal_trials})"
+        if inputs.enrolled is None:
+            write_lines(list_path, (f"{int(trial.target)} {trial.utt_a} {trial.utt_b}" for trial in inputs.trials))
+        else:
+            write_speaker_trials(list_path, os.path.join(output_dir, CALIBRATION_ENROLLMENT_FILE), inputs.enrolled,
+                                 inputs.trials)
+            source += f", speakers enrolled from {config.cal_enroll_utterances} utterances"
     else:
         source = "cal_list"
     labels = trial_labels(inputs.trials)

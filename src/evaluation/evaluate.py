@@ -36,6 +36,8 @@ from src.evaluation.metrics import evaluate
 from src.evaluation.plots import plot_det_curve, plot_score_histograms
 from src.evaluation.report import UNCALIBRATED_NOTE, format_summary, write_metrics_json, write_scores
 from src.evaluation.scoring import EmbeddingTable, mean_embedding, score_trials, trial_labels
+from src.speakers.lists import read_enrollment_list, read_speaker_trials
+from src.speakers.trials import model_trials, probe_utterances, with_speaker_models
 
 SCORES_FILE = "scores.txt"
 DET_FILE = "det.png"
@@ -58,7 +60,9 @@ class EvalInputs:
     eval_path); cohort: cohort utterances (relative to train_path), empty when unused;
     cohort_speakers: their speaker ids; calibration: the calibration trials of a fit
     (src/evaluation/calibration_step.py) or None; applied: the loaded ``calibration_file``
-    (src/evaluation/calibration.py) or None.
+    (src/evaluation/calibration.py) or None; enrolled: {speaker: utterances relative to
+    enroll_path} of an evaluation against enrolled speakers (``enroll_list``), whose trials
+    name a speaker in ``utt_a``, else None.
     """
     trials: list
     utterances: list
@@ -66,6 +70,7 @@ class EvalInputs:
     cohort_speakers: list = ()
     calibration: object = None
     applied: object = None
+    enrolled: object = None
 
 
 def uses_cohort(config):
@@ -105,12 +110,12 @@ def cohort_utterances(config):
     return cohort, [speaker_of[utterance] for utterance in cohort]
 
 
-def load_applicable_calibration(config, cohort_size):
+def load_applicable_calibration(config, cohort_size, enrolled=False):
     """The ``calibration_file`` checked against the scoring and model of ``config``, or None."""
     if not config.calibration_file:
         return None
     calibration = load_calibration(config.calibration_file)
-    check_applicable(calibration, config.calibration_file, scoring_description(config, cohort_size),
+    check_applicable(calibration, config.calibration_file, scoring_description(config, cohort_size, enrolled),
                      file_fingerprint(config.model_path))
     return calibration
 
@@ -119,23 +124,48 @@ def prepare_inputs(config):
     """Parse and check the trial list, its audio files and the cohort, before any extraction."""
     if not os.path.isfile(config.eval_list):
         raise ConfigError(f"eval_list: file {config.eval_list!r} not found")
-    trials = read_trial_list(config.eval_list)
-    warn_about_repeated_trials(trials, config.eval_list)
+    enrolled = read_enrollment(config) if config.enroll_list else None
+    if enrolled is None:
+        trials = read_trial_list(config.eval_list)
+        warn_about_repeated_trials(trials, config.eval_list)
+        utterances = trial_utterances(trials)
+    else:
+        trials = read_speaker_trials(config.eval_list, enrolled)
+        utterances = probe_utterances(trials)
     targets = int(trial_labels(trials).sum())
     if targets in (0, len(trials)):
         raise EvaluationError(f"{config.eval_list}: all {len(trials)} trials are "
                               f"{'non-target' if targets == 0 else 'target'} trials; EER needs both kinds")
-    utterances = trial_utterances(trials)
     require_audio_files(utterances, config.eval_path, f"eval_list {config.eval_list}")
     cohort, cohort_speakers = cohort_utterances(config)
     calibration = prepare_calibration(config)
+    applied = load_applicable_calibration(config, len(cohort), enrolled is not None)
     return EvalInputs(trials=trials, utterances=utterances, cohort=cohort, cohort_speakers=cohort_speakers,
-                      calibration=calibration, applied=load_applicable_calibration(config, len(cohort)))
+                      calibration=calibration, applied=applied,
+                      enrolled=None if enrolled is None else enrolled.speakers)
 
 
-def scoring_description(config, cohort_size):
-    """Human-readable name of the scoring, e.g. 'cosine, cohort mean subtracted, AS-norm ...'."""
-    parts = ["cosine"]
+def enroll_root(config):
+    """The folder of the enroll_list paths."""
+    return config.enroll_path or config.eval_path
+
+
+def read_enrollment(config):
+    """The checked ``enroll_list`` (an Enrollment; every audio file present)."""
+    if not os.path.isfile(config.enroll_list):
+        raise ConfigError(f"enroll_list: file {config.enroll_list!r} not found")
+    enrollment = read_enrollment_list(config.enroll_list)
+    require_audio_files(enrollment.utterances(), enroll_root(config), f"enroll_list {config.enroll_list}")
+    return enrollment
+
+
+def scoring_description(config, cohort_size, enrolled=False):
+    """Human-readable name of the scoring, e.g. 'cosine, cohort mean subtracted, AS-norm ...'.
+
+    ``enrolled``: one side of each trial is an enrolled speaker model (src/speakers/models.py),
+    whose scores a calibration of single-recording trials does not fit.
+    """
+    parts = ["cosine" + (" against enrolled speaker models" if enrolled else "")]
     if config.mean_subtraction:
         parts.append(f"mean of {cohort_size} cohort embeddings subtracted")
     if config.score_norm == "asnorm":
@@ -174,7 +204,7 @@ def _training_embeddings(config, extract, inputs, cache, complete=True):
     Utterances of both under train_path are extracted once.
     """
     calibration = inputs.calibration
-    cal_names = trial_utterances(calibration.trials) if calibration else []
+    cal_names = calibration.utterances() if calibration else []
     shared = calibration is not None and calibration.root == config.train_path
     jobs = []
     if inputs.cohort or shared:
@@ -192,27 +222,41 @@ def _training_embeddings(config, extract, inputs, cache, complete=True):
     if not complete:
         return None, None, lines
     cohort_table = _subtable(tables[0], inputs.cohort) if inputs.cohort else None
-    cal_table = _subtable(tables[-1], cal_names) if calibration else None
+    cal_table = (_subtable(tables[-1], cal_names), {}) if calibration else None
+    if calibration is not None and calibration.enrolled is not None:
+        cal_table = with_speaker_models(_subtable(cal_table[0], probe_utterances(calibration.trials)),
+                                        cal_table[0], calibration.enrolled, calibration.root)
     return cohort_table, cal_table, lines
 
 
 def _calibrate(config, inputs, trial_table, cohort_table, cal_table, scores, scoring):
-    """``(calibration or None, LLRs or raw scores (N,), log lines)`` of the evaluation trials."""
+    """``(calibration or None, LLRs or raw scores (N,), log lines)`` of the evaluation trials.
+
+    trial_table and cal_table are ``(EmbeddingTable, {model row: seconds})`` pairs (no model
+    rows outside an evaluation against enrolled speakers).
+    """
     calibration, lines = inputs.applied, []
     if inputs.calibration is not None:
         mean = mean_embedding(cohort_table) if config.mean_subtraction else None
         asnorm_cohort = cohort_table if config.score_norm == "asnorm" else None
         try:
-            cal_scores = calibration_scores(inputs.calibration, cal_table, mean, asnorm_cohort,
+            cal_scores = calibration_scores(inputs.calibration, cal_table[0], mean, asnorm_cohort,
                                             inputs.cohort_speakers, config.top_n)
         except ValueError as error:
             raise EvaluationError(f"calibration trials: cannot score them: {error}") from None
-        calibration, lines = fit_and_save(config, inputs.calibration, cal_table, cal_scores, scoring)
+        calibration, lines = fit_and_save(config, inputs.calibration, cal_table[0], cal_scores, scoring,
+                                          cal_table[1])
     elif calibration is not None:
         lines = [f"calibration: {calibration.kind} from {config.calibration_file}"]
     if calibration is None:
         return None, scores, lines
-    return calibration, apply_calibration(calibration, inputs.trials, scores, trial_table, config.eval_path), lines
+    return calibration, apply_calibration(calibration, scored_trials(inputs), scores, trial_table[0],
+                                          config.eval_path, trial_table[1]), lines
+
+
+def scored_trials(inputs):
+    """The trials as scored: against enrolled speakers, ``utt_a`` names the speaker's model row."""
+    return inputs.trials if inputs.enrolled is None else model_trials(inputs.trials)
 
 
 def _append_log(path, header, lines):
@@ -246,15 +290,24 @@ def run_evaluation(config, extractor, inputs, shards=None):
     extract = functools.partial(extract_embeddings if shards is None else shards.extract, extractor)
     trial_table, stats = extract(inputs.utterances, config.eval_path, cache, description="trial utterances")
     logger.info("trial utterances: %s", stats.describe())
+    extraction_lines = [f"trial utterances: {stats.describe()}"]
+    if inputs.enrolled is not None:
+        recordings, enroll_stats = extract(list(dict.fromkeys(utt for utts in inputs.enrolled.values()
+                                                              for utt in utts)),
+                                           enroll_root(config), cache, description="enrollment utterances")
+        logger.info("enrollment utterances: %s", enroll_stats.describe())
+        extraction_lines.append(f"enrollment utterances: {enroll_stats.describe()}")
     gathers = shards is None or shards.gathers
     cohort_table, cal_table, training_lines = _training_embeddings(config, extract, inputs, cache, gathers)
-    extraction_lines = [f"trial utterances: {stats.describe()}"] + training_lines
+    extraction_lines += training_lines
     if not gathers:
         return extraction_lines
+    trial_table = ((trial_table, {}) if inputs.enrolled is None else
+                   with_speaker_models(trial_table, recordings, inputs.enrolled, enroll_root(config)))
 
-    scoring = scoring_description(config, len(inputs.cohort))
+    scoring = scoring_description(config, len(inputs.cohort), inputs.enrolled is not None)
     labels = trial_labels(inputs.trials)
-    raw_scores = score(config, inputs.trials, trial_table, cohort_table, config.eval_list)
+    raw_scores = score(config, scored_trials(inputs), trial_table[0], cohort_table, config.eval_list)
     calibration, scores, calibration_lines = _calibrate(config, inputs, trial_table, cohort_table,
                                                         cal_table, raw_scores, scoring)
     result = evaluate(scores, labels)
@@ -264,9 +317,10 @@ def run_evaluation(config, extractor, inputs, shards=None):
 
     summary = format_summary(result)
     summary += calibration_summary(calibration, evaluate(raw_scores, labels) if calibration else None)
+    enrolled = "" if inputs.enrolled is None else f", against {len(inputs.enrolled)} enrolled speakers"
     details = [f"model_path: {config.model_path}",
                f"eval_list: {config.eval_list} ({len(inputs.trials)} trials, "
-               f"{result.roc.num_targets} target, {len(inputs.utterances)} utterances)",
+               f"{result.roc.num_targets} target, {len(inputs.utterances)} utterances{enrolled})",
                f"scoring: {scoring}",
                f"EER threshold: {result.eer_threshold:.6g}"]
     _append_log(os.path.join(output_dir, LOG_FILE), f"== {time.strftime('%Y-%m-%d %H:%M:%S')}",
@@ -275,5 +329,7 @@ def run_evaluation(config, extractor, inputs, shards=None):
                        trials=len(inputs.trials), target_trials=result.roc.num_targets,
                        nontarget_trials=result.roc.num_nontargets, utterances=len(inputs.utterances),
                        eval_list=config.eval_list, model_path=config.model_path,
-                       model_sha256=file_fingerprint(config.model_path), scoring=scoring)
+                       model_sha256=file_fingerprint(config.model_path), scoring=scoring,
+                       **({} if inputs.enrolled is None else
+                          {"enroll_list": config.enroll_list, "enrolled_speakers": len(inputs.enrolled)}))
     return summary + calibration_lines + extraction_lines

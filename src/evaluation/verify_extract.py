@@ -65,11 +65,14 @@ class VerificationSetup:
     rule: str
 
 
-def prepare_verification(config):
-    """Check the cohort, calibration file and operating point of a verification (module docstring)."""
+def prepare_verification(config, enrolled=False):
+    """Check the cohort, calibration file and operating point of a verification (module docstring).
+
+    ``enrolled``: the claim is checked against an enrolled speaker model (speakers.py).
+    """
     cohort, _ = cohort_utterances(config)
-    scoring = scoring_description(config, len(cohort))
-    calibration = load_applicable_calibration(config, len(cohort))
+    scoring = scoring_description(config, len(cohort), enrolled)
+    calibration = load_applicable_calibration(config, len(cohort), enrolled)
     if calibration is None:
         if config.target_fa_rate > 0:
             raise ConfigError("target_fa_rate: needs a calibration_file (the rate's threshold is measured "

@@ -1,0 +1,1 @@
+"""Enrolled speakers: enrollment lists, speaker models, the speaker store and identification."""
