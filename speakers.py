@@ -47,6 +47,7 @@ USAGE = {"enroll": "SPEAKER WAV [WAV ...] or --list LIST", "verify": "SPEAKER WA
 
 
 def add_arguments(parser):
+    """The action, the store, the action's items and the options of enroll and identify."""
     parser.add_argument("action", choices=ACTIONS, help="what to do with the store")
     parser.add_argument("store", help="the speaker store file (.npz)")
     parser.add_argument("items", nargs="*", help="enroll: SPEAKER WAV...; verify: SPEAKER WAV; identify: WAV; "
@@ -56,6 +57,7 @@ def add_arguments(parser):
 
 
 def check_items(options):
+    """UsageError unless the items and options fit the action."""
     fewest, most = ITEMS[options.action]
     count = len(options.items)
     if options.action == "enroll" and not options.list:
@@ -115,8 +117,8 @@ def enroll(config, options):
 def score_probe(config, options, enrolled_only=None):
     """Load the store and model, embed the test recording; return what the decisions need.
 
-    Returns ``(store, rows, scores, llrs, setup)``: the model rows scored (``enrolled_only``:
-    the one row of a claimed speaker, else all), their scores and LLRs (None uncalibrated)."""
+    Returns ``(store, scores, llrs, setup)``: the scores and LLRs (None uncalibrated) of the
+    claimed speaker (``enrolled_only``) or of every enrolled speaker."""
     path = options.items[-1]
     wave = read_verification_audio(path)
     setup = prepare_verification(config, enrolled=True)
@@ -141,19 +143,21 @@ def score_probe(config, options, enrolled_only=None):
         raise StoreError(f"{path}: cannot score it against {options.store}: {error}") from None
     llrs = llrs_of(setup.calibration, scores, store.seconds[rows], np.linalg.norm(models, axis=1),
                    wave.size / SAMPLE_RATE, float(np.linalg.norm(probe)))
-    return store, rows, scores, llrs, setup
+    return store, scores, llrs, setup
 
 
 def verify(config, options):
+    """Print the score (and LLR) of the recording against the claimed speaker and the decision."""
     speaker, path = options.items
-    store, rows, scores, llrs, setup = score_probe(config, options, enrolled_only=speaker)
+    _, scores, llrs, setup = score_probe(config, options, enrolled_only=speaker)
     candidate = candidates([speaker], scores, llrs, setup.threshold, [0])[0]
     print(f"{path} as {candidate.describe(setup.threshold)}")
     print(setup.rule)
 
 
 def identify_speaker(config, options):
-    store, rows, scores, llrs, setup = score_probe(config, options)
+    """Print the top_k enrolled speakers for the recording and the identified one, or unknown."""
+    store, scores, llrs, setup = score_probe(config, options)
     ranked, found = identify(store.speakers, scores, llrs, setup.threshold, options.top_k)
     for rank, candidate in enumerate(ranked, start=1):
         print(f"{rank}. {candidate.describe(setup.threshold)}")
@@ -164,6 +168,7 @@ def identify_speaker(config, options):
 
 
 def list_speakers(options):
+    """Print each enrolled speaker with its recordings' count and total duration."""
     store = SpeakerStore.load(options.store)
     for row, speaker in enumerate(store.speakers):
         print(f"{speaker}  {store.counts[row]} recordings  {store.seconds[row]:.1f} s")
@@ -171,6 +176,7 @@ def list_speakers(options):
 
 
 def remove(options):
+    """Remove a speaker from the store."""
     store = SpeakerStore.load(options.store)
     store.remove(options.items[0], options.store)
     store.save(options.store)

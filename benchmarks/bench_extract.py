@@ -19,7 +19,11 @@ cosine similarity. Weights are random: speed does not depend on them. Settings o
 network (``--channels=512``, ``--num_threads=1`` ...) can be added. Usage:
 
     python benchmarks/bench_extract.py [--utterances 5] [--seconds 2 5 10 30]
-        [--graphs dynamic buckets] [--kernels none float32 bf16] [--key=value ...]
+        [--graphs dynamic buckets] [--kernels none float32 bf16] [--files] [--key=value ...]
+
+With ``--files`` it then writes WAV files of the same lengths and times eval.py's whole
+extraction of them (reading, features and network, compilation excluded) per variant, against
+the network's share of the same run.
 """
 import os
 
@@ -27,15 +31,16 @@ os.environ.setdefault("GLOG_v", "3")  # MindSpore's own log: errors only, unless
 
 import argparse
 import statistics
+import tempfile
 import time
 
 import numpy as np
 
 from benchmarks.machine import ProductRates, describe_machine, forward_flops
 from src.config import load_config
-from src.data.audio import SAMPLE_RATE
+from src.data.audio import SAMPLE_RATE, write_audio
 from src.data.features import log_mel
-from src.evaluation.embeddings import EXTRACTION_GRAPHS, EmbeddingExtractor, bucket_frames
+from src.evaluation.embeddings import EXTRACTION_GRAPHS, EmbeddingExtractor, bucket_frames, extract_embeddings
 from src.inference.folding import fold_batch_norm
 from src.model import build_embedding_network
 from src.device import conv_impl, init_context
@@ -72,6 +77,8 @@ def main():
                         help="utterance lengths")
     parser.add_argument("--graphs", nargs="+", default=["dynamic"], choices=EXTRACTION_GRAPHS)
     parser.add_argument("--kernels", nargs="+", default=["none"], choices=("none", "float32", "bf16"))
+    parser.add_argument("--files", action="store_true",
+                        help="also time eval.py's whole extraction of WAV files against the network alone")
     options, settings = parser.parse_known_args()
     config, _ = load_config(settings)
     device = init_context(config)
@@ -132,6 +139,27 @@ def main():
         if variant != first:
             print(f"{names[variant]} against {names[first]}: largest embedding difference "
                   f"{largest_difference[variant]:.2e}, smallest cosine {smallest_cosine[variant]:.6f}")
+    if options.files:
+        whole_extraction(extractors, names, options.seconds, options.utterances, rng)
+
+
+def whole_extraction(extractors, names, lengths, count, rng):
+    """Print, per length and variant, eval.py's whole extraction of WAV files (reading, features,
+    network; compilation excluded) against its network-alone time, variants alternating."""
+    with tempfile.TemporaryDirectory() as folder:
+        for length in lengths:
+            files = []
+            for index in range(count):
+                samples = int(length * rng.uniform(0.95, 1.05) * SAMPLE_RATE)
+                files.append(f"{length:g}s_{index}.wav")
+                write_audio(os.path.join(folder, files[-1]), (0.1 * rng.standard_normal(samples)).astype(np.float32))
+            line = f"{length:5.1f} s files:"
+            for variant, extractor in extractors.items():
+                _, stats = extract_embeddings(extractor, files, folder)
+                whole = stats.total_seconds - stats.compile_seconds
+                line += (f"  {names[variant]} whole RTF {whole / stats.audio_seconds:.4f}, network "
+                         f"{stats.network_seconds / stats.audio_seconds:.4f} ({whole / stats.network_seconds:.2f}x)")
+            print(line + f"  load {os.getloadavg()[0]:.1f}", flush=True)
 
 
 if __name__ == "__main__":

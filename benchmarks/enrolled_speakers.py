@@ -115,7 +115,8 @@ class Runner:
     def verification(self, name, options):
         with open(os.path.join(self.eval(name, options), "metrics.json"), encoding="utf-8") as handle:
             metrics = json.load(handle)
-        return {"eer": 100 * metrics["eer"], "min_dcf": metrics["min_dcf"]["0.01"], "trials": metrics["trials"]}
+        return {"eer": 100 * metrics["eer"], "min_dcf": metrics["min_dcf"]["0.01"]["value"],
+                "trials": metrics["trials"]}
 
     def identification(self, name, options):
         with open(os.path.join(self.eval(name, options), "identification.json"), encoding="utf-8") as handle:
