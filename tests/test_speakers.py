@@ -426,6 +426,9 @@ def test_eval_identifies_a_labelled_list_among_the_enrolled_speakers(
                 for ok, test in zip(correct, truth)]
     assert figures["open_set"][0]["dir"] == pytest.approx(np.mean(detected))
     assert f"top-1 accuracy = {100 * np.mean(correct):.2f}%" in printed
+    with pytest.raises(InputError, match="--identify ranks and thresholds the scores themselves"):
+        eval_script.main([*map(str, enrolled_lists), "--identify", str(root / "queries.txt"),
+                          "--eval_output_dir", str(out), "--score_calibration=linear"])
     saved = np.load(out / "identification_scores.npz")
     np.testing.assert_allclose(saved["scores"][:, 0], [cosines[("alice", test)] for test in tests], atol=1e-5)
 

@@ -40,6 +40,9 @@ def prepare_identification(config, test_list):
     """Parse and check the test list, enroll_list and cohort before any extraction."""
     if not config.enroll_list:
         raise EvaluationError("--identify: set enroll_list (the enrolled speakers to identify among)")
+    if config.score_calibration != "none" or config.calibration_file:
+        raise EvaluationError("--identify ranks and thresholds the scores themselves; leave score_calibration "
+                              "and calibration_file unset (speakers.py identify applies a calibration_file)")
     queries = read_labelled_list(test_list)
     require_audio_files([utterance for _, utterance in queries], config.eval_path, f"--identify {test_list}")
     cohort, _ = cohort_utterances(config)
