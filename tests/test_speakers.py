@@ -364,7 +364,7 @@ def enrolled_cosines(root, reference, speakers, tests):
 
 
 def test_eval_scores_trials_against_enrolled_speakers_and_calibrates_on_enrolled_trials(
-        workspace, enrolled_lists, eval_script, capsys):
+        workspace, enrolled_lists, eval_script, enrolled, speakers_script, capsys):
     root, reference = workspace
     out = root / "out_enrolled"
     eval_script.main([*map(str, enrolled_lists), "--eval_list", str(root / "trials_eval.txt"),
@@ -402,6 +402,12 @@ def test_eval_scores_trials_against_enrolled_speakers_and_calibrates_on_enrolled
         assert target == str(int(speaker == {"s0": "alice", "s1": "bob"}.get(test[:2])))
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["enrolled_speakers"] == 2 and metrics["trials"] == 5
+    # The fitted calibration is the one speakers.py verify takes for the same model and scoring.
+    capsys.readouterr()
+    run(speakers_script, root, "verify", enrolled, "alice", root / "wav/s0_3.wav",
+        f"--calibration_file={out / 'calibration.json'}")
+    printed = capsys.readouterr().out.splitlines()
+    assert re.search(r"llr = -?\d+\.\d{4}", printed[0]) and "qmf calibration" in printed[1]
 
 
 def test_eval_identifies_a_labelled_list_among_the_enrolled_speakers(
