@@ -48,6 +48,7 @@ USAGE = {"enroll": "SPEAKER WAV [WAV ...] or --list LIST", "verify": "SPEAKER WA
 
 def add_arguments(parser):
     """The action, the store, the action's items and the options of enroll and identify."""
+    parser.usage = "\n" + __doc__.split("\n\n")[1].rstrip() + "\n\n  [--key=value ...] (every setting below)"
     parser.add_argument("action", choices=ACTIONS, help="what to do with the store")
     parser.add_argument("store", help="the speaker store file (.npz)")
     parser.add_argument("items", nargs="*", help="enroll: SPEAKER WAV...; verify: SPEAKER WAV; identify: WAV; "
