@@ -7,9 +7,10 @@ holds the fingerprint of the model and front end the embeddings came from
 (src/evaluation/embeddings.py ``model_fingerprint``): a store is refused by another model.
 
 Arrays of the file: ``format`` and ``fingerprint`` (0-d str), ``speakers`` (K,) str,
-``unit_sums`` (K, D) float64, ``norm_sums`` (K,) float64, ``counts`` (K,) int64, ``seconds``
-(K,) float64 and ``recordings`` (0-d str, JSON: K lists of paths). Saved atomically: a killed
-write leaves the previous store.
+``unit_sums`` (K, D) float32 (float64 in memory; float32 keeps a model to 1e-7 and halves the
+file: 77 MB for 100,000 speakers of 192 values), ``norm_sums`` (K,) float64, ``counts`` (K,)
+int64, ``seconds`` (K,) float64 and ``recordings`` (0-d str, JSON: K lists of paths). Saved
+atomically: a killed write leaves the previous store.
 """
 import difflib
 import json
@@ -151,7 +152,7 @@ class SpeakerStore:
         with atomic_write(path, needed_bytes=self.unit_sums.nbytes + 4096, suffix=".npz") as temporary:
             with open(temporary, "wb") as handle:
                 np.savez(handle, format=np.array(FORMAT), fingerprint=np.array(self.fingerprint),
-                         speakers=np.array(self.speakers, dtype=str), unit_sums=self.unit_sums,
+                         speakers=np.array(self.speakers, dtype=str), unit_sums=self.unit_sums.astype(np.float32),
                          norm_sums=self.norm_sums, counts=self.counts, seconds=self.seconds,
                          recordings=np.array(json.dumps(self.recordings)))
         return path
