@@ -33,7 +33,7 @@ from src.evaluation.metrics import evaluate
 from src.evaluation.scoring import (as_table, cohort_statistics, paired_cosine, score_trials, trial_labels,
                                     unit_rows)
 from src.fileio import file_fingerprint, write_lines
-from src.speakers.lists import write_speaker_trials
+from src.speakers.lists import enrolled_utterances, write_speaker_trials
 from src.speakers.models import model_row
 from src.speakers.trials import model_trials, probe_utterances
 
@@ -64,8 +64,7 @@ class CalibrationInputs:
         """The audio utterances of the trials (and of the enrolled speakers), each once."""
         if self.enrolled is None:
             return trial_utterances(self.trials)
-        return list(dict.fromkeys([*probe_utterances(self.trials),
-                                   *(utt for utts in self.enrolled.values() for utt in utts)]))
+        return list(dict.fromkeys([*probe_utterances(self.trials), *enrolled_utterances(self.enrolled)]))
 
 
 def _require_both_classes(trials, source):

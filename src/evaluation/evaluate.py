@@ -36,7 +36,7 @@ from src.evaluation.metrics import evaluate
 from src.evaluation.plots import plot_det_curve, plot_score_histograms
 from src.evaluation.report import UNCALIBRATED_NOTE, format_summary, write_metrics_json, write_scores
 from src.evaluation.scoring import EmbeddingTable, mean_embedding, score_trials, trial_labels
-from src.speakers.lists import read_enrollment_list, read_speaker_trials
+from src.speakers.lists import enrolled_utterances, read_enrollment_list, read_speaker_trials
 from src.speakers.trials import model_trials, probe_utterances, with_speaker_models
 
 SCORES_FILE = "scores.txt"
@@ -292,9 +292,8 @@ def run_evaluation(config, extractor, inputs, shards=None):
     logger.info("trial utterances: %s", stats.describe())
     extraction_lines = [f"trial utterances: {stats.describe()}"]
     if inputs.enrolled is not None:
-        recordings, enroll_stats = extract(list(dict.fromkeys(utt for utts in inputs.enrolled.values()
-                                                              for utt in utts)),
-                                           enroll_root(config), cache, description="enrollment utterances")
+        recordings, enroll_stats = extract(enrolled_utterances(inputs.enrolled), enroll_root(config), cache,
+                                           description="enrollment utterances")
         logger.info("enrollment utterances: %s", enroll_stats.describe())
         extraction_lines.append(f"enrollment utterances: {enroll_stats.describe()}")
     gathers = shards is None or shards.gathers

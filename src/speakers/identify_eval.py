@@ -20,7 +20,7 @@ from src.evaluation.evaluate import (EvaluationError, cohort_utterances, enroll_
 from src.evaluation.scoring import mean_embedding
 from src.fileio import atomic_write, file_fingerprint, write_text
 from src.speakers.identification import UNKNOWN, describe, identification_figures
-from src.speakers.lists import read_labelled_list
+from src.speakers.lists import enrolled_utterances, read_labelled_list
 from src.speakers.models import ProbeScorer, speaker_embedding
 
 FIGURES_FILE = "identification.json"
@@ -54,7 +54,7 @@ def run_identification(config, extractor, inputs, test_list):
     cache = open_cache(config, extractor)
     utterances = [utterance for _, utterance in inputs.queries]
     tests, _ = extract_embeddings(extractor, utterances, config.eval_path, cache, description="test utterances")
-    recordings, _ = extract_embeddings(extractor, [u for utts in inputs.enrolled.values() for u in utts],
+    recordings, _ = extract_embeddings(extractor, enrolled_utterances(inputs.enrolled),
                                        enroll_root(config), cache, description="enrollment utterances")
     cohort = None
     if inputs.cohort:

@@ -20,6 +20,11 @@ from src.speakers.models import speaker_of_row
 TARGET_LABELS = {"target": True, "1": True, "nontarget": False, "0": False}
 
 
+def enrolled_utterances(speakers):
+    """Every utterance of {speaker: [utterances]}, each once, in order."""
+    return list(dict.fromkeys(utterance for utterances in speakers.values() for utterance in utterances))
+
+
 @dataclass(frozen=True)
 class Enrollment:
     """Recordings of each enrolled speaker: ``speakers`` {speaker: [utterances]} in list order."""
@@ -27,7 +32,7 @@ class Enrollment:
 
     def utterances(self):
         """Every enrollment utterance, each once, in list order."""
-        return list(dict.fromkeys(utt for utts in self.speakers.values() for utt in utts))
+        return enrolled_utterances(self.speakers)
 
 
 def read_enrollment_list(path):
