@@ -473,3 +473,11 @@ def test_enrollment_calibration_trials_are_balanced_seeded_and_disjoint():
     assert build_enrollment_trials(train, 3, 20, seed=1) == (models, trials)
     with pytest.raises(ValueError, match="at least two speakers with more than 5 utterances"):
         build_enrollment_trials(train, 5, 20, seed=1)
+
+
+def test_the_docstring_examples_hold():
+    import doctest
+
+    from src.speakers import identification, models
+    for module in (models, identification):
+        assert doctest.testmod(module).failed == 0, module.__name__
