@@ -480,4 +480,5 @@ def test_the_docstring_examples_hold():
 
     from src.speakers import identification, models
     for module in (models, identification):
-        assert doctest.testmod(module).failed == 0, module.__name__
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
