@@ -10,12 +10,13 @@
 STORE is a .npz file (src/speakers/store.py), created by the first enrollment and tied to
 the model and front end it was made with. LIST holds '<speaker> <wav> [<wav> ...]' lines,
 paths relative to LIST's folder; a speaker may take several lines, and enrolling a known
-speaker again adds to its model. Recordings too short or too silent are refused. verify
-and identify score like eval.py (cosine; mean subtraction and AS-norm with the configured
-cohort) and decide at ``threshold`` on the raw score, or with a ``calibration_file`` fitted
-on enrolled-speaker trials (eval.py with enroll_list) on the LLR at ``p_target`` or
-``target_fa_rate``; identify answers 'unknown' when the best speaker is rejected. Every
-setting of src/config.py is accepted as --key=value or from a --config YAML file.
+speaker again adds to its model; two programs changing one store take turns. Recordings too
+short or too silent are refused. verify and identify score like eval.py (cosine; mean
+subtraction and AS-norm with the configured cohort) and decide at ``threshold`` on the raw
+score, or with a ``calibration_file`` fitted on enrolled-speaker trials (eval.py with
+enroll_list) on the LLR at ``p_target`` or ``target_fa_rate``; identify answers 'unknown'
+when the best speaker is rejected. Every setting of src/config.py is accepted as --key=value
+or from a --config YAML file.
 """
 import collections
 import os
@@ -37,7 +38,7 @@ from src.fileio import check_writable_file
 from src.speakers.claims import candidates, identify, llrs_of
 from src.speakers.lists import read_enrollment_list
 from src.speakers.models import ProbeScorer
-from src.speakers.store import SpeakerStore, StoreError
+from src.speakers.store import SpeakerStore, StoreError, store_lock
 
 ACTIONS = ("enroll", "verify", "identify", "list", "remove")
 # Positional items after STORE that each action takes: (fewest, most; None = any number).
@@ -100,18 +101,19 @@ def enroll(config, options):
         raise ListFormatError(f"{repeated[0]} is given twice")
     waves = {path: read_verification_audio(path) for paths in wanted.values() for path in paths}
     check_writable_file(options.store, "STORE")
-    loaded = SpeakerStore.load(options.store) if os.path.exists(options.store) else None
-    for speaker, paths in wanted.items():
-        if loaded is not None:
-            loaded.check_new(speaker, paths)
-    extractor = load_extractor(config)
-    store = checked_store(options.store, loaded, extractor, config)
-    for speaker, paths in wanted.items():
-        vectors = np.stack([finite_embedding(extractor.embed_wave(waves[path]), path) for path in paths])
-        store.enroll(speaker, paths, vectors, [waves[path].size / SAMPLE_RATE for path in paths])
-        row = store.speakers.index(speaker)
-        print(f"{speaker}: {store.counts[row]} recordings, {store.seconds[row]:.1f} s (+{len(paths)})")
-    store.save(options.store)
+    with store_lock(options.store):
+        loaded = SpeakerStore.load(options.store) if os.path.exists(options.store) else None
+        for speaker, paths in wanted.items():
+            if loaded is not None:
+                loaded.check_new(speaker, paths)
+        extractor = load_extractor(config)
+        store = checked_store(options.store, loaded, extractor, config)
+        for speaker, paths in wanted.items():
+            vectors = np.stack([finite_embedding(extractor.embed_wave(waves[path]), path) for path in paths])
+            store.enroll(speaker, paths, vectors, [waves[path].size / SAMPLE_RATE for path in paths])
+            row = store.speakers.index(speaker)
+            print(f"{speaker}: {store.counts[row]} recordings, {store.seconds[row]:.1f} s (+{len(paths)})")
+        store.save(options.store)
     print(f"{options.store}: {len(store)} speakers")
 
 
@@ -178,9 +180,10 @@ def list_speakers(options):
 
 def remove(options):
     """Remove a speaker from the store."""
-    store = SpeakerStore.load(options.store)
-    store.remove(options.items[0], options.store)
-    store.save(options.store)
+    with store_lock(options.store):
+        store = SpeakerStore.load(options.store)
+        store.remove(options.items[0], options.store)
+        store.save(options.store)
     print(f"removed {options.items[0]}; {options.store}: {len(store)} speakers")
 
 

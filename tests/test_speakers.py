@@ -482,3 +482,28 @@ def test_the_docstring_examples_hold():
     for module in (models, identification):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+def test_two_programs_changing_one_store_take_turns(workspace, enrolled, speakers_script, tmp_path, capsys):
+    """A program holds the store's lock between reading and writing it (adding 'xavier'); an enrollment
+    started meanwhile waits for it and then adds to its result, so no speaker is lost."""
+    root, _ = workspace
+    store = tmp_path / "shared.npz"
+    store.write_bytes(enrolled.read_bytes())
+    program = f"""
+import sys, time, numpy as np
+sys.path.insert(0, {REPO_ROOT!r})
+from src.speakers.store import SpeakerStore, store_lock
+with store_lock({str(store)!r}):
+    store = SpeakerStore.load({str(store)!r})
+    print("locked", flush=True)
+    time.sleep(3)
+    store.enroll("xavier", ["x.wav"], np.ones((1, store.unit_sums.shape[1])), [1.0])
+    store.save({str(store)!r})
+"""
+    child = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "locked"
+    start = time.monotonic()
+    run(speakers_script, root, "enroll", store, "dan", root / "wav/s2_1.wav")
+    assert child.wait() == 0 and time.monotonic() - start > 1.0  # it waited for the other program
+    assert SpeakerStore.load(str(store)).speakers == ["alice", "bob", "carol", "xavier", "dan"]

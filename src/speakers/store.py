@@ -10,10 +10,13 @@ Arrays of the file: ``format`` and ``fingerprint`` (0-d str), ``speakers`` (K,) 
 ``unit_sums`` (K, D) float32 (float64 in memory; float32 keeps a model to 1e-7 and halves the
 file: 77 MB for 100,000 speakers of 192 values), ``norm_sums`` (K,) float64, ``counts`` (K,)
 int64, ``seconds`` (K,) float64 and ``recordings`` (0-d str, JSON: K lists of paths). Saved
-atomically: a killed write leaves the previous store.
+atomically: a killed write leaves the previous store; changes hold :func:`store_lock`.
 """
+import contextlib
 import difflib
+import fcntl
 import json
+import logging
 import os
 import zipfile
 
@@ -24,6 +27,8 @@ from src.fileio import atomic_write
 from src.speakers.models import model_from_sums, unit_sum_and_norms
 
 FORMAT = "ecapa-tdnn speaker store 1"
+
+logger = logging.getLogger(__name__)
 
 
 class StoreError(InputError):
@@ -42,6 +47,22 @@ def _model_difference(stored, current):
     if stored.get("network") != current.get("network"):
         return "the same weights in another network description (model settings differ)"
     return "other features (front end or feature settings differ)"
+
+
+@contextlib.contextmanager
+def store_lock(path):
+    """Hold the lock of the store ``path`` (a hidden file beside it) while a change is read, made
+    and written: a second program changing the same store waits, so neither change is lost.
+    The lock goes with the process that holds it, however it ends."""
+    folder, name = os.path.split(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, f".{name}.lock"), "a", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.info("%s: another program is changing the store; waiting for it", path)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 class SpeakerStore:
