@@ -93,13 +93,14 @@ def checked_store(path, loaded, extractor, config):
 
 
 def enroll(config, options):
-    """Embed every recording (all read and checked first) and add them to the store."""
+    """Embed every recording (all read and checked first, before the model loads; kept as durations
+    only, so a long list does not fill the memory) and add them to the store."""
     wanted = recordings_to_enroll(options)
     counts = collections.Counter(path for paths in wanted.values() for path in paths)
     repeated = sorted(path for path, count in counts.items() if count > 1)
     if repeated:
         raise ListFormatError(f"{repeated[0]} is given twice")
-    waves = {path: read_verification_audio(path) for paths in wanted.values() for path in paths}
+    seconds = {path: read_verification_audio(path).size / SAMPLE_RATE for path in counts}
     check_writable_file(options.store, "STORE")
     with store_lock(options.store):
         loaded = SpeakerStore.load(options.store) if os.path.exists(options.store) else None
@@ -109,8 +110,9 @@ def enroll(config, options):
         extractor = load_extractor(config)
         store = checked_store(options.store, loaded, extractor, config)
         for speaker, paths in wanted.items():
-            vectors = np.stack([finite_embedding(extractor.embed_wave(waves[path]), path) for path in paths])
-            store.enroll(speaker, paths, vectors, [waves[path].size / SAMPLE_RATE for path in paths])
+            vectors = np.stack([finite_embedding(extractor.embed_wave(read_verification_audio(path)), path)
+                                for path in paths])
+            store.enroll(speaker, paths, vectors, [seconds[path] for path in paths])
             row = store.speakers.index(speaker)
             print(f"{speaker}: {store.counts[row]} recordings, {store.seconds[row]:.1f} s (+{len(paths)})")
         store.save(options.store)
