@@ -1,11 +1,26 @@
 """Synthetic speakers, lists and tiny checkpoints for the evaluation tests."""
+import contextlib
 import os
 
-from fixtures import TINY_NETWORK, speaker_wave
+import src.evaluation.extractor as extractor_module
+from fixtures import TINY_NETWORK, load_program, speaker_wave
 from src.checkpoint import save_checkpoint
 from src.data.audio import read_audio, write_audio
 from src.model.aam_softmax import AAMSoftmax
 from src.model.speaker_loss import SpeakerLoss
+
+
+@contextlib.contextmanager
+def program_in_process(relative_path, module_name):
+    """A program that loads a model (eval.py, speakers.py) as a module whose main() runs in this
+    process, with the device set-up skipped (conftest already chose CPU and GRAPH_MODE; the
+    subprocess runs cover it) until the block ends."""
+    original = extractor_module.init_context
+    extractor_module.init_context = lambda config, distributed=False: "CPU"
+    try:
+        yield load_program(relative_path, module_name)
+    finally:
+        extractor_module.init_context = original
 
 
 def embed_file(extractor, path):

@@ -13,8 +13,8 @@ import pytest
 import soundfile
 import yaml
 
-import src.evaluation.extractor as extractor_module
-from fixtures import (REPO_ROOT, TINY_NETWORK, bad_files, load_program, speaker_wave, tiny_network, training_settings,
+from eval_support import program_in_process
+from fixtures import (REPO_ROOT, TINY_NETWORK, bad_files, speaker_wave, tiny_network, training_settings,
                       write_tone_corpus)
 from src.cli import run_main
 from src.data import speech_content
@@ -200,11 +200,8 @@ def workspace(tmp_path_factory):
 @pytest.fixture(scope="module")
 def eval_script():
     """eval.py loaded as a module (context set-up skipped: conftest chose CPU and GRAPH_MODE)."""
-    module = load_program("eval.py", "eval_script_bad_audio")
-    original = extractor_module.init_context
-    extractor_module.init_context = lambda config, distributed=False: "CPU"
-    yield module
-    extractor_module.init_context = original
+    with program_in_process("eval.py", "eval_script_bad_audio") as module:
+        yield module
 
 
 def _one_error_line(completed, *fragments):

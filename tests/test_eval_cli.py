@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import yaml
 
-from eval_support import embed_file, save_training_checkpoint, write_corpus, write_train_list, write_trials
-import src.evaluation.extractor as extractor_module
-from fixtures import REPO_ROOT, TINY_NETWORK, load_program, tiny_network
+from eval_support import (embed_file, program_in_process, save_training_checkpoint, write_corpus, write_train_list,
+                          write_trials)
+from fixtures import REPO_ROOT, TINY_NETWORK, tiny_network
 from src.cli import run_main
 from src.data.lists import ListFormatError
 from src.evaluation.calibration_step import SEEN_UTTERANCES_WARNING
@@ -35,11 +35,8 @@ def eval_script():
     The context set-up is skipped (conftest already chose CPU and GRAPH_MODE); the
     subprocess runs cover it.
     """
-    module = load_program("eval.py", "eval_script")
-    original = extractor_module.init_context
-    extractor_module.init_context = lambda config, distributed=False: "CPU"
-    yield module
-    extractor_module.init_context = original
+    with program_in_process("eval.py", "eval_script") as module:
+        yield module
 
 
 @pytest.fixture(scope="module")

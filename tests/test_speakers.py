@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 import yaml
 
-import src.evaluation.extractor as extractor_module
-from eval_support import embed_file
-from fixtures import REPO_ROOT, TINY_NETWORK, load_program, randomise, speaker_wave, tiny_network
+from eval_support import embed_file, program_in_process
+from fixtures import REPO_ROOT, TINY_NETWORK, randomise, speaker_wave, tiny_network
 from src.checkpoint import save_checkpoint
 from src.data.audio import read_audio, write_audio
 from src.data.lists import ListFormatError, TrainList, Trial
@@ -206,11 +205,8 @@ def workspace(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def speakers_script():
-    module = load_program("speakers.py", "speakers_script")
-    original = extractor_module.init_context
-    extractor_module.init_context = lambda config, distributed=False: "CPU"
-    yield module
-    extractor_module.init_context = original
+    with program_in_process("speakers.py", "speakers_script") as module:
+        yield module
 
 
 def run(script, root, *arguments, model="model.ckpt"):
@@ -326,11 +322,8 @@ def test_bad_input_is_one_line(workspace, enrolled, speakers_script, tmp_path):
 
 @pytest.fixture(scope="module")
 def eval_script():
-    module = load_program("eval.py", "eval_script_speakers")
-    original = extractor_module.init_context
-    extractor_module.init_context = lambda config, distributed=False: "CPU"
-    yield module
-    extractor_module.init_context = original
+    with program_in_process("eval.py", "eval_script_speakers") as module:
+        yield module
 
 
 @pytest.fixture(scope="module")
