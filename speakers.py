@@ -32,7 +32,6 @@ from src.data.lists import ListFormatError
 from src.evaluation.embeddings import extract_embeddings, finite_embedding, model_fingerprint
 from src.evaluation.evaluate import open_cache
 from src.evaluation.extractor import load_extractor
-from src.evaluation.scoring import mean_embedding
 from src.evaluation.verify_extract import prepare_verification, read_verification_audio
 from src.fileio import check_writable_file
 from src.speakers.claims import candidates, identify, llrs_of
@@ -138,12 +137,9 @@ def score_probe(config, options, enrolled_only=None):
     if setup.cohort:
         cohort, _ = extract_embeddings(extractor, setup.cohort, config.train_path, open_cache(config, extractor),
                                        description="cohort utterances")
-    mean = mean_embedding(cohort) if config.mean_subtraction else None
     models = store.embeddings()[rows]
     try:
-        scorer = ProbeScorer.build(models, mean, cohort.matrix if config.score_norm == "asnorm" else None,
-                                   config.top_n)
-        scores = scorer.scores(probe)
+        scores = ProbeScorer.for_config(config, models, cohort).scores(probe)
     except ValueError as error:
         raise StoreError(f"{path}: cannot score it against {options.store}: {error}") from None
     llrs = llrs_of(setup.calibration, scores, store.seconds[rows], np.linalg.norm(models, axis=1),

@@ -17,11 +17,11 @@ import numpy as np
 from src.evaluation.embeddings import extract_embeddings, require_audio_files
 from src.evaluation.evaluate import (EvaluationError, cohort_utterances, enroll_root, open_cache,
                                      read_enrollment, scoring_description)
-from src.evaluation.scoring import mean_embedding
 from src.fileio import atomic_write, file_fingerprint, write_text
 from src.speakers.identification import UNKNOWN, describe, identification_figures
 from src.speakers.lists import enrolled_utterances, read_labelled_list
-from src.speakers.models import ProbeScorer, speaker_embedding
+from src.speakers.models import ProbeScorer
+from src.speakers.trials import speaker_models
 
 FIGURES_FILE = "identification.json"
 SCORES_FILE = "identification_scores.npz"
@@ -61,11 +61,8 @@ def run_identification(config, extractor, inputs, test_list):
         cohort, _ = extract_embeddings(extractor, inputs.cohort, config.train_path, cache,
                                        description="cohort utterances")
     speakers = list(inputs.enrolled)
-    models = np.stack([speaker_embedding(recordings.matrix[recordings.rows(inputs.enrolled[speaker])])
-                       for speaker in speakers])
     try:
-        scorer = ProbeScorer.build(models, mean_embedding(cohort) if config.mean_subtraction else None,
-                                   cohort.matrix if config.score_norm == "asnorm" else None, config.top_n)
+        scorer = ProbeScorer.for_config(config, speaker_models(recordings, inputs.enrolled), cohort)
         scores = np.stack([scorer.scores(tests.matrix[tests.index[utterance]]) for utterance in utterances])
     except ValueError as error:
         raise EvaluationError(f"--identify {test_list}: cannot score it: {error}") from None

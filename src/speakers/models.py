@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from src.evaluation.scoring import cohort_statistics
+from src.evaluation.scoring import cohort_statistics, mean_embedding
 
 # Name of a speaker model's row among utterance embeddings: list fields hold no spaces, so it
 # never equals an utterance path.
@@ -72,6 +72,13 @@ class ProbeScorer:
     cohort_units: object
     top_n: int
     model_stats: tuple
+
+    @classmethod
+    def for_config(cls, config, models, cohort):
+        """The scorer of eval.py's settings (``mean_subtraction``, ``score_norm``, ``top_n``) for models
+        (K, D); ``cohort``: the cohort's EmbeddingTable, None when neither setting uses one."""
+        mean = mean_embedding(cohort) if config.mean_subtraction else None
+        return cls.build(models, mean, cohort.matrix if config.score_norm == "asnorm" else None, config.top_n)
 
     @classmethod
     def build(cls, models, mean=None, cohort=None, top_n=300):

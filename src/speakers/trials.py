@@ -13,18 +13,24 @@ from src.evaluation.scoring import EmbeddingTable
 from src.speakers.models import model_row, speaker_embedding
 
 
+def speaker_models(recordings_table, speakers):
+    """Model embeddings (K, D) float32 of {speaker: [utterances]}, in its order, from the
+    EmbeddingTable of their recordings."""
+    return np.stack([speaker_embedding(recordings_table.matrix[recordings_table.rows(utterances)])
+                     for utterances in speakers.values()])
+
+
 def with_speaker_models(table, recordings_table, speakers, root):
     """``(table + one model row per speaker, {model row: enrollment seconds})``.
 
     table: EmbeddingTable of the test utterances; recordings_table: that of the enrollment
     utterances; speakers: {speaker: [utterances]} (relative to ``root``, for the durations).
     """
-    names, rows, seconds = list(table.names), [table.matrix], {}
-    for speaker, utterances in speakers.items():
-        names.append(model_row(speaker))
-        rows.append(speaker_embedding(recordings_table.matrix[recordings_table.rows(utterances)])[None])
-        seconds[model_row(speaker)] = float(np.sum(audio_durations(utterances, root)))
-    return EmbeddingTable(names, np.concatenate(rows)), seconds
+    rows = [model_row(speaker) for speaker in speakers]
+    seconds = {row: float(np.sum(audio_durations(utterances, root)))
+               for row, utterances in zip(rows, speakers.values())}
+    return (EmbeddingTable(list(table.names) + rows,
+                           np.concatenate([table.matrix, speaker_models(recordings_table, speakers)])), seconds)
 
 
 def model_trials(trials):
