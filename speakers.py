@@ -112,7 +112,7 @@ def enroll(config, options):
             vectors = np.stack([finite_embedding(extractor.embed_wave(read_verification_audio(path)), path)
                                 for path in paths])
             store.enroll(speaker, paths, vectors, [seconds[path] for path in paths])
-            row = store.speakers.index(speaker)
+            row = store.index(speaker, options.store)
             print(f"{speaker}: {store.counts[row]} recordings, {store.seconds[row]:.1f} s (+{len(paths)})")
         store.save(options.store)
     print(f"{options.store}: {len(store)} speakers")
@@ -137,7 +137,7 @@ def score_probe(config, options, enrolled_only=None):
     if setup.cohort:
         cohort, _ = extract_embeddings(extractor, setup.cohort, config.train_path, open_cache(config, extractor),
                                        description="cohort utterances")
-    models = store.embeddings()[rows]
+    models = store.embeddings(rows)
     try:
         scores = ProbeScorer.for_config(config, models, cohort).scores(probe)
     except ValueError as error:

@@ -27,16 +27,12 @@ QMF = Calibration("qmf", ("score", "min_log_duration", "max_log_duration", "mean
 
 def random_store(speakers, dim, rng):
     """A store of ``speakers`` speakers, each enrolled from three random recordings."""
-    store = SpeakerStore("benchmark", dim)
-    store.speakers = [f"spk{index:06d}" for index in range(speakers)]
     units = rng.standard_normal((speakers, 3, dim))
     units /= np.linalg.norm(units, axis=2, keepdims=True)
-    store.unit_sums = units.sum(axis=1)
-    store.norm_sums = np.full(speakers, 3 * 20.0)
-    store.counts = np.full(speakers, 3)
-    store.seconds = np.full(speakers, 24.0)
-    store.recordings = [[] for _ in range(speakers)]
-    return store
+    return SpeakerStore.from_arrays("benchmark", [f"spk{index:06d}" for index in range(speakers)],
+                                    [[] for _ in range(speakers)], unit_sums=units.sum(axis=1),
+                                    norm_sums=np.full(speakers, 3 * 20.0), counts=np.full(speakers, 3),
+                                    seconds=np.full(speakers, 24.0))
 
 
 def measure(store, cohort, queries, rng):

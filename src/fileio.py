@@ -107,14 +107,15 @@ def is_temporary_name(name):
     return bool(_TEMPORARY_NAME.match(name))
 
 
-def remove_stale_temporaries(folder):
-    """Delete the temporary files a killed :func:`atomic_write` left in ``folder``; return their names."""
+def remove_stale_temporaries(folder, of=None):
+    """Delete the temporary files a killed :func:`atomic_write` left in ``folder`` (only those of the
+    file named ``of``, when given); return their names."""
     if not os.path.isdir(folder):
         return []
     removed = []
     for name in sorted(os.listdir(folder)):
         path = os.path.join(folder, name)
-        if is_temporary_name(name) and os.path.isfile(path):
+        if is_temporary_name(name) and (of is None or name.startswith(f".{of}.")) and os.path.isfile(path):
             os.remove(path)
             removed.append(name)
     return removed

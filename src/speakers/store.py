@@ -23,7 +23,7 @@ import zipfile
 import numpy as np
 
 from src.errors import InputError
-from src.fileio import atomic_write
+from src.fileio import atomic_write, remove_stale_temporaries
 from src.speakers.models import model_from_sums, unit_sum_and_norms
 
 FORMAT = "ecapa-tdnn speaker store 1"
@@ -65,20 +65,41 @@ def store_lock(path):
         yield
 
 
+# The per-speaker arrays of a store and their dtypes in memory.
+PER_SPEAKER = {"unit_sums": np.float64, "norm_sums": np.float64, "counts": np.int64, "seconds": np.float64}
+
+
 class SpeakerStore:
-    """Enrolled speakers of the model with ``fingerprint`` (see the module docstring)."""
+    """Enrolled speakers of the model with ``fingerprint`` (see the module docstring).
+
+    ``unit_sums`` (K, D), ``norm_sums``, ``counts`` and ``seconds`` (K,) are views of buffers
+    that grow by doubling, so enrolling K new speakers one by one costs O(K) copies, not O(K^2).
+    """
 
     def __init__(self, fingerprint, dim):
         self.fingerprint = fingerprint
-        self.speakers = []
-        self.unit_sums = np.zeros((0, dim))
-        self.norm_sums = np.zeros(0)
-        self.counts = np.zeros(0, dtype=np.int64)
-        self.seconds = np.zeros(0)
-        self.recordings = []
+        self.speakers, self.recordings = [], []
+        self._rows = {}  # speaker -> row
+        self._buffers = {name: np.zeros((0, dim) if name == "unit_sums" else 0, dtype)
+                         for name, dtype in PER_SPEAKER.items()}
+
+    unit_sums = property(lambda self: self._buffers["unit_sums"][:len(self.speakers)])
+    norm_sums = property(lambda self: self._buffers["norm_sums"][:len(self.speakers)])
+    counts = property(lambda self: self._buffers["counts"][:len(self.speakers)])
+    seconds = property(lambda self: self._buffers["seconds"][:len(self.speakers)])
 
     def __len__(self):
         return len(self.speakers)
+
+    @classmethod
+    def from_arrays(cls, fingerprint, speakers, recordings, **arrays):
+        """A store of K ``speakers`` with their ``recordings`` (K lists of paths) and the per-speaker
+        ``arrays`` (unit_sums (K, D), norm_sums, counts, seconds (K,))."""
+        store = cls(fingerprint, 0)
+        store.speakers, store.recordings = list(speakers), list(recordings)
+        store._rows = {speaker: row for row, speaker in enumerate(store.speakers)}
+        store._buffers = {name: np.array(arrays[name], dtype) for name, dtype in PER_SPEAKER.items()}
+        return store
 
     @classmethod
     def load(cls, path):
@@ -89,20 +110,15 @@ class SpeakerStore:
             with np.load(path, allow_pickle=False) as arrays:
                 if "format" not in arrays or str(arrays["format"]) != FORMAT:
                     raise StoreError(f"{path}: not a speaker store of this project")
-                store = cls(str(arrays["fingerprint"]), arrays["unit_sums"].shape[1])
-                store.speakers = [str(name) for name in arrays["speakers"]]
-                store.unit_sums = arrays["unit_sums"].astype(np.float64)
-                store.norm_sums = arrays["norm_sums"].astype(np.float64)
-                store.counts = arrays["counts"].astype(np.int64)
-                store.seconds = arrays["seconds"].astype(np.float64)
-                store.recordings = json.loads(str(arrays["recordings"]))
+                store = cls.from_arrays(str(arrays["fingerprint"]), [str(name) for name in arrays["speakers"]],
+                                        json.loads(str(arrays["recordings"])),
+                                        **{name: arrays[name] for name in PER_SPEAKER})
         except (OSError, ValueError, KeyError, IndexError, zipfile.BadZipFile, EOFError) as error:
             if isinstance(error, StoreError):
                 raise
             raise StoreError(f"{path}: damaged speaker store ({type(error).__name__}: {error})") from None
-        sizes = {len(store.speakers), len(store.unit_sums), len(store.norm_sums), len(store.counts),
-                 len(store.seconds), len(store.recordings)}
-        if len(sizes) != 1:
+        sizes = {len(store.speakers), len(store.recordings), *(len(buffer) for buffer in store._buffers.values())}
+        if len(sizes) != 1 or store._buffers["unit_sums"].ndim != 2:
             raise StoreError(f"{path}: damaged speaker store (its arrays hold different numbers of speakers)")
         return store
 
@@ -116,13 +132,25 @@ class SpeakerStore:
         """Row of ``speaker``; StoreError naming the store (and a close name) when it is not enrolled."""
         if not self.speakers:
             raise StoreError(f"{path}: the store holds no speakers; enroll some first")
-        try:
-            return self.speakers.index(speaker)
-        except ValueError:
+        if speaker not in self._rows:
             close = difflib.get_close_matches(speaker, self.speakers, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise StoreError(f"{path}: speaker {speaker!r} is not enrolled{hint}; "
-                             f"{len(self.speakers)} speakers are") from None
+                             f"{len(self.speakers)} speakers are")
+        return self._rows[speaker]
+
+    def _add_speaker(self, speaker):
+        """Append an empty row for ``speaker``, doubling the buffers when they are full; return it."""
+        row = len(self.speakers)
+        if row == len(self._buffers["counts"]):
+            for name, buffer in self._buffers.items():
+                grown = np.zeros((max(16, 2 * row), *buffer.shape[1:]), buffer.dtype)
+                grown[:row] = buffer[:row]
+                self._buffers[name] = grown
+        self.speakers.append(speaker)
+        self.recordings.append([])
+        self._rows[speaker] = row
+        return row
 
     def enroll(self, speaker, recordings, embeddings, seconds):
         """Add recordings (paths, n) with their embeddings (n, D) and durations (n,) to ``speaker``.
@@ -131,17 +159,11 @@ class SpeakerStore:
         """
         embeddings = np.asarray(embeddings)
         if not self.speakers:
-            self.unit_sums = np.zeros((0, embeddings.shape[1]))
+            self._buffers["unit_sums"] = np.zeros((len(self._buffers["counts"]), embeddings.shape[1]))
         elif embeddings.shape[1] != self.unit_sums.shape[1]:
             raise StoreError(f"embeddings of {embeddings.shape[1]} values for a store of {self.unit_sums.shape[1]}")
         self.check_new(speaker, recordings)
-        if speaker not in self.speakers:
-            self.speakers.append(speaker)
-            self.unit_sums = np.vstack([self.unit_sums, np.zeros((1, self.unit_sums.shape[1]))])
-            self.norm_sums, self.seconds = np.append(self.norm_sums, 0.0), np.append(self.seconds, 0.0)
-            self.counts = np.append(self.counts, 0)
-            self.recordings.append([])
-        row = self.speakers.index(speaker)
+        row = self._rows[speaker] if speaker in self._rows else self._add_speaker(speaker)
         unit_sum, norms = unit_sum_and_norms(embeddings)
         self.unit_sums[row] += unit_sum
         self.norm_sums[row] += norms.sum()
@@ -151,8 +173,8 @@ class SpeakerStore:
 
     def check_new(self, speaker, recordings):
         """StoreError when one of ``recordings`` (paths) is already enrolled for ``speaker``."""
-        if speaker in self.speakers:
-            repeated = sorted(set(recordings) & set(self.recordings[self.speakers.index(speaker)]))
+        if speaker in self._rows:
+            repeated = sorted(set(recordings) & set(self.recordings[self._rows[speaker]]))
             if repeated:
                 raise StoreError(f"{repeated[0]} is already enrolled for speaker {speaker!r}")
 
@@ -160,16 +182,21 @@ class SpeakerStore:
         """Remove an enrolled speaker (StoreError when it is not enrolled)."""
         row = self.index(speaker, path)
         keep = np.arange(len(self)) != row
+        arrays = {name: getattr(self, name)[keep] for name in PER_SPEAKER}
         del self.speakers[row], self.recordings[row]
-        self.unit_sums, self.norm_sums = self.unit_sums[keep], self.norm_sums[keep]
-        self.counts, self.seconds = self.counts[keep], self.seconds[keep]
+        self._rows = {name: index for index, name in enumerate(self.speakers)}
+        self._buffers = arrays
 
-    def embeddings(self):
-        """The speakers' model embeddings (K, D) float32 (src/speakers/models.py)."""
-        return model_from_sums(self.unit_sums, self.norm_sums, self.counts)
+    def embeddings(self, rows=None):
+        """Model embeddings (K, D) float32 of every speaker, or of the speakers of ``rows`` (index
+        array) in that order (src/speakers/models.py)."""
+        rows = slice(None) if rows is None else rows
+        return model_from_sums(self.unit_sums[rows], self.norm_sums[rows], self.counts[rows])
 
     def save(self, path):
-        """Write the store to ``path`` atomically."""
+        """Write the store to ``path`` atomically, first removing what a killed earlier write of it left
+        (call it holding :func:`store_lock`, as every change does)."""
+        remove_stale_temporaries(os.path.dirname(os.path.abspath(path)), of=os.path.basename(path))
         with atomic_write(path, needed_bytes=self.unit_sums.nbytes + 4096, suffix=".npz") as temporary:
             with open(temporary, "wb") as handle:
                 np.savez(handle, format=np.array(FORMAT), fingerprint=np.array(self.fingerprint),
